@@ -1,0 +1,265 @@
+"""`wsgi-drain restart` end to end: real Apache + mod_wsgi behind real HAProxy, under load.
+
+Every test drives the installed `wsgi-drain` command and counts failures at
+the client, where they really show (HAProxy closes a reused connection
+silently when a server dies mid-request).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Stack, run_cli, wsgi_drain_command
+from wsgi_drain.lab import ApacheLab, LoadLoop, Outcome, slow_request
+from wsgi_drain.state import Journal, group_lock
+
+pytestmark = pytest.mark.integration
+
+
+def assert_no_failures(load: LoadLoop) -> None:
+    summary = load.summary()
+    failed = {k: v for k, v in summary.counts.items() if k != Outcome.OK and v}
+    assert summary.total > 50, f"load loop sent too little to mean anything: {summary}"
+    assert not failed, f"failed requests: {failed} of {summary.total}"
+
+
+def test_drain_restart_under_load_loses_nothing(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    load = LoadLoop(stack.haproxy.url + "/", max_requests=3000, max_seconds=30)
+    load.start()
+    try:
+        time.sleep(0.5)
+        # Pinned to `a` by the lab's HAProxy: in flight there when the command starts.
+        slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        run = run_cli(*stack.args("--json"))
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    report = run.json()
+    assert run.returncode == 0, run.stderr
+    assert report["verdict"] == "success"
+    assert report["mode"] == "drain"
+    assert slow.result(timeout=30).status == 200
+    assert_no_failures(load)
+
+    new = set(stack.a.daemon_pids())
+    assert len(new) == 3 and not new & old
+    assert {p["old_pid"] for p in report["processes"]} == old
+    assert set(report["new_pids"]) == new
+    assert all(p["ending"] in ("drained", "exited") for p in report["processes"])
+    assert [r["diverted"] and r["restored"] for r in report["routers"]] == [True]
+    assert report["routers"][0]["sessions_at_signal"] == 0
+    assert report["health"]["status"] == 200
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+    assert not Journal.path_for(stack.state_dir, "myapp").exists()
+
+
+def test_rolling_restart_without_router_loses_nothing(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    # Straight at Apache: no router can hide a failure here.
+    load = LoadLoop(stack.a.url + "/", max_requests=3000, max_seconds=40, clients=3)
+    load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(stack.a.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        run = run_cli(*stack.args("--mode", "rolling", "--json", haproxy=False))
+    finally:
+        load.stop()
+    report = run.json()
+    assert run.returncode == 0, run.stderr
+    assert report["mode"] == "rolling"
+    assert slow.result(timeout=30).status == 200
+    assert_no_failures(load)
+    new = set(stack.a.daemon_pids())
+    assert len(new) == 3 and not new & old
+    assert {p["old_pid"] for p in report["processes"]} == old
+    assert all(p["new_pid"] in new for p in report["processes"])
+
+
+def test_only_server_in_backend_restarts_in_place(tmp_path: Path, apache: ApacheLab) -> None:
+    from tests.integration.conftest import start
+    from wsgi_drain.lab import HAProxyLab
+
+    haproxy = HAProxyLab(tmp_path / "haproxy", [("a", "127.0.0.1", apache.port)])
+    try:
+        start(haproxy)
+        old = set(apache.daemon_pids())
+        load = LoadLoop(haproxy.url + "/", max_requests=2000, max_seconds=30, clients=3)
+        load.start()
+        try:
+            time.sleep(0.5)
+            run = run_cli(
+                "restart",
+                "--group",
+                "myapp",
+                "--apache-pidfile",
+                str(apache.pid_file),
+                "--haproxy",
+                f"{haproxy.admin_socket}:be_app/a",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--json",
+            )
+        finally:
+            load.stop()
+        report = run.json()
+        assert run.returncode == 0, run.stderr
+        assert report["requested_mode"] == "drain"
+        assert report["mode"] == "rolling"
+        assert any("would fail every request" in w for w in report["warnings"])
+        assert report["routers"][0]["diverted"] is False
+        assert_no_failures(load)
+        assert not set(apache.daemon_pids()) & old
+    finally:
+        haproxy.stop()
+
+
+def test_unknown_group_exits_3_naming_the_groups(stack: Stack) -> None:
+    run = run_cli(
+        "restart",
+        "--group",
+        "nosuch",
+        "--apache-pidfile",
+        str(stack.a.pid_file),
+        "--state-dir",
+        str(stack.state_dir),
+    )
+    assert run.returncode == 3
+    assert "group 'nosuch' not found" in run.stderr
+    assert "myapp" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_sigusr2_is_refused_and_nothing_is_signalled(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    run = run_cli(*stack.args("--signal", "SIGUSR2"))
+    assert run.returncode == 2
+    assert "SIGUSR2 is not a restart signal" in run.stderr
+    assert set(stack.a.daemon_pids()) == old
+
+
+def test_missing_haproxy_socket_exits_4_and_signals_nothing(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    missing = stack.state_dir.parent / "no-such.sock"
+    run = run_cli(
+        "restart",
+        "--group",
+        "myapp",
+        "--apache-pidfile",
+        str(stack.a.pid_file),
+        "--haproxy",
+        f"{missing}:be_app/a",
+        "--state-dir",
+        str(stack.state_dir),
+        "--json",
+    )
+    assert run.returncode == 4, run.stderr
+    assert run.json()["verdict"] == "router"
+    assert str(missing) in run.stdout
+    time.sleep(0.5)
+    assert set(stack.a.daemon_pids()) == old
+
+
+def test_second_concurrent_run_exits_7(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    # The first run waits in its divert phase for this request to finish.
+    slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+    time.sleep(0.5)
+    first = subprocess.Popen(
+        [*wsgi_drain_command(), *stack.args("--json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not Journal.path_for(stack.state_dir, "myapp").exists():
+            assert time.monotonic() < deadline, "first run never started"
+            time.sleep(0.05)
+        second = run_cli(*stack.args())
+        assert second.returncode == 7
+        assert "another wsgi-drain run holds the lock" in second.stderr
+        _out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, err
+    assert slow.result(timeout=30).status == 200
+    assert not set(stack.a.daemon_pids()) & old
+
+
+def test_lock_held_in_process_also_exits_7(stack: Stack) -> None:
+    with group_lock(stack.state_dir, "myapp"):
+        run = run_cli(*stack.args("--json"))
+    assert run.returncode == 7
+    assert run.json()["verdict"] == "locked"
+
+
+def test_dry_run_changes_nothing(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    run = run_cli(*stack.args("--dry-run", "--json"))
+    assert run.returncode == 0, run.stderr
+    report = run.json()
+    assert report["dry_run"] is True
+    assert any(line.startswith("divert haproxy") for line in report["plan"])
+    assert any("SIGUSR1" in line for line in report["plan"])
+    time.sleep(0.5)
+    assert set(stack.a.daemon_pids()) == old
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+    assert not stack.state_dir.exists() or not any(stack.state_dir.glob("*.journal.json"))
+
+
+def test_unhealthy_after_restart_stays_diverted_until_undrain(stack: Stack) -> None:
+    stack.a.set_healthy(False)
+    run = run_cli(*stack.args("--json"), timeout=120)
+    report = run.json()
+    assert run.returncode == 6, run.stderr
+    assert report["left_diverted"] is True
+    assert stack.haproxy.server_states()["a"].status in ("DRAIN", "DOWN")
+    journal = Journal.load(stack.state_dir, "myapp")
+    assert journal is not None and journal.phase == "left-diverted"
+
+    stack.a.set_healthy(True)
+    undo = run_cli(
+        "undrain",
+        "--group",
+        "myapp",
+        "--state-dir",
+        str(stack.state_dir),
+    )
+    assert undo.returncode == 0, undo.stderr
+    assert Journal.load(stack.state_dir, "myapp") is None
+    stack.haproxy.wait_status("a", "UP", timeout=10)
+
+
+def test_sigint_during_divert_restores_the_router(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    slow = slow_request(stack.haproxy.url + "/slow?s=6", 6)
+    time.sleep(0.5)
+    proc = subprocess.Popen(
+        [*wsgi_drain_command(), *stack.args("--json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stack.haproxy.wait_status("a", "DRAIN", timeout=10)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+    assert set(stack.a.daemon_pids()) == old
+    assert slow.result(timeout=30).status == 200
+    assert not Journal.path_for(stack.state_dir, "myapp").exists()

@@ -1,0 +1,115 @@
+"""procfs readers and the pidfd watch, on real child processes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wsgi_drain import procfs
+from wsgi_drain.deadline import Deadline
+from wsgi_drain.discovery import DaemonProcess
+from wsgi_drain.errors import Interrupted
+from wsgi_drain.interrupts import Interrupts
+from wsgi_drain.signals import Handle
+from wsgi_drain.watch import wait_exits
+
+SLEEPER = "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)"
+
+
+@pytest.fixture
+def sleepers() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for child in started:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def spawn(
+    started: list[subprocess.Popen[str]], pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE, text=True, pass_fds=pass_fds
+    )
+    started.append(child)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "ready\n"
+    return child
+
+
+def handle(child: subprocess.Popen[str]) -> Handle:
+    return Handle(DaemonProcess(child.pid, 0.0, "t"), os.pidfd_open(child.pid))
+
+
+def test_children_lists_direct_children_only(sleepers: list[subprocess.Popen[str]]) -> None:
+    a, b = spawn(sleepers), spawn(sleepers)
+    kids = procfs.children(os.getpid())
+    assert a.pid in kids and b.pid in kids
+    assert procfs.parent_of(a.pid) == os.getpid()
+    assert procfs.state_of(a.pid) in {"S", "R"}
+
+
+def test_socket_inodes_see_an_inherited_listener(
+    tmp_path: Path, sleepers: list[subprocess.Popen[str]]
+) -> None:
+    # Like mod_wsgi: the parent binds the group's socket, the child inherits it.
+    path = tmp_path / "wsgi.123.0.1.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+    try:
+        inode = os.fstat(listener.fileno()).st_ino
+        child = spawn(sleepers, pass_fds=(listener.fileno(),))
+        other = spawn(sleepers)
+        assert inode in procfs.socket_inodes(os.getpid())
+        assert inode in procfs.socket_inodes(child.pid)
+        assert inode not in procfs.socket_inodes(other.pid)
+        assert procfs.unix_socket_paths()[inode] == str(path)
+    finally:
+        listener.close()
+
+
+def test_title_reads_argv0(sleepers: list[subprocess.Popen[str]]) -> None:
+    child = spawn(sleepers)
+    assert procfs.title(child.pid) == sys.executable
+    assert procfs.title(999_999_999) == ""
+
+
+def test_wait_exits_wakes_on_each_exit(sleepers: list[subprocess.Popen[str]]) -> None:
+    a, b, c = spawn(sleepers), spawn(sleepers), spawn(sleepers)
+    handles = [handle(a), handle(b), handle(c)]
+    exited: list[int] = []
+    a.terminate()
+    b.terminate()
+    with Interrupts() as interrupts:
+        alive = wait_exits(handles, Deadline(1.0), interrupts, lambda h, t: exited.append(h.pid))
+    assert sorted(exited) == sorted([a.pid, b.pid])
+    assert [h.pid for h in alive] == [c.pid]
+    for h in handles:
+        h.close()
+
+
+def test_sigterm_to_self_interrupts_the_wait(sleepers: list[subprocess.Popen[str]]) -> None:
+    a = spawn(sleepers)
+    h = handle(a)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    with Interrupts() as interrupts:
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            wait_exits([h], Deadline(30.0), interrupts, lambda h, t: None)
+        assert time.monotonic() - started < 20  # woke long before the deadline
+    timer.join()
+    h.close()
+    # The previous handler is back.
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

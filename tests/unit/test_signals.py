@@ -1,0 +1,45 @@
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from wsgi_drain.discovery import DaemonProcess
+from wsgi_drain.errors import UsageError
+from wsgi_drain.signals import Handle, parse_signal
+
+
+@pytest.mark.parametrize("name", ["SIGUSR1", "USR1", "usr1", str(int(signal.SIGUSR1))])
+def test_usr1_in_every_spelling(name: str) -> None:
+    assert parse_signal(name) is signal.SIGUSR1
+
+
+def test_term_is_allowed() -> None:
+    assert parse_signal("TERM") is signal.SIGTERM
+
+
+def test_usr2_is_refused_with_the_reason() -> None:
+    with pytest.raises(UsageError, match="SIGUSR2 is not a restart signal.*500.*SIGUSR1"):
+        parse_signal("SIGUSR2")
+
+
+def test_unknown_signal_lists_the_allowed_ones() -> None:
+    with pytest.raises(UsageError, match="SIGUSR1, SIGTERM"):
+        parse_signal("SIGWINCH")
+
+
+def test_handle_signals_through_the_pidfd_and_sees_exit() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        handle = Handle(DaemonProcess(child.pid, 0.0, "sleeper"), os.pidfd_open(child.pid))
+        assert handle.send(signal.SIGTERM)
+        assert child.wait(timeout=10) == -signal.SIGTERM
+        # Reaped and gone: the pidfd still names the dead process, never a new one.
+        assert handle.send(signal.SIGTERM) is False
+        assert handle.signalled == ["SIGTERM"]
+        handle.close()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

@@ -1,0 +1,3 @@
+from wsgi_drain.cli import main
+
+main()

@@ -1,0 +1,307 @@
+"""Command line: parse, call the core, hand the result to report.py, exit with its status.
+
+Every user mistake or environment problem arrives here as a DrainError and
+leaves as one line on stderr plus the documented exit status, never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from wsgi_drain import __version__, config, report
+from wsgi_drain.errors import DrainError
+from wsgi_drain.status import ExitStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(err: DrainError, as_json: bool) -> None:
+    if as_json:
+        report.print_json(
+            {
+                "verdict": err.status.name.lower(),
+                "exit_status": int(err.status),
+                "message": str(err),
+            }
+        )
+    click.echo(f"wsgi-drain: error: {err}", err=True)
+    sys.exit(int(err.status))
+
+
+def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from wsgi_drain.signals import parse_signal
+
+    try:
+        return parse_signal(value).name
+    except DrainError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def group_options(f: F) -> F:
+    """Options every per-group command shares: the group, its Apache, routers, state."""
+    options = [
+        click.option(
+            "--group",
+            "-g",
+            required=True,
+            envvar="WSGI_DRAIN_GROUP",
+            help="Name of the WSGIDaemonProcess group (as in the Apache configuration).",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="wsgi-drain TOML file [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
+        ),
+        click.option(
+            "--apache-config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="WSGI_DRAIN_APACHE_CONFIG",
+            help="Apache's main configuration file; its PidFile names the instance.",
+        ),
+        click.option(
+            "--apache-pidfile",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="WSGI_DRAIN_APACHE_PIDFILE",
+            help="Pid file of the Apache parent [default: the one Apache parent running].",
+        ),
+        click.option(
+            "--haproxy",
+            multiple=True,
+            metavar="SOCKET:BACKEND/SERVER",
+            envvar="WSGI_DRAIN_HAPROXY",
+            help="HAProxy admin socket and this host's server in it, e.g. "
+            "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
+        ),
+        click.option(
+            "--health-url",
+            envvar="WSGI_DRAIN_HEALTH_URL",
+            help="URL on Apache itself (not the router) that answers 2xx when the app is healthy.",
+        ),
+        click.option(
+            "--state-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar="WSGI_DRAIN_STATE_DIR",
+            help="Where locks and run journals live [default: /run/wsgi-drain].",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
+    path = config.config_path(kwargs.pop("config_file"))
+    data = config.read_file(path)
+    given = {
+        "apache_config": kwargs.pop("apache_config"),
+        "apache_pidfile": kwargs.pop("apache_pidfile"),
+        "haproxy": tuple(kwargs.pop("haproxy")),
+        "health_url": kwargs.pop("health_url"),
+        "state_dir": kwargs.pop("state_dir"),
+        **extra,
+    }
+    settings = config.resolve(kwargs.pop("group"), given, data, str(path or "defaults"))
+    if settings.health_url:
+        from wsgi_drain.health import validate_url
+
+        validate_url(settings.health_url)
+    return settings
+
+
+def handles_errors(f: F) -> F:
+    """Turn DrainError into one stderr line and its exit status (JSON too with --json)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return f(*args, **kwargs)
+        except DrainError as err:
+            _fail(err, as_json)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="wsgi-drain")
+def cli() -> None:
+    """Restart Apache mod_wsgi daemon process groups without losing a request.
+
+    \b
+      wsgi-drain restart --group myapp    divert, restart gracefully, verify, restore
+      wsgi-drain drain   --group myapp    take the backend out of the router only
+      wsgi-drain undrain --group myapp    put it back (also repairs an interrupted run)
+
+    Settings come from options, WSGI_DRAIN_* variables, or /etc/wsgi-drain.toml
+    (see README). Run any command with --help for its options and exit statuses.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@group_options
+@click.option(
+    "--mode",
+    type=click.Choice(["drain", "rolling"]),
+    help="drain: divert at the router, restart all processes at once, restore (default). "
+    "rolling: one process at a time, no router, N-1 keep serving.",
+)
+@click.option(
+    "--signal",
+    "signal_name",
+    callback=_signal_option,
+    help="Restart signal: SIGUSR1 (graceful, default) or SIGTERM. SIGUSR2 is refused: "
+    "it is not a restart on any mod_wsgi version.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for every old process to be replaced [default: the group's "
+    "drain window + shutdown-timeout + 10].",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for the router's in-flight requests to finish [default: 30].",
+)
+@click.option(
+    "--min-peers",
+    type=click.IntRange(min=0),
+    help="Divert only if at least this many other servers are UP; else restart in place "
+    "[default: 1].",
+)
+@click.option("--dry-run", is_flag=True, help="Discover and show the plan; change nothing.")
+@click.option("--force", is_flag=True, help="SIGKILL a process still alive past the deadline.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@handles_errors
+def restart(**kwargs: Any) -> None:
+    """Restart one daemon group gracefully, losing no request.
+
+    \b
+    1. find Apache and the group's processes (proven by their socket)
+    2. take a lock on the group (a second run exits 7 at once)
+    3. divert: set each --haproxy server to drain; wait for in-flight requests
+    4. signal: SIGUSR1 to every old process, through a pidfd
+    5. watch: each old process exits, the Apache parent spawns replacements
+    6. verify: all replacements up, --health-url answers 2xx on Apache directly
+    7. restore: set each server back to ready
+
+    With no router, or when this server is the only one UP, it restarts in place,
+    one process at a time. If the app is unhealthy afterwards, the backend stays
+    diverted and `wsgi-drain undrain` puts it back once fixed.
+
+    \b
+    Exit statuses: 0 success, 1 unexpected error, 2 usage, 3 Apache or group not
+    found, 4 router error, 5 processes not replaced in time, 6 unhealthy after
+    restart, 7 another run holds the lock, 130 interrupted.
+    """
+    from wsgi_drain.restart import restart as run_restart
+
+    as_json = kwargs.pop("as_json")
+    quiet = kwargs.pop("quiet")
+    dry_run, force = kwargs.pop("dry_run"), kwargs.pop("force")
+    extra = {
+        "mode": kwargs.pop("mode"),
+        "signal": kwargs.pop("signal_name"),
+        "timeout": kwargs.pop("timeout"),
+        "drain_timeout": kwargs.pop("drain_timeout"),
+        "min_peers": kwargs.pop("min_peers"),
+    }
+    settings = _settings(kwargs, extra)
+    progress = report.ProgressPrinter(quiet=quiet)
+    outcome = run_restart(settings, dry_run=dry_run, force=force, progress=progress)
+    if as_json:
+        report.print_json(report.restart_dict(outcome))
+    else:
+        report.print_restart(outcome)
+    if outcome.unexpected is not None:
+        traceback.print_exception(outcome.unexpected, file=sys.stderr)
+    elif outcome.error is not None and not as_json:
+        click.echo(f"wsgi-drain: error: {outcome.error}", err=True)
+    sys.exit(int(outcome.status))
+
+
+@cli.command(context_settings=CONTEXT)
+@group_options
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for in-flight requests to finish [default: 30].",
+)
+@click.option(
+    "--min-peers",
+    type=click.IntRange(min=0),
+    help="Refuse unless at least this many other servers are UP [default: 1].",
+)
+@handles_errors
+def drain(**kwargs: Any) -> None:
+    """Take this host's backend out of every router, and wait for in-flight requests.
+
+    Only the router step: Apache is not touched. Refuses when too few other
+    servers are UP. Undo with `wsgi-drain undrain`. Exit 0, or 4 on a router error.
+    """
+    from wsgi_drain.divert import drain as run_drain
+
+    as_json = kwargs.pop("as_json")
+    extra = {"drain_timeout": kwargs.pop("drain_timeout"), "min_peers": kwargs.pop("min_peers")}
+    result = run_drain(_settings(kwargs, extra), report.ProgressPrinter())
+    _print_divert(result, as_json)
+
+
+@cli.command(context_settings=CONTEXT)
+@group_options
+@handles_errors
+def undrain(**kwargs: Any) -> None:
+    """Put this host's backend back in rotation; repairs an interrupted restart.
+
+    Restores every router given or configured, and every router a left-behind
+    run journal names, then removes the journal. Exit 0, or 4 on a router error.
+    """
+    from wsgi_drain.divert import undrain as run_undrain
+
+    as_json = kwargs.pop("as_json")
+    result = run_undrain(_settings(kwargs, {}), report.ProgressPrinter())
+    _print_divert(result, as_json)
+
+
+def _print_divert(result: Any, as_json: bool) -> None:
+    states = [
+        {"router": s.name, "admin": s.admin, "status": s.status, "sessions": s.sessions}
+        for s in result.states
+    ]
+    if as_json:
+        report.print_json(
+            {
+                "verdict": "success",
+                "exit_status": 0,
+                "group": result.group,
+                "action": result.action,
+                "routers": states,
+                "journal_removed": result.journal_removed,
+            }
+        )
+    else:
+        click.echo(f"wsgi-drain: OK - {result.action} {result.group}")
+        for s in states:
+            click.echo(f"  {s['router']}: {s['admin']} ({s['status']}, {s['sessions']} sessions)")
+
+
+def main() -> None:
+    cli(prog_name="wsgi-drain")
+
+
+# Keep ExitStatus importable from here for scripts that map codes.
+__all__ = ["ExitStatus", "cli", "main"]

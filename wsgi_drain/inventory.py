@@ -1,0 +1,142 @@
+"""`status`: what Apache instances, groups, processes and router states exist.
+
+Read-only; every part that cannot be read is reported as such instead of
+failing the whole listing, because an operator runs this when things are odd.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from wsgi_drain import config as config_mod
+from wsgi_drain import routers as routers_mod
+from wsgi_drain.apacheconf import DaemonGroup
+from wsgi_drain.discovery import (
+    ApacheInstance,
+    find_apache,
+    group_processes,
+    instance_by_pid,
+    running_parents,
+)
+from wsgi_drain.errors import DrainError
+from wsgi_drain.routers import RouterState
+from wsgi_drain.state import Journal, all_journals
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    age: float
+    rss: int | None
+    threads: int | None
+    state: str
+
+
+@dataclass
+class GroupStatus:
+    group: DaemonGroup
+    processes: list[ProcessInfo] = field(default_factory=list)
+    method: str | None = None
+    socket: str | None = None
+    error: str | None = None
+    routers: list[RouterState] = field(default_factory=list)
+    router_errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InstanceStatus:
+    instance: ApacheInstance
+    groups: list[GroupStatus] = field(default_factory=list)
+
+
+@dataclass
+class Inventory:
+    instances: list[InstanceStatus] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    journals: list[Journal] = field(default_factory=list)
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """Age, RSS, threads and state of one process; None when it is gone."""
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return ProcessInfo(
+                pid=pid,
+                age=time.time() - proc.create_time(),
+                rss=proc.memory_info().rss,
+                threads=proc.num_threads(),
+                state=proc.status(),
+            )
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:
+        return ProcessInfo(pid=pid, age=0.0, rss=None, threads=None, state="?")
+
+
+def gather(
+    *,
+    group: str | None,
+    apache_pidfile: Path | None,
+    apache_config: Path | None,
+    state_dir: Path,
+    file_data: dict[str, object],
+    source: str,
+) -> Inventory:
+    """Everything `status` shows; `group` narrows it to one group."""
+    inv = Inventory()
+    instances: list[ApacheInstance] = []
+    try:
+        if apache_pidfile or apache_config:
+            instances.append(find_apache(pidfile=apache_pidfile, config_path=apache_config))
+        else:
+            for parent in running_parents():
+                try:
+                    instances.append(instance_by_pid(parent.pid, None, source="running Apache"))
+                except DrainError as err:
+                    inv.errors.append(str(err))
+    except DrainError as err:
+        inv.errors.append(str(err))
+    for instance in instances:
+        ist = InstanceStatus(instance)
+        for g in instance.config.groups:
+            if group is not None and g.name != group:
+                continue
+            ist.groups.append(_group_status(instance, g, file_data, source))
+        inv.instances.append(ist)
+    if group is not None and not any(ist.groups for ist in inv.instances) and instances:
+        known = sorted({g.name for i in instances for g in i.config.groups})
+        inv.errors.append(f"group {group!r} is not configured; groups: {', '.join(known)}")
+    try:
+        inv.journals = [j for j in all_journals(state_dir) if group is None or j.group == group]
+    except DrainError as err:
+        inv.errors.append(str(err))
+    return inv
+
+
+def _group_status(
+    instance: ApacheInstance, g: DaemonGroup, file_data: dict[str, object], source: str
+) -> GroupStatus:
+    gs = GroupStatus(g)
+    try:
+        procs = group_processes(instance, g)
+        gs.method = procs.method
+        gs.socket = procs.socket.path if procs.socket else None
+        gs.processes = [info for p in procs.processes if (info := process_info(p.pid))]
+    except DrainError as err:
+        gs.error = str(err)
+    try:
+        settings = config_mod.resolve(g.name, {}, file_data, source)
+    except DrainError as err:
+        gs.router_errors.append(str(err))
+        return gs
+    for spec in settings.haproxy:
+        try:
+            gs.routers.append(routers_mod.build("haproxy", spec).state())
+        except DrainError as err:
+            gs.router_errors.append(str(err))
+    return gs

@@ -1,0 +1,48 @@
+"""A real Apache + mod_wsgi + HAProxy stack on loopback, for the demo, tests and benchmarks.
+
+`ApacheLab` and `HAProxyLab` start the real servers under a temporary directory
+(never /etc/apache2, never a system service) and stop only what they started;
+`LoadLoop` counts every request a client sends through them.  Nothing here
+prints: every result is returned as data.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+from wsgi_drain.lab.apache import ApacheLab, ModWsgi, pypi_module_config
+from wsgi_drain.lab.errors import LabError, LabUnavailable
+from wsgi_drain.lab.haproxy import HAProxyLab, ServerStat
+from wsgi_drain.lab.load import LoadLoop, LoadSummary, Outcome, Sample, slow_request
+from wsgi_drain.lab.ports import free_port
+
+__all__ = [
+    "ApacheLab",
+    "HAProxyLab",
+    "LabError",
+    "LabUnavailable",
+    "LoadLoop",
+    "LoadSummary",
+    "ModWsgi",
+    "Outcome",
+    "Sample",
+    "ServerStat",
+    "free_port",
+    "pypi_module_config",
+    "skip_or_fail",
+    "slow_request",
+]
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the calling test because a lab component is missing; fail it under CI.
+
+    On CI (``CI=true``) the stack is supposed to be installed, so a missing
+    piece is a broken job, not a reason to pass silently.
+    """
+    import pytest  # only tests call this; the lab itself must not need pytest
+
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)

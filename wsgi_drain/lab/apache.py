@@ -1,0 +1,539 @@
+"""A real Apache httpd + mod_wsgi daemon group on loopback, under a temporary directory.
+
+Everything lives under the lab's own directories: ServerRoot, PidFile,
+DefaultRuntimeDir, WSGISocketPrefix, logs.  /etc/apache2 and the system service
+are never read or touched, and only pids this lab started are ever signalled.
+
+Traps met building it (each also noted where it is handled):
+
+- Apache must be started by its full path: display-name overwrites argv[0] in
+  place, cut to its length, so a bare ``apache2`` gives daemons titled ``(wsgi:m``.
+- Apache must start with SIGHUP/SIGINT/SIGQUIT at their defaults: ignored
+  signals survive exec, and a parent that ignores SIGHUP passes that on.
+- As root, the daemons run as www-data, which must be able to traverse every
+  directory above the app, the WSGI sockets and the Python home.  pytest's
+  tmp_path sits under /tmp/pytest-of-root (mode 700), so those files go to a
+  world-traversable directory of their own under /tmp.
+- The PyPI module built by a pyenv Python under /root (mode 700) segfaults in a
+  crash loop in every daemon ("failed to get the Python codec of the filesystem
+  encoding"): www-data cannot read the standard library.  The lab then points
+  WSGIPythonHome at a hard-linked mirror of that standard library.
+- A unix socket path is limited to 107 bytes; the sockets go under a short
+  /tmp directory, not under pytest's long tmp_path.
+- log_config is built into Debian's apache2: LoadModule for it is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import psutil
+
+from wsgi_drain.deadline import Deadline
+from wsgi_drain.lab import procs
+from wsgi_drain.lab.errors import LabError, LabUnavailable
+from wsgi_drain.lab.ports import LOOPBACK, free_port, wait_accepting
+
+ModWsgi = Literal["debian", "pypi"]
+
+APACHE2 = Path("/usr/sbin/apache2")
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+DEBIAN_MOD_WSGI = APACHE_MODULES / "mod_wsgi.so"
+RUN_USER = "www-data"
+
+# Only what the configuration needs: the MPM and Require.  log_config and
+# unixd are built into Debian's apache2.
+_BASE_MODULES = (
+    ("mpm_event_module", "mod_mpm_event.so"),
+    ("authz_core_module", "mod_authz_core.so"),
+)
+
+_WSGI_HOME = re.compile(r'^\s*WSGIPythonHome\s+"?([^"\s]+)"?\s*$', re.MULTILINE)
+
+# The daemon's initial signal state: these must be at their defaults in Apache.
+_DEFAULT_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGPIPE,
+)
+
+
+def _reset_signals() -> None:
+    # Runs in the forked child before exec.  Ignored signals stay ignored
+    # across exec, and Apache passes its dispositions on to the mod_wsgi
+    # daemons: a parent run under nohup would give daemons that ignore SIGHUP.
+    for sig in _DEFAULT_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def pypi_module_config() -> str:
+    """The LoadModule (and WSGIPythonHome) lines of the PyPI mod_wsgi package.
+
+    Runs ``mod_wsgi-express module-config`` from this Python's environment.
+    Raises LabUnavailable, saying how to install it, when the package is missing.
+    """
+    candidates = [Path(sys.executable).parent / "mod_wsgi-express"]
+    found = shutil.which("mod_wsgi-express")
+    if found:
+        candidates.append(Path(found))
+    express = next((c for c in candidates if c.exists()), None)
+    if express is None:
+        msg = (
+            "the PyPI mod_wsgi package is not installed (no mod_wsgi-express): "
+            "run `pip install mod_wsgi`; it builds against Apache's headers, so "
+            "`apt-get install apache2-dev` first"
+        )
+        raise LabUnavailable(msg)
+    try:
+        done = subprocess.run(
+            [str(express), "module-config"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        msg = f"{express} module-config failed: {err}"
+        raise LabUnavailable(msg) from err
+    if done.returncode != 0 or "LoadModule" not in done.stdout:
+        msg = (
+            f"{express} module-config failed (exit {done.returncode}): "
+            f"{done.stderr.strip() or done.stdout.strip()}; reinstall with `pip install mod_wsgi`"
+        )
+        raise LabUnavailable(msg)
+    return done.stdout
+
+
+def _others_can_traverse(path: Path) -> bool:
+    """Whether a user with no special rights can reach `path` (o+x on every directory)."""
+    path = path.resolve()
+    for directory in (path, *path.parents):
+        try:
+            mode = directory.stat().st_mode
+        except OSError:
+            return False
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _unreadable_to_daemons(home: Path) -> bool:
+    """Whether www-data (not owner, not group) would fail to reach the Python home."""
+    return not _others_can_traverse(home)
+
+
+def _mirror_stdlib(home: Path, target: Path) -> Path:
+    """A Python home at `target` whose lib/python3.X hard-links `home`'s standard library.
+
+    Hard links keep the files' own (world-readable) modes, take no space and
+    about 0.1 s; site-packages and the test suite are left out.  Falls back to
+    copying across file systems.
+    """
+    libs = [p for p in (home / "lib").glob("python3.*") if (p / "os.py").exists()]
+    if not libs:
+        msg = f"no standard library (lib/python3.*/os.py) under WSGIPythonHome {home}"
+        raise LabError(msg)
+    skip = {"site-packages", "test", "idlelib", "tkinter", "turtledemo"}
+    for lib in libs:
+        dest_lib = target / "lib" / lib.name
+        for dirpath, dirnames, filenames in os.walk(lib):
+            rel = Path(dirpath).relative_to(lib)
+            if rel == Path("."):
+                dirnames[:] = [d for d in dirnames if d not in skip]
+            out = dest_lib / rel
+            out.mkdir(parents=True, exist_ok=True)
+            out.chmod(0o755)
+            for name in filenames:
+                src = Path(dirpath) / name
+                try:
+                    os.link(src, out / name)
+                except OSError:
+                    shutil.copy2(src, out / name)
+    return target
+
+
+class ApacheLab:
+    """Apache + one mod_wsgi daemon group on 127.0.0.1:<free port>; a context manager.
+
+    `root` holds the configuration, pid file and error log.  Files the
+    daemons must reach as www-data (the app, its control files, the WSGI
+    sockets) go to `public`: `root/www` when others can traverse `root`, else a
+    fresh directory under /tmp that stop() removes.
+
+    `daemon_options` are extra WSGIDaemonProcess options (e.g.
+    ``{"graceful-timeout": 5, "shutdown-timeout": 2}``), `extra_config` is
+    appended to httpd.conf as is.  `version` is written to version.txt (served
+    by /version); `hang=True` makes every daemon start a thread that never ends.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        modwsgi: ModWsgi = "debian",
+        group: str = "myapp",
+        processes: int = 3,
+        threads: int = 5,
+        daemon_options: Mapping[str, str | int | float] | None = None,
+        extra_config: str = "",
+        version: str = "1",
+        hang: bool = False,
+        start_timeout: float = 20.0,
+    ) -> None:
+        if modwsgi not in ("debian", "pypi"):
+            raise ValueError(f"modwsgi must be 'debian' or 'pypi', got {modwsgi!r}")
+        self.root = Path(root).resolve()
+        self.modwsgi: ModWsgi = modwsgi
+        self.group = group
+        self.processes = processes
+        self.threads = threads
+        self.daemon_options = dict(daemon_options or {})
+        self.extra_config = extra_config
+        self.start_timeout = start_timeout
+        self.as_root = os.geteuid() == 0
+        self.conf_path = self.root / "httpd.conf"
+        self.pid_file = self.root / "httpd.pid"
+        self.error_log = self.root / "error.log"
+        self.port = 0
+        self._version = version
+        self._hang = hang
+        self._public: Path | None = None
+        self._public_is_temp = False
+        self._parent: psutil.Process | None = None
+        self._started: list[psutil.Process] = []
+
+    # -- public paths --------------------------------------------------------
+
+    @property
+    def public(self) -> Path:
+        """The directory the daemons read and connect in (app, control files, sockets)."""
+        if self._public is None:
+            raise LabError("the lab has not been set up yet")
+        return self._public
+
+    @property
+    def app_dir(self) -> Path:
+        return self.public / "app"
+
+    @property
+    def socket_prefix(self) -> Path:
+        """WSGISocketPrefix: sockets are ``<prefix>.<parent pid>.<generation>.<N>.sock``."""
+        return self.public / "run" / "wsgi"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def parent_pid(self) -> int:
+        if self._parent is None:
+            raise LabError("Apache is not running")
+        return self._parent.pid
+
+    @property
+    def title(self) -> str:
+        """The daemons' title: ``(wsgi:GROUP)`` cut to the length of argv[0]."""
+        return f"(wsgi:{self.group})"[: len(str(APACHE2))]
+
+    # -- control files read by the app --------------------------------------
+
+    def set_version(self, version: str) -> None:
+        """Write version.txt; processes started from now on serve it at /version."""
+        self._write(self.app_dir / "version.txt", version + "\n")
+
+    def set_hang(self, hang: bool) -> None:
+        """Make processes started from now on start (or not) a thread that never ends."""
+        self._flag(self.app_dir / "hang", hang)
+
+    def set_healthy(self, healthy: bool) -> None:
+        """/health answers 200 while healthy, 503 otherwise (takes effect at once)."""
+        self._flag(self.app_dir / "unhealthy", not healthy)
+
+    def _write(self, path: Path, text: str) -> None:
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o644)
+
+    def _flag(self, path: Path, present: bool) -> None:
+        if present:
+            self._write(path, "")
+        else:
+            path.unlink(missing_ok=True)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Write the configuration, start Apache and wait until the group serves.
+
+        Raises LabUnavailable when apache2 or the chosen mod_wsgi is missing,
+        LabError (with the error log's tail) when it does not come up within
+        `start_timeout`; in that case everything started is stopped again.
+        """
+        if not os.access(APACHE2, os.X_OK):
+            msg = f"{APACHE2} not found: apt-get install apache2 libapache2-mod-wsgi-py3"
+            raise LabUnavailable(msg)
+        if self.modwsgi == "debian" and not DEBIAN_MOD_WSGI.exists():
+            msg = f"{DEBIAN_MOD_WSGI} not found: apt-get install libapache2-mod-wsgi-py3"
+            raise LabUnavailable(msg)
+        wsgi_config = pypi_module_config() if self.modwsgi == "pypi" else ""
+        deadline = Deadline(self.start_timeout)
+        self._setup_dirs()
+        self.port = free_port()
+        self.conf_path.write_text(self._config(wsgi_config), encoding="utf-8")
+        try:
+            self._launch(deadline)
+            self._wait_ready(deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _setup_dirs(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.as_root or _others_can_traverse(self.root):
+            self._public = self.root / "www"
+            self._public.mkdir(exist_ok=True)
+        else:
+            # pytest's tmp_path is under /tmp/pytest-of-root (mode 700) and too
+            # long for unix socket paths: use a short world-traversable directory.
+            self._public = Path(tempfile.mkdtemp(prefix="wsgi-drain-lab-"))
+            self._public_is_temp = True
+        for directory in (self.public, self.app_dir, self.socket_prefix.parent):
+            directory.mkdir(exist_ok=True)
+            directory.chmod(0o755)
+        app_source = resources.files("wsgi_drain.lab").joinpath("app.py").read_text()
+        self._write(self.app_dir / "app.py", app_source)
+        self.set_version(self._version)
+        self.set_hang(self._hang)
+        self.set_healthy(True)
+        if len(str(self.socket_prefix)) + 40 > 107:
+            msg = f"WSGISocketPrefix {self.socket_prefix} is too long for unix socket paths"
+            raise LabError(msg)
+
+    def _wsgi_load_lines(self, module_config: str) -> str:
+        if self.modwsgi == "debian":
+            return f'LoadModule wsgi_module "{DEBIAN_MOD_WSGI}"'
+        match = _WSGI_HOME.search(module_config)
+        if match and self.as_root and _unreadable_to_daemons(Path(match.group(1))):
+            # The daemons initialise Python after switching to www-data; a home
+            # under /root (pyenv) is unreadable to them and every daemon
+            # segfaults in a crash loop.  Give them a readable mirror.
+            mirror = _mirror_stdlib(Path(match.group(1)), self.public / "pyhome")
+            return _WSGI_HOME.sub(f'WSGIPythonHome "{mirror}"', module_config).strip()
+        return module_config.strip()
+
+    def _config(self, module_config: str) -> str:
+        modules = "\n".join(
+            f'LoadModule {name} "{APACHE_MODULES / so}"' for name, so in _BASE_MODULES
+        )
+        user = f"User {RUN_USER}\nGroup {RUN_USER}\n" if self.as_root else ""
+        options = " ".join(f"{k}={v}" for k, v in self.daemon_options.items())
+        script = self.app_dir / "app.py"
+        return f"""\
+# Written by wsgi_drain.lab.ApacheLab: a private instance, not the system's Apache.
+ServerRoot "{self.root}"
+ServerName {LOOPBACK}
+PidFile "{self.pid_file}"
+DefaultRuntimeDir "{self.socket_prefix.parent}"
+ErrorLog "{self.error_log}"
+LogLevel warn wsgi:info
+Listen {LOOPBACK}:{self.port}
+{modules}
+{self._wsgi_load_lines(module_config)}
+{user}
+# No Python in the MPM workers: every request goes to the daemon group.
+WSGIRestrictEmbedded On
+WSGISocketPrefix "{self.socket_prefix}"
+WSGIDaemonProcess {self.group} processes={self.processes} threads={self.threads} \
+display-name=%{{GROUP}} {options}
+WSGIProcessGroup {self.group}
+WSGIApplicationGroup %{{GLOBAL}}
+WSGIScriptReloading Off
+WSGIScriptAlias / "{script}"
+<Directory "{self.app_dir}">
+    Require all granted
+</Directory>
+{self.extra_config}
+"""
+
+    def _env(self) -> dict[str, str]:
+        # Every path in the configuration is absolute, so Debian's envvars
+        # (APACHE_RUN_DIR, ...) are not needed; a small env keeps runs repeatable.
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+
+    def _apache(self, action: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [str(APACHE2), "-f", str(self.conf_path), "-k", action],
+                capture_output=True,
+                text=True,
+                env=self._env(),
+                timeout=timeout,
+                check=False,
+                restore_signals=True,
+                start_new_session=True,
+                # preexec_fn is fork-unsafe with threads only if it takes locks;
+                # _reset_signals only makes signal syscalls.  -k graceful/restart
+                # only signal the running parent, whose dispositions were set at start.
+                preexec_fn=_reset_signals if action == "start" else None,
+            )
+        except subprocess.TimeoutExpired as err:
+            msg = f"apache2 -k {action} did not return within {timeout} s"
+            raise LabError(msg) from err
+
+    def _launch(self, deadline: Deadline) -> None:
+        # -k start daemonizes: the launcher exits, the real parent is
+        # reparented to init (which here never reaps it: it ends a zombie).
+        done = self._apache("start", max(deadline.remaining(), 1.0))
+        if done.returncode != 0:
+            msg = (
+                f"apache2 -k start failed (exit {done.returncode}): "
+                f"{(done.stderr or done.stdout).strip()}\n{procs.tail(self.error_log)}"
+            )
+            raise LabError(msg)
+        while True:
+            parent = self._read_parent()
+            if parent is not None:
+                self._parent = parent
+                self._started.append(parent)
+                return
+            if deadline.expired():
+                msg = f"no Apache parent in {self.pid_file}\n{procs.tail(self.error_log)}"
+                raise LabError(msg)
+            time.sleep(0.02)
+
+    def _read_parent(self) -> psutil.Process | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return procs.process(pid)
+
+    def _wait_ready(self, deadline: Deadline) -> None:
+        if not wait_accepting(LOOPBACK, self.port, deadline):
+            msg = f"Apache does not accept on {self.url}\n{procs.tail(self.error_log)}"
+            raise LabError(msg)
+        self.wait_daemons(deadline)
+        # A daemon whose Python failed to initialise exists for a moment before
+        # it crashes: only an answer from one proves the group serves.
+        while True:
+            pid = self._probe()
+            if pid is not None and pid in self.daemon_pids():
+                return
+            if deadline.expired():
+                msg = f"{self.url}/ does not answer from a daemon\n{procs.tail(self.error_log)}"
+                raise LabError(msg)
+            time.sleep(0.05)
+
+    def _probe(self) -> int | None:
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=2.0)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            resp.read()
+            pid = resp.getheader("X-Pid")
+            return int(pid) if resp.status == 200 and pid else None
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+        finally:
+            conn.close()
+
+    # -- processes -----------------------------------------------------------
+
+    def children(self) -> list[psutil.Process]:
+        """Live children of the Apache parent: the group's daemons and the MPM workers."""
+        if self._parent is None or procs.is_gone(self._parent):
+            return []
+        try:
+            kids = self._parent.children()
+        except psutil.NoSuchProcess:
+            return []
+        return [k for k in kids if not procs.is_gone(k)]
+
+    def daemon_pids(self) -> list[int]:
+        """Pids of the group's live daemon processes (children titled ``(wsgi:GROUP)``)."""
+        return sorted(k.pid for k in self.children() if procs.title(k) == self.title)
+
+    def wait_daemons(self, deadline: Deadline, count: int | None = None) -> list[int]:
+        """Wait until `count` (default: processes) daemons exist; their pids, or LabError."""
+        want = self.processes if count is None else count
+        while True:
+            pids = self.daemon_pids()
+            if len(pids) == want:
+                return pids
+            if deadline.expired():
+                msg = (
+                    f"{len(pids)} daemon processes titled {self.title!r}, want {want}\n"
+                    f"{procs.tail(self.error_log)}"
+                )
+                raise LabError(msg)
+            time.sleep(0.05)
+
+    def apachectl_graceful(self, timeout: float = 10.0) -> None:
+        """``apache2 -f CONF -k graceful``: SIGUSR1 to the parent, as `apachectl graceful`."""
+        self._control("graceful", timeout)
+
+    def apachectl_restart(self, timeout: float = 10.0) -> None:
+        """``apache2 -f CONF -k restart``: SIGHUP to the parent, as `apachectl restart`."""
+        self._control("restart", timeout)
+
+    def _control(self, action: str, timeout: float) -> None:
+        done = self._apache(action, timeout)
+        if done.returncode != 0:
+            msg = f"apache2 -k {action} failed (exit {done.returncode}): {done.stderr.strip()}"
+            raise LabError(msg)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop gracefully (``-k stop``), then SIGKILL whatever this lab started is left.
+
+        Bounded by `timeout` plus a few seconds for the SIGKILL step.  Every
+        process seen as a child of our parent is killed too, so no daemon or
+        worker outlives the lab.  Raises LabError if one survives SIGKILL.
+        """
+        seen = list(self._started)
+        if self._parent is not None:
+            seen.extend(self.children())
+        deadline = Deadline(timeout)
+        if self._parent is not None and not procs.is_gone(self._parent):
+            with contextlib.suppress(LabError):  # a failed -k stop ends in SIGKILL below
+                self._apache("stop", max(deadline.remaining(), 1.0))
+            procs.wait_gone([self._parent], deadline)
+        alive = procs.kill(seen)
+        self._parent = None
+        self._started = []
+        if self._public_is_temp and self._public is not None:
+            shutil.rmtree(self._public, ignore_errors=True)
+            self._public_is_temp = False
+        if alive:
+            msg = f"processes survived SIGKILL: {[p.pid for p in alive]}"
+            raise LabError(msg)

@@ -1,0 +1,94 @@
+"""The lab's WSGI test application (a `WSGIScriptAlias` target).
+
+Standard library only: Debian's mod_wsgi embeds /usr/bin/python3, which sees
+none of this project's packages.  ApacheLab copies this file into the lab's
+app directory; the control files it reads live next to the copy:
+
+- ``version.txt``: read once, at import, and served by ``/version`` (and in the
+  ``X-Version`` header), so a changed answer proves the process restarted.
+- ``hang``: if present at import, a non-daemon thread named ``lab-hang`` starts
+  and never ends, so the process hangs in interpreter shutdown the way an app
+  with a stuck thread does (aborted only at ``shutdown-timeout``).
+- ``unhealthy``: while present, ``/health`` answers 503.
+
+Routes: ``/`` (200, the serving pid), ``/health``, ``/slow?s=SECONDS`` (sleeps,
+capped at 600 s, then 200), ``/version``.  Every response carries ``X-Pid``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VERSION_FILE = os.path.join(HERE, "version.txt")
+HANG_FILE = os.path.join(HERE, "hang")
+UNHEALTHY_FILE = os.path.join(HERE, "unhealthy")
+MAX_SLOW = 600.0
+
+StartResponse = Callable[..., Any]
+
+
+def _read_version() -> str:
+    try:
+        with open(VERSION_FILE, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+VERSION = _read_version()
+
+
+def _hang_forever() -> None:
+    # Never returns: threading._shutdown() joins this non-daemon thread forever.
+    while True:
+        time.sleep(3600)
+
+
+if os.path.exists(HANG_FILE):
+    threading.Thread(target=_hang_forever, name="lab-hang", daemon=False).start()
+
+
+def _slow_seconds(query: str) -> float:
+    try:
+        seconds = float(parse_qs(query).get("s", ["1"])[0])
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_SLOW)
+
+
+def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO", "") or "/"
+    pid = os.getpid()
+    status = "200 OK"
+    if path == "/":
+        body = f"pid {pid}\n"
+    elif path == "/health":
+        if os.path.exists(UNHEALTHY_FILE):
+            status, body = "503 Service Unavailable", "unhealthy\n"
+        else:
+            body = "ok\n"
+    elif path == "/slow":
+        seconds = _slow_seconds(environ.get("QUERY_STRING", ""))
+        time.sleep(seconds)
+        body = f"slept {seconds} pid {pid}\n"
+    elif path == "/version":
+        body = f"{VERSION}\n"
+    else:
+        status, body = "404 Not Found", "not found\n"
+    data = body.encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(data))),
+            ("X-Pid", str(pid)),
+            ("X-Version", VERSION),
+        ],
+    )
+    return [data]

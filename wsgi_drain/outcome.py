@@ -1,0 +1,127 @@
+"""What a run did, as plain data: phases, processes, routers, verdict.
+
+The restart sequence fills an Outcome as it goes; report.py is the only place
+that turns it into text or JSON.  `Progress` is how the core tells the
+outside world what is happening without printing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from wsgi_drain.errors import DrainError
+from wsgi_drain.status import ExitStatus
+
+
+class Phase(StrEnum):
+    DISCOVER = "discover"
+    LOCK = "lock"
+    DIVERT = "divert"
+    SIGNAL = "signal"
+    WATCH = "watch"
+    VERIFY = "verify"
+    RESTORE = "restore"
+
+
+# (phase, message) -> None; called as things happen.
+Progress = Callable[[str, str], None]
+
+
+def no_progress(phase: str, message: str) -> None:
+    """A Progress that discards everything (library use, tests)."""
+
+
+@dataclass
+class PhaseRecord:
+    name: str
+    status: str = "ok"  # ok | failed | skipped
+    duration: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class ProcessRecord:
+    """One old process and what became of it."""
+
+    old_pid: int
+    signals: list[str] = field(default_factory=list)
+    ending: str = "alive"  # drained | forced | aborted | exited | killed | stuck | gone | alive
+    exited_after: float | None = None  # seconds from its first signal to its exit
+    new_pid: int | None = None
+    threads: int | None = None  # for stuck processes
+    stack: str | None = None  # py-spy dump of a stuck process
+
+
+@dataclass
+class RouterRecord:
+    name: str
+    diverted: bool = False
+    restored: bool = False
+    sessions_at_signal: int | None = None
+    peers_up: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Outcome:
+    """The report of one `restart` run."""
+
+    group: str
+    mode: str
+    requested_mode: str
+    signal: str
+    dry_run: bool = False
+    apache_pid: int | None = None
+    apache_config: str | None = None
+    processes_expected: int | None = None
+    deadline: float | None = None
+    phases: list[PhaseRecord] = field(default_factory=list)
+    processes: list[ProcessRecord] = field(default_factory=list)
+    routers: list[RouterRecord] = field(default_factory=list)
+    new_pids: list[int] = field(default_factory=list)
+    health: dict[str, object] | None = None
+    warnings: list[str] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+    left_diverted: bool = False
+    error: DrainError | None = None
+    unexpected: BaseException | None = None
+    started: float = field(default_factory=time.monotonic)
+    duration: float = 0.0
+
+    @property
+    def status(self) -> ExitStatus:
+        if self.unexpected is not None:
+            return ExitStatus.ERROR
+        return self.error.status if self.error is not None else ExitStatus.SUCCESS
+
+    @property
+    def verdict(self) -> str:
+        return self.status.name.lower()
+
+    def record(self, old_pid: int) -> ProcessRecord:
+        for rec in self.processes:
+            if rec.old_pid == old_pid:
+                return rec
+        rec = ProcessRecord(old_pid=old_pid)
+        self.processes.append(rec)
+        return rec
+
+    @contextlib.contextmanager
+    def phase(self, name: Phase, progress: Progress) -> Iterator[PhaseRecord]:
+        """Time a phase; mark it failed if it raises (the error propagates)."""
+        rec = PhaseRecord(name=name.value)
+        self.phases.append(rec)
+        start = time.monotonic()
+        try:
+            yield rec
+        except BaseException:
+            rec.status = "failed"
+            raise
+        finally:
+            rec.duration = time.monotonic() - start
+            if rec.status == "ok" and rec.detail:
+                progress(name.value, rec.detail)

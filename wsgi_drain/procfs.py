@@ -1,0 +1,136 @@
+"""Small, fast readers of /proc that discovery needs and psutil does not give cheaply.
+
+Everything here reads one process's or the kernel's files directly instead of
+walking every process on the host, so finding a group stays cheap on a host
+with thousands of processes.  A process that vanishes mid-read is not an
+error: it reads as "nothing there".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROC = Path("/proc")
+
+_SOCKET_LINK = re.compile(r"^socket:\[(\d+)\]$")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc/PID/task/*/children.
+
+    The kernel lists a child under the thread that forked it, so every task is
+    read.  Falls back to scanning /proc/*/stat where the children files do not
+    exist (kernels without CONFIG_PROC_CHILDREN).
+    """
+    task_dir = PROC / str(pid) / "task"
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return []
+    found: list[int] = []
+    readable = False
+    for tid in tids:
+        try:
+            text = (task_dir / tid / "children").read_text()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue
+        readable = True
+        found.extend(int(word) for word in text.split())
+    if readable:
+        return sorted(set(found))
+    return _children_by_scan(pid)
+
+
+def _children_by_scan(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir(PROC):
+        if not entry.isdigit():
+            continue
+        if parent_of(int(entry)) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid from /proc/PID/stat, or None when the process is gone."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split
+    # after its last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[1])
+
+
+def state_of(pid: int) -> str | None:
+    """The one-letter state from /proc/PID/stat ("R", "S", "Z", ...), None when gone."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of every socket the process holds open (needs the right to read its fds)."""
+    fd_dir = PROC / str(pid) / "fd"
+    inodes: set[int] = set()
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(fd_dir / fd)
+        except OSError:
+            continue
+        match = _SOCKET_LINK.match(target)
+        if match:
+            inodes.add(int(match.group(1)))
+    return inodes
+
+
+def fds_readable(pid: int) -> bool:
+    """Whether this process may read `pid`'s fd table (root, or the same user)."""
+    try:
+        os.listdir(PROC / str(pid) / "fd")
+    except OSError:
+        return False
+    return True
+
+
+def unix_socket_paths() -> dict[int, str]:
+    """Inode -> path of every bound unix socket on the host, from /proc/net/unix."""
+    paths: dict[int, str] = {}
+    try:
+        lines = (PROC / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        return paths
+    for line in lines:
+        parts = line.split(None, 7)
+        if len(parts) == 8:
+            paths[int(parts[6])] = parts[7]
+    return paths
+
+
+def cmdline(pid: int) -> list[str]:
+    """argv as the kernel shows it now (a daemon's display-name rewrites it)."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def title(pid: int) -> str:
+    """The process title: argv[0] as rewritten in place, NULs and padding dropped."""
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.split(b"\0", 1)[0].decode(errors="replace").strip()

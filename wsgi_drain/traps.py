@@ -1,0 +1,66 @@
+"""Configuration traps that make a restart slow, blind or unsafe, each with its fix.
+
+Shared by `restart` (pre-flight warnings) and `check` (WARNING lines).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup
+
+_QUIET_LEVELS = {"emerg", "alert", "crit", "error", "warn", "notice"}
+
+
+@dataclass(frozen=True)
+class Trap:
+    key: str
+    message: str
+
+
+def find_traps(config: ApacheConfig, group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:
+    """Every trap in `group`'s configuration, in a stable order."""
+    traps = []
+    if group.graceful_timeout is None and group.eviction_timeout is None:
+        traps.append(
+            Trap(
+                "no-drain-timeout",
+                f"group {group.name!r} sets no graceful-timeout or eviction-timeout "
+                f"({group.source}): the drain window is mod_wsgi's default 15 s; set it "
+                "explicitly on WSGIDaemonProcess so it is a decision, not an accident",
+            )
+        )
+    if group.shutdown_timeout == 0:
+        traps.append(
+            Trap(
+                "shutdown-timeout-zero",
+                f"group {group.name!r} has shutdown-timeout=0 ({group.source}): a process "
+                "with a thread that never exits will never be aborted; set shutdown-timeout=5",
+            )
+        )
+    if config.script_reloading:
+        traps.append(
+            Trap(
+                "script-reloading",
+                "WSGIScriptReloading is On (mod_wsgi's default): touching the WSGI script "
+                "restarts the daemons outside any drain; set WSGIScriptReloading Off",
+            )
+        )
+    if group.wsgi_log_level in _QUIET_LEVELS:
+        traps.append(
+            Trap(
+                "log-level",
+                f"LogLevel {group.log_level!r} hides mod_wsgi's info lines, so wsgi-drain "
+                "cannot tell a clean drain from a forced one; use LogLevel warn wsgi:info",
+            )
+        )
+    if not fds_readable and not group.title:
+        traps.append(
+            Trap(
+                "no-identity",
+                f"group {group.name!r} sets no display-name and this user cannot read the "
+                "daemons' sockets: its processes cannot be told from Apache's workers; add "
+                "display-name=%{GROUP} (or run as root)",
+            )
+        )
+    return traps

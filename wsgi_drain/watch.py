@@ -1,0 +1,84 @@
+"""Waiting for old daemon processes to exit and for their replacements.
+
+Exits are seen through pidfd readiness (the kernel wakes us the moment a
+process exits; no polling).  Replacements cannot be waited on the same way -
+nothing notifies a non-parent of a fork - so the group is re-read at a short
+interval until the parent has spawned enough new members.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable, Iterable
+
+from wsgi_drain.deadline import Deadline
+from wsgi_drain.discovery import GroupProcesses
+from wsgi_drain.interrupts import Interrupts
+from wsgi_drain.signals import Handle
+
+REPLACEMENT_INTERVAL = 0.05
+
+
+def wait_exits(
+    handles: Iterable[Handle],
+    deadline: Deadline,
+    interrupts: Interrupts,
+    on_exit: Callable[[Handle, float], None],
+) -> list[Handle]:
+    """Wait until every handle's process has exited or the deadline passes.
+
+    Calls `on_exit(handle, monotonic_time)` as each one exits.  Returns the
+    handles still alive at the deadline.  Raises Interrupted on SIGINT/SIGTERM
+    (the processes already signalled carry on restarting regardless).
+    """
+    alive = {h.fd: h for h in handles}
+    poller = select.poll()
+    for fd in alive:
+        poller.register(fd, select.POLLIN)
+    poller.register(interrupts.fd, select.POLLIN)
+    while alive:
+        interrupts.check()
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            break
+        for fd, _event in poller.poll(max(1, int(remaining * 1000))):
+            if fd == interrupts.fd:
+                interrupts.sleep(0)  # drains the wake-up byte, raises Interrupted
+                continue
+            handle = alive.pop(fd, None)
+            if handle is not None:
+                poller.unregister(fd)
+                on_exit(handle, time.monotonic())
+    return list(alive.values())
+
+
+def wait_replacements(
+    read_group: Callable[[], GroupProcesses],
+    gone: set[int],
+    baseline: set[int],
+    expected: int,
+    deadline: Deadline,
+    interrupts: Interrupts,
+    on_new: Callable[[int, float], None] | None = None,
+) -> GroupProcesses:
+    """Re-read the group until it has `expected` members and none of `gone`.
+
+    `on_new(pid, monotonic_time)` is called once for each member not in
+    `baseline` (the pids known before the signal).  Returns the last reading, complete or not,
+    when the deadline passes.
+    """
+    known = set(baseline)
+    current = read_group()
+    while True:
+        for pid in current.pids:
+            if pid not in known:
+                known.add(pid)
+                if on_new is not None:
+                    on_new(pid, time.monotonic())
+        if len(current.pids) >= expected and not (set(current.pids) & gone):
+            return current
+        if deadline.expired():
+            return current
+        interrupts.sleep(min(REPLACEMENT_INTERVAL, deadline.remaining()))
+        current = read_group()
