@@ -91,6 +91,12 @@ def group_options(f: F) -> F:
             help="URL on Apache itself (not the router) that answers 2xx when the app is healthy.",
         ),
         click.option(
+            "--health-timeout",
+            type=click.FloatRange(min=0.1),
+            envvar="WSGI_DRAIN_HEALTH_TIMEOUT",
+            help="Seconds one health probe may take [default: 5].",
+        ),
+        click.option(
             "--state-dir",
             type=click.Path(file_okay=False, path_type=Path),
             envvar="WSGI_DRAIN_STATE_DIR",
@@ -111,6 +117,7 @@ def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
         "apache_pidfile": kwargs.pop("apache_pidfile"),
         "haproxy": tuple(kwargs.pop("haproxy")),
         "health_url": kwargs.pop("health_url"),
+        "health_timeout": kwargs.pop("health_timeout"),
         "state_dir": kwargs.pop("state_dir"),
         **extra,
     }

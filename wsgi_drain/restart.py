@@ -238,11 +238,27 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
         _divert(run)
         handles = _signal_all(run, sig)
         stuck = _watch_all(run, handles, deadline)
+        if stuck:
+            _report_stuck(run, stuck)
+            if force:
+                _kill(run, stuck)
+                old = set(run.group_procs.pids)
+                current = wait_replacements(
+                    _reader(run),
+                    old,
+                    old,
+                    run.group_procs.group.processes,
+                    Deadline(RESPAWN_MARGIN),
+                    run.interrupts,
+                    _on_new(run),
+                )
+                out.new_pids = [pid for pid in current.pids if pid not in old]
+                stuck = []
     else:
-        stuck = _rolling(run, sig, deadline)
+        stuck = _rolling(run, sig, deadline, force)
     _endings_from_log(run, tail)
     if stuck:
-        _handle_stuck(run, stuck, force)
+        raise _stuck_error(run, stuck)
     _verify(run)
 
 
@@ -271,6 +287,15 @@ def _divert(run: _Run) -> None:
                     run,
                     f"{router.name}: {rec.sessions_at_signal} request(s) still in flight after "
                     f"{run.settings.drain_timeout:g} s; they get the group's drain window",
+                )
+        for _spec, router in run.routers:
+            # A HAProxy reload or an agent check can silently undo the drain;
+            # signalling then would cut requests the router still sends.
+            if router.state().admin != "drain":
+                raise RouterError(
+                    router.name,
+                    "the server is no longer in drain state (was HAProxy reloaded, or the "
+                    "state changed by hand?); nothing was signalled",
                 )
         ph.detail = "; ".join(f"{r.name}: {r.sessions_at_signal} in flight" for r in out.routers)
 
@@ -312,7 +337,7 @@ def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Han
         current = wait_replacements(
             _reader(run), old, old, group.processes, deadline, run.interrupts, _on_new(run)
         )
-        _close(handles)
+        _close([h for h in handles if h not in stuck])  # stuck ones may still need a SIGKILL
         out.new_pids = [pid for pid in current.pids if pid not in old]
         ph.detail = (
             f"{len(old) - len(stuck)}/{len(old)} old processes exited, "
@@ -323,7 +348,7 @@ def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Han
     return stuck
 
 
-def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline) -> list[Handle]:
+def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) -> list[Handle]:
     """One process at a time, keeping the others serving.
 
     SIGUSR1 first: an idle process leaves at once.  A process that load keeps
@@ -364,9 +389,12 @@ def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline) -> list[Handle]
                 budget = group.shutdown_window + RESPAWN_MARGIN
                 alive = wait_exits([handle], deadline.within(budget), run.interrupts, on_exit)
             if alive:
-                ph.status = "failed"
-                ph.detail = f"{proc.pid} did not exit"
-                return alive
+                _report_stuck(run, alive)
+                if not force:
+                    ph.status = "failed"
+                    ph.detail = f"{proc.pid} did not exit"
+                    return alive
+                _kill(run, alive)
             handle.close()
             current = wait_replacements(
                 _reader(run),
@@ -434,12 +462,11 @@ def _endings_from_log(run: _Run, tail: ErrorLogTail | None) -> None:
             )
 
 
-def _handle_stuck(run: _Run, stuck: list[Handle], force: bool) -> None:
-    """Report each stuck process (threads, Python stacks) and kill it only with --force."""
-    out = run.outcome
+def _report_stuck(run: _Run, stuck: list[Handle]) -> None:
+    """Record each stuck process's threads and Python stacks (py-spy, when installed)."""
     py_spy = shutil.which("py-spy")
     for handle in stuck:
-        rec = out.record(handle.pid)
+        rec = run.outcome.record(handle.pid)
         rec.ending = "stuck"
         try:
             rec.threads = psutil.Process(handle.pid).num_threads()
@@ -452,34 +479,28 @@ def _handle_stuck(run: _Run, stuck: list[Handle], force: bool) -> None:
             f"{handle.pid} is stuck: alive past the deadline with {rec.threads} threads"
             + ("" if py_spy else " (install py-spy to see its Python stacks)"),
         )
-    if not force:
-        _close(stuck)
-        pids = " ".join(str(h.pid) for h in stuck)
-        raise NotReplacedError(
-            f"process(es) {pids} of group {run.settings.group!r} did not exit by the deadline "
-            f"({out.deadline:g} s); an application thread that never exits keeps a daemon "
-            "alive: see the stack above, fix the app, or rerun with --force to kill it"
-        )
+
+
+def _stuck_error(run: _Run, stuck: list[Handle]) -> NotReplacedError:
+    _close(stuck)
+    pids = " ".join(str(h.pid) for h in stuck)
+    return NotReplacedError(
+        f"process(es) {pids} of group {run.settings.group!r} did not exit by the deadline "
+        f"({run.outcome.deadline:g} s); an application thread that never exits keeps a daemon "
+        "alive: see its stack in the report, fix the app, or rerun with --force to kill it"
+    )
+
+
+def _kill(run: _Run, stuck: list[Handle]) -> None:
+    """--force: SIGKILL through the pidfd, wait for the exits (bounded)."""
     for handle in stuck:
         if handle.send(signal.SIGKILL):
-            out.record(handle.pid).signals.append("SIGKILL")
+            run.outcome.record(handle.pid).signals.append("SIGKILL")
             run.progress("watch", f"{handle.pid} killed (--force)")
     wait_exits(stuck, Deadline(5.0), run.interrupts, lambda h, t: None)
     for handle in stuck:
-        out.record(handle.pid).ending = "killed"
+        run.outcome.record(handle.pid).ending = "killed"
     _close(stuck)
-    assert run.group_procs is not None
-    old = {p.pid for p in run.group_procs.processes}
-    current = wait_replacements(
-        _reader(run),
-        old,
-        old,
-        run.group_procs.group.processes,
-        Deadline(RESPAWN_MARGIN),
-        run.interrupts,
-        _on_new(run),
-    )
-    out.new_pids = [pid for pid in current.pids if pid not in old]
 
 
 def _py_spy_dump(py_spy: str, pid: int) -> str | None:

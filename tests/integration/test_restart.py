@@ -263,3 +263,82 @@ def test_sigint_during_divert_restores_the_router(stack: Stack) -> None:
     assert set(stack.a.daemon_pids()) == old
     assert slow.result(timeout=30).status == 200
     assert not Journal.path_for(stack.state_dir, "myapp").exists()
+
+
+def warm_up(lab: ApacheLab, pids: set[int]) -> None:
+    load = LoadLoop(lab.url + "/slow?s=0.3", max_requests=300, max_seconds=20, clients=6, pause=0)
+    load.start()
+    deadline = time.monotonic() + 20
+    while not pids <= {s.pid for s in load.results()} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    load.stop()
+    assert pids <= {s.pid for s in load.results()}, "not every daemon served a request"
+
+
+def test_stuck_process_is_reported_and_killed_only_with_force(tmp_path: Path) -> None:
+    from tests.integration.conftest import start
+    from wsgi_drain.lab import HAProxyLab
+
+    # An app thread that never exits, and no shutdown-timeout to abort it:
+    # after SIGUSR1 the daemons stop accepting and never leave on their own.
+    a = ApacheLab(
+        tmp_path / "a", hang=True, daemon_options={"graceful-timeout": 1, "shutdown-timeout": 0}
+    )
+    b = ApacheLab(tmp_path / "b")
+    haproxy: HAProxyLab | None = None
+    try:
+        start(a)
+        start(b)
+        haproxy = HAProxyLab(
+            tmp_path / "h", [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)]
+        )
+        start(haproxy)
+        old = set(a.daemon_pids())
+        # mod_wsgi loads the app on a process's first request: only a
+        # process that served one has the never-ending thread.
+        warm_up(a, old)
+        args = [
+            "restart",
+            "--group",
+            "myapp",
+            "--apache-pidfile",
+            str(a.pid_file),
+            "--haproxy",
+            f"{haproxy.admin_socket}:be_app/a",
+            "--health-url",
+            f"{a.url}/health",
+            "--health-timeout",
+            "2",
+            "--state-dir",
+            str(tmp_path / "st"),
+            "--timeout",
+            "4",
+            "--json",
+        ]
+        run = run_cli(*args)
+        report = run.json()
+        assert run.returncode == 5, run.stderr
+        assert "did not exit by the deadline" in report["message"]
+        stuck = [p for p in report["processes"] if p["ending"] == "stuck"]
+        assert {p["old_pid"] for p in stuck} == old
+        assert all(p["threads"] and p["threads"] >= 2 for p in stuck)
+        # py-spy names the culprit thread in the report.
+        assert all("lab-hang" in (p["stack"] or "") for p in stuck), stuck[0]["stack"]
+        # Every process has stopped accepting: the app is down, so the
+        # backend stays out of rotation.
+        assert report["left_diverted"] is True
+        assert set(a.daemon_pids()) == old
+
+        forced = run_cli(*args, "--force")
+        report = forced.json()
+        assert forced.returncode == 0, forced.stderr
+        assert {p["ending"] for p in report["processes"]} == {"killed"}
+        assert all("SIGKILL" in p["signals"] for p in report["processes"])
+        new = set(a.daemon_pids())
+        assert len(new) == 3 and not new & old
+        assert report["routers"][0]["restored"] is True
+    finally:
+        if haproxy is not None:
+            haproxy.stop()
+        b.stop()
+        a.stop()
