@@ -18,7 +18,7 @@ import click
 
 from wsgi_drain import __version__, config, report
 from wsgi_drain.errors import DrainError
-from wsgi_drain.status import ExitStatus
+from wsgi_drain.status import ExitStatus, NagiosStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -306,8 +306,145 @@ def _print_divert(result: Any, as_json: bool) -> None:
             click.echo(f"  {s['router']}: {s['admin']} ({s['status']}, {s['sessions']} sessions)")
 
 
+@cli.command(context_settings=CONTEXT)
+@group_options
+@click.option(
+    "--health-warn",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="WARNING when the health URL takes longer than this many seconds.",
+)
+@click.option("--rss-warn", type=click.IntRange(min=1), help="WARNING above this RSS (MiB).")
+@click.option(
+    "--age-warn", type=click.FloatRange(min=0), help="WARNING for a process older than this (s)."
+)
+@click.option(
+    "--log-window",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds of the error log to scan for processes forced out by a timeout.",
+)
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write Prometheus metrics here (node_exporter textfile collector; atomic).",
+)
+def check(**kwargs: Any) -> None:
+    """Health check for cron and monitoring (Nagios plugin conventions).
+
+    Prints one line `WSGI-DRAIN OK|WARNING|CRITICAL|UNKNOWN - ...` with
+    performance data after `|`, then one line per problem.
+
+    \b
+    CRITICAL: Apache down, group socket gone, no process, a stopped process, a
+              process alive long after it was told to shut down, health URL
+              failing, a journal left by an interrupted restart.
+    WARNING:  fewer processes than processes= (after a short grace), slow
+              health URL, router left drained, processes forced out by a
+              timeout recently, configuration traps, --rss-warn/--age-warn.
+
+    \b
+    Exit statuses: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad options,
+    unknown group, internal error).
+    """
+    from wsgi_drain.check import Thresholds, run_check
+    from wsgi_drain.state import write_atomic
+    from wsgi_drain.status import NagiosStatus
+
+    as_json = kwargs.pop("as_json")
+    textfile = kwargs.pop("textfile")
+    rss_warn = kwargs.pop("rss_warn")
+    thresholds = Thresholds(
+        health_warn=kwargs.pop("health_warn"),
+        rss_warn=rss_warn * 2**20 if rss_warn else None,
+        age_warn=kwargs.pop("age_warn"),
+        log_window=kwargs.pop("log_window"),
+    )
+    group = kwargs["group"]
+    try:
+        result = run_check(_settings(kwargs, {}), thresholds)
+    except Exception as err:  # a DrainError, or a bug: monitoring must see UNKNOWN
+        if not isinstance(err, DrainError):
+            traceback.print_exception(err, file=sys.stderr)
+        line = f"WSGI-DRAIN UNKNOWN - {group}: {err}"
+        if as_json:
+            report.print_json(
+                {"schema": report.CHECK_SCHEMA, "group": group, "status": "UNKNOWN",
+                 "exit_status": 3, "summary": line}
+            )  # fmt: skip
+        else:
+            click.echo(line)
+        sys.exit(int(NagiosStatus.UNKNOWN))
+    if textfile is not None:
+        write_atomic(textfile, report.prometheus_text(result))
+    if as_json:
+        report.print_json(report.check_dict(result, thresholds))
+    else:
+        report.print_check(result, thresholds)
+    sys.exit(int(result.status))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--group", "-g", help="Show only this group.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="wsgi-drain TOML file (names each group's routers) [default: /etc/wsgi-drain.toml].",
+)
+@click.option("--apache-config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--apache-pidfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="WSGI_DRAIN_STATE_DIR",
+    help="Where locks and run journals live [default: /run/wsgi-drain].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@handles_errors
+def status(**kwargs: Any) -> None:
+    """Show Apache instances, their daemon groups, live processes, routers, journals.
+
+    Without --apache-* it lists every running Apache parent. Router state is
+    read for groups whose routers /etc/wsgi-drain.toml names. Exit 0, or 3
+    when no Apache instance could be read.
+    """
+    from wsgi_drain.inventory import gather
+
+    path = config.config_path(kwargs["config_file"])
+    data = config.read_file(path)
+    state_dir = kwargs["state_dir"] or config.resolve("-", {}, data, str(path)).state_dir
+    inv = gather(
+        group=kwargs["group"],
+        apache_pidfile=kwargs["apache_pidfile"],
+        apache_config=kwargs["apache_config"],
+        state_dir=state_dir,
+        file_data=data,
+        source=str(path or "defaults"),
+    )
+    if kwargs["as_json"]:
+        report.print_json(report.status_dict(inv))
+    else:
+        report.print_status(inv)
+    if not inv.instances:
+        sys.exit(int(ExitStatus.NOT_FOUND))
+
+
 def main() -> None:
-    cli(prog_name="wsgi-drain")
+    """Entry point. `check` reports bad usage as UNKNOWN (3), as Nagios expects."""
+    try:
+        cli.main(prog_name="wsgi-drain", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as err:
+        err.show()
+        is_check = len(sys.argv) > 1 and sys.argv[1] == "check"
+        sys.exit(int(NagiosStatus.UNKNOWN) if is_check else err.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Aborted!", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
 
 
 # Keep ExitStatus importable from here for scripts that map codes.

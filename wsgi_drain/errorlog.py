@@ -78,6 +78,7 @@ import stat
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -87,7 +88,9 @@ __all__ = [
     "ErrorLogTail",
     "LifecycleEvent",
     "ending_of",
+    "line_time",
     "parse_line",
+    "recent_events",
 ]
 
 KINDS = frozenset(
@@ -499,3 +502,49 @@ class ErrorLogTail:
             msg = "error log is not open"
             raise RuntimeError(msg)
         return self._fd
+
+
+_TIME = re.compile(r"^\[(?P<stamp>\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4})\]")
+
+
+def line_time(line: str) -> float | None:
+    """The epoch time of an error log line in Apache's default format, else None.
+
+    Apache writes local time ("[Mon Nov 23 12:16:27.666900 2026]"), so it is
+    read back as local time.
+    """
+    match = _TIME.match(line)
+    if match is None:
+        return None
+    stamp = " ".join(match["stamp"].split())
+    fmt = "%a %b %d %H:%M:%S.%f %Y" if "." in stamp else "%a %b %d %H:%M:%S %Y"
+    try:
+        return datetime.strptime(stamp, fmt).timestamp()
+    except ValueError:
+        return None
+
+
+def recent_events(
+    path: Path, since: float, max_bytes: int = 2 << 20
+) -> list[tuple[float, LifecycleEvent]]:
+    """Lifecycle events logged at or after epoch `since`, from the file's last `max_bytes`.
+
+    For `check`: bounded work however large the log has grown.  A missing or
+    unreadable file gives [].
+    """
+    try:
+        with path.open("rb") as source:
+            size = source.seek(0, os.SEEK_END)
+            source.seek(max(0, size - max_bytes))
+            data = source.read(max_bytes)
+    except OSError:
+        return []
+    found = []
+    for raw in data.decode(errors="replace").splitlines():
+        when = line_time(raw)
+        if when is None or when < since:
+            continue
+        event = parse_line(raw)
+        if event is not None:
+            found.append((when, event))
+    return found

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from wsgi_drain.outcome import Outcome
+
+if TYPE_CHECKING:
+    from wsgi_drain.check import CheckResult, Thresholds
+    from wsgi_drain.inventory import Inventory
 
 RESTART_SCHEMA = "wsgi-drain/restart/v1"
 
@@ -134,3 +138,255 @@ def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
         out.write(f"  warning: {warning}\n")
     if outcome.unexpected is not None:
         out.write("  this is a bug in wsgi-drain; the traceback is on stderr\n")
+
+
+CHECK_SCHEMA = "wsgi-drain/check/v1"
+
+
+def check_perfdata(result: CheckResult, thresholds: Thresholds) -> str:
+    """Nagios performance data: 'label'=value[UOM];[warn];[crit];[min];[max] ..."""
+    parts = []
+    if result.expected is not None:
+        parts.append(f"processes={len(result.processes)};;;0;{result.expected}")
+    if result.health is not None:
+        parts.append(f"health_time={result.health.latency:.4f}s;{thresholds.health_warn:g};;0;")
+    rss = [p.rss for p in result.processes if p.rss]
+    if rss:
+        warn = thresholds.rss_warn or ""
+        parts.append(f"rss_max={max(rss)}B;{warn};;0;")
+    if result.processes:
+        warn_age = "" if thresholds.age_warn is None else f"{thresholds.age_warn:g}"
+        parts.append(f"age_max={max(p.age for p in result.processes):.0f}s;{warn_age};;0;")
+    if result.forced is not None:
+        parts.append(f"forced_exits={result.forced};1;;0;")
+    return " ".join(parts)
+
+
+def check_summary(result: CheckResult) -> str:
+    """The text after 'WSGI-DRAIN STATUS - ' on the first line."""
+    worst = [f.message for f in result.findings if f.level == result.status]
+    if worst:
+        more = len(result.findings) - len(worst)
+        text = "; ".join(worst[:2])
+        extra = len(worst) - 2 + more
+        return f"{result.group}: {text}" + (f" (+{extra} more)" if extra > 0 else "")
+    words = []
+    if result.expected is not None:
+        words.append(f"{len(result.processes)}/{result.expected} processes up")
+    if result.health is not None:
+        words.append(f"health {result.health.describe()}")
+    words.extend(result.ok_notes)
+    return f"{result.group}: " + ", ".join(words or ["ok"])
+
+
+def print_check(result: CheckResult, thresholds: Thresholds, stream: TextIO | None = None) -> None:
+    """Nagios plugin output: one status line with perfdata, then details."""
+    out = stream if stream is not None else sys.stdout
+    perf = check_perfdata(result, thresholds)
+    line = f"WSGI-DRAIN {result.status.name} - {check_summary(result)}"
+    out.write(line + (f" | {perf}" if perf else "") + "\n")
+    for finding in sorted(result.findings, key=lambda f: -f.level):
+        if finding.level != 0:
+            out.write(f"{finding.level.name}: {finding.message}\n")
+    for p in result.processes:
+        rss = f"{p.rss / 2**20:.0f} MiB" if p.rss else "?"
+        out.write(f"pid {p.pid}: {p.state}, age {p.age:.0f} s, RSS {rss}, {p.threads} threads\n")
+
+
+def check_dict(result: CheckResult, thresholds: Thresholds) -> dict[str, Any]:
+    return {
+        "schema": CHECK_SCHEMA,
+        "group": result.group,
+        "status": result.status.name,
+        "exit_status": int(result.status),
+        "summary": check_summary(result),
+        "findings": [{"level": f.level.name, "message": f.message} for f in result.findings],
+        "processes": [
+            {
+                "pid": p.pid,
+                "state": p.state,
+                "age": round(p.age, 1),
+                "rss": p.rss,
+                "threads": p.threads,
+            }
+            for p in result.processes
+        ],
+        "processes_expected": result.expected,
+        "health": None
+        if result.health is None
+        else {
+            "url": result.health.url,
+            "ok": result.health.ok,
+            "status": result.health.status,
+            "latency": round(result.health.latency, 4),
+            "error": result.health.error,
+        },
+        "forced_exits": result.forced,
+        "routers_drained": result.routers_drained,
+        "journal_left": result.journal,
+        "perfdata": check_perfdata(result, thresholds),
+    }
+
+
+def prometheus_text(result: CheckResult) -> str:
+    """Metrics for node_exporter's textfile collector."""
+    label = f'group="{_escape(result.group)}"'
+    lines = []
+
+    def metric(name: str, help_text: str, value: float, labels: str = label) -> None:
+        lines.append(f"# HELP wsgi_drain_{name} {help_text}")
+        lines.append(f"# TYPE wsgi_drain_{name} gauge")
+        lines.append(f"wsgi_drain_{name}{{{labels}}} {value}")
+
+    metric(
+        "check_status",
+        "Nagios status of the last check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+        int(result.status),
+    )
+    metric("check_timestamp_seconds", "When the last check ran.", round(time.time(), 3))
+    metric("processes", "Live daemon processes of the group.", len(result.processes))
+    if result.expected is not None:
+        metric("processes_expected", "The group's processes= setting.", result.expected)
+    if result.health is not None:
+        metric("health_ok", "1 if the health URL answered 2xx/3xx.", int(result.health.ok))
+        metric("health_seconds", "Health probe latency.", round(result.health.latency, 4))
+    rss = [p.rss for p in result.processes if p.rss]
+    if rss:
+        metric("process_rss_bytes_max", "Largest RSS among the group's processes.", max(rss))
+    if result.forced is not None:
+        metric(
+            "forced_exits",
+            "Processes forced out by a timeout within the log window.",
+            result.forced,
+        )
+    metric("journal_left", "1 if an interrupted restart left its journal.", int(result.journal))
+    for router, drained in sorted(result.routers_drained.items()):
+        metric(
+            "router_drained",
+            "1 if the router has the backend out of rotation.",
+            int(drained),
+            f'{label},router="{_escape(router)}"',
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+STATUS_SCHEMA = "wsgi-drain/status/v1"
+
+
+def status_dict(inv: Inventory) -> dict[str, Any]:
+    return {
+        "schema": STATUS_SCHEMA,
+        "instances": [
+            {
+                "pid": ist.instance.pid,
+                "config": str(ist.instance.config_path),
+                "groups": [
+                    {
+                        "name": gs.group.name,
+                        "id": gs.group.id,
+                        "processes_expected": gs.group.processes,
+                        "threads": gs.group.threads,
+                        "options": dict(gs.group.options),
+                        "drain_window": gs.group.drain_window,
+                        "shutdown_timeout": gs.group.shutdown_window,
+                        "identified_by": gs.method,
+                        "socket": gs.socket,
+                        "error": gs.error,
+                        "processes": [
+                            {
+                                "pid": p.pid,
+                                "state": p.state,
+                                "age": round(p.age, 1),
+                                "rss": p.rss,
+                                "threads": p.threads,
+                            }
+                            for p in gs.processes
+                        ],
+                        "routers": [
+                            {
+                                "name": r.name,
+                                "admin": r.admin,
+                                "status": r.status,
+                                "sessions": r.sessions,
+                                "queued": r.queued,
+                                "peers_up": r.peers_up,
+                                "since": r.since,
+                            }
+                            for r in gs.routers
+                        ],
+                        "router_errors": gs.router_errors,
+                    }
+                    for gs in ist.groups
+                ],
+            }
+            for ist in inv.instances
+        ],
+        "journals": [
+            {
+                "group": j.group,
+                "pid": j.pid,
+                "started": j.started,
+                "phase": j.phase,
+                "diverted": j.diverted,
+                "signalled": j.signalled,
+                "note": j.note,
+            }
+            for j in inv.journals
+        ],
+        "errors": inv.errors,
+    }
+
+
+def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
+    out = stream if stream is not None else sys.stdout
+    if not inv.instances:
+        out.write("no Apache instance found\n")
+    for ist in inv.instances:
+        out.write(f"Apache pid {ist.instance.pid}  {ist.instance.config_path}\n")
+        for gs in ist.groups:
+            g = gs.group
+            out.write(
+                f"  group {g.name}  processes={g.processes} threads={g.threads} "
+                f"drain={g.drain_window:g}s shutdown={g.shutdown_window:g}s  "
+                f"({len(gs.processes)}/{g.processes} up"
+                + (f", by {gs.method}" if gs.method else "")
+                + ")\n"
+            )
+            if gs.error:
+                out.write(f"    error: {gs.error}\n")
+            for p in gs.processes:
+                rss = f"{p.rss / 2**20:.0f} MiB" if p.rss else "?"
+                out.write(
+                    f"    pid {p.pid:>7}  {p.state:<9} age {_age(p.age):>8}  RSS {rss:>8}  "
+                    f"{p.threads} threads\n"
+                )
+            for r in gs.routers:
+                since = f" since {_age(r.since)}" if r.since is not None else ""
+                out.write(
+                    f"    router {r.name}: {r.admin} ({r.status}{since}), {r.sessions} in flight, "
+                    f"{r.peers_up} other server(s) UP\n"
+                )
+            for err in gs.router_errors:
+                out.write(f"    router error: {err}\n")
+    for j in inv.journals:
+        out.write(
+            f"journal: group {j.group} run by pid {j.pid} in phase {j.phase}"
+            + (f" ({j.note})" if j.note else "")
+            + f"; repair with: wsgi-drain undrain --group {j.group}\n"
+        )
+    for err in inv.errors:
+        out.write(f"error: {err}\n")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"

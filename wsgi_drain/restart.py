@@ -124,7 +124,7 @@ def _discover(run: _Run) -> None:
         run.instance, run.group_procs = instance, procs
         out.apache_pid, out.apache_config = instance.pid, str(instance.config_path)
         out.processes_expected = group.processes
-        for trap in find_traps(instance.config, group, fds_readable=fds_readable(instance.pid)):
+        for trap in find_traps(group, fds_readable=fds_readable(instance.pid)):
             _warn(run, trap.message)
         if len(procs.processes) < group.processes:
             _warn(

@@ -142,3 +142,47 @@ def all_journals(state_dir: Path) -> list[Journal]:
         if journal is not None:
             found.append(journal)
     return found
+
+
+def lock_holder(state_dir: Path, group: str) -> int | None:
+    """The pid holding the group's lock, read from /proc/locks, or None.
+
+    Read-only on purpose: a check that took the lock even for a moment could
+    make a deploy's restart fail with "locked".
+    """
+    try:
+        info = (state_dir / _file_name(group, ".lock")).stat()
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[0] == "->":
+            continue
+        try:
+            dev_inode = parts[5].rsplit(":", 1)
+            if int(dev_inode[1]) == info.st_ino:
+                return int(parts[4])
+        except (ValueError, IndexError):
+            continue
+    return None
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`.
+
+    A reader (node_exporter scraping a textfile) sees the old file or the new
+    one, never half of one.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup
+from wsgi_drain.apacheconf import DaemonGroup
 
 _QUIET_LEVELS = {"emerg", "alert", "crit", "error", "warn", "notice"}
 
@@ -18,7 +18,7 @@ class Trap:
     message: str
 
 
-def find_traps(config: ApacheConfig, group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:
+def find_traps(group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:
     """Every trap in `group`'s configuration, in a stable order."""
     traps = []
     if group.graceful_timeout is None and group.eviction_timeout is None:
@@ -38,7 +38,29 @@ def find_traps(config: ApacheConfig, group: DaemonGroup, *, fds_readable: bool) 
                 "with a thread that never exits will never be aborted; set shutdown-timeout=5",
             )
         )
-    if config.script_reloading:
+    if group.drain_window == 0:
+        traps.append(
+            Trap(
+                "no-graceful-timer",
+                f"group {group.name!r} has graceful-timeout=0 and no eviction-timeout "
+                f"({group.source}): after SIGUSR1 a busy process waits for an idle moment for "
+                "ever; set graceful-timeout=15",
+            )
+        )
+    elif group.options.get("deadlock-timeout") == "0" and not group.options.get(
+        "inactivity-timeout", "0"
+    ).strip("0"):
+        # mod_wsgi runs the graceful timer in its monitor thread, which only
+        # exists when deadlock-timeout or inactivity-timeout is set.
+        traps.append(
+            Trap(
+                "no-monitor-thread",
+                f"group {group.name!r} sets deadlock-timeout=0 and no inactivity-timeout "
+                f"({group.source}): mod_wsgi then runs no monitor thread and the graceful "
+                "timer never fires; remove deadlock-timeout=0",
+            )
+        )
+    if group.script_reloading:
         traps.append(
             Trap(
                 "script-reloading",

@@ -1,0 +1,266 @@
+"""The health check's rules: one verdict for cron and monitoring (Nagios conventions).
+
+Every rule adds a Finding; the verdict is the worst one.  The check never
+changes anything and never raises for a problem it is meant to report: a
+missing Apache is CRITICAL, not a crash.  Only an unusable request (the group
+is not configured, bad wsgi-drain settings) is UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from wsgi_drain import procfs
+from wsgi_drain import routers as routers_mod
+from wsgi_drain.apacheconf import DaemonGroup
+from wsgi_drain.config import Settings
+from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
+from wsgi_drain.errorlog import recent_events
+from wsgi_drain.errors import DrainError, GroupNotFoundError
+from wsgi_drain.health import Probe, probe
+from wsgi_drain.inventory import ProcessInfo, process_info
+from wsgi_drain.state import Journal, lock_holder
+from wsgi_drain.status import NagiosStatus
+from wsgi_drain.traps import find_traps
+
+# How long a process count below `processes=` may last before it counts: the
+# parent respawns a dead daemon within about a second.
+RESPAWN_GRACE = 3.0
+# Beyond drain window + shutdown-timeout, how late a process told to shut
+# down may still be before it is called stuck.
+STUCK_MARGIN = 5.0
+_SHUTDOWN_KINDS = {"graceful", "completed", "timer_expired", "limit", "shutdown", "aborting"}
+_FORCED_KINDS = {"timer_expired", "aborting"}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    health_warn: float = 1.0  # seconds
+    rss_warn: int | None = None  # bytes per process
+    age_warn: float | None = None  # seconds
+    log_window: float = 600.0  # seconds of error log to read
+    grace: float = RESPAWN_GRACE
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: NagiosStatus
+    message: str
+
+
+@dataclass
+class CheckResult:
+    group: str
+    findings: list[Finding] = field(default_factory=list)
+    processes: list[ProcessInfo] = field(default_factory=list)
+    expected: int | None = None
+    health: Probe | None = None
+    forced: int | None = None
+    routers_drained: dict[str, bool] = field(default_factory=dict)
+    journal: bool = False
+    ok_notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> NagiosStatus:
+        return max((f.level for f in self.findings), default=NagiosStatus.OK)
+
+    def add(self, level: NagiosStatus, message: str) -> None:
+        self.findings.append(Finding(level, message))
+
+
+def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
+    """Apply every rule to `settings.group` and return the findings."""
+    result = CheckResult(settings.group)
+    running = _journal_rule(result, settings)
+    try:
+        instance = find_apache(pidfile=settings.apache_pidfile, config_path=settings.apache_config)
+    except GroupNotFoundError:
+        raise
+    except DrainError as err:
+        result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
+        _router_rule(result, settings, running)
+        return result
+    group = instance.config.group(settings.group)  # unknown group: UNKNOWN, by the caller
+    result.expected = group.processes
+    procs = _processes_rule(result, instance, group, thresholds, running)
+    if procs is not None:
+        _stuck_rule(result, instance, group, procs)
+    _log_rule(result, group, instance, thresholds)
+    if settings.health_url:
+        _health_rule(result, settings, thresholds)
+    _router_rule(result, settings, running)
+    for trap in find_traps(group, fds_readable=procfs.fds_readable(instance.pid)):
+        result.add(NagiosStatus.WARNING, trap.message)
+    return result
+
+
+def _journal_rule(result: CheckResult, settings: Settings) -> bool:
+    """A journal with no run holding the lock is a run killed outright. Returns: run active."""
+    try:
+        journal = Journal.load(settings.state_dir, settings.group)
+    except DrainError as err:
+        result.add(NagiosStatus.CRITICAL, str(err))
+        return False
+    if journal is None:
+        return False
+    if lock_holder(settings.state_dir, settings.group) is not None:
+        result.ok_notes.append(f"a restart is running (pid {journal.pid}, phase {journal.phase})")
+        return True
+    result.journal = True
+    what = (
+        "left the backend diverted because the app was unhealthy"
+        if journal.phase == "left-diverted"
+        else f"was interrupted in phase {journal.phase!r}"
+    )
+    result.add(
+        NagiosStatus.CRITICAL,
+        f"a restart (pid {journal.pid}, {_ago(journal.started)} ago) {what}; "
+        f"repair with: wsgi-drain undrain --group {settings.group}",
+    )
+    return False
+
+
+def _processes_rule(
+    result: CheckResult,
+    instance: ApacheInstance,
+    group: DaemonGroup,
+    thresholds: Thresholds,
+    running: bool,
+) -> GroupProcesses | None:
+    deadline = time.monotonic() + thresholds.grace
+    while True:
+        try:
+            procs = group_processes(instance, group)
+        except DrainError as err:
+            result.add(NagiosStatus.CRITICAL, str(err))
+            return None
+        # A process being respawned must not make the check flap: look again.
+        if len(procs.processes) >= group.processes or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    result.processes = [info for p in procs.processes if (info := process_info(p.pid))]
+    count = len(result.processes)
+    if count == 0:
+        result.add(NagiosStatus.CRITICAL, f"no process of group {group.name!r} is running")
+    elif count < group.processes:
+        level = NagiosStatus.OK if running else NagiosStatus.WARNING
+        result.add(level, f"{count} of {group.processes} processes running")
+    for info in result.processes:
+        if info.state == "stopped":
+            result.add(
+                NagiosStatus.CRITICAL,
+                f"pid {info.pid} is stopped (SIGSTOP): it serves no request; "
+                f"resume it with kill -CONT {info.pid} or kill it",
+            )
+        if thresholds.rss_warn is not None and info.rss and info.rss > thresholds.rss_warn:
+            result.add(
+                NagiosStatus.WARNING,
+                f"pid {info.pid} uses {info.rss / 2**20:.0f} MiB RSS "
+                f"(> {thresholds.rss_warn / 2**20:.0f} MiB)",
+            )
+        if thresholds.age_warn is not None and info.age > thresholds.age_warn:
+            result.add(
+                NagiosStatus.WARNING,
+                f"pid {info.pid} is {info.age:.0f} s old (> {thresholds.age_warn:.0f} s)",
+            )
+    return procs
+
+
+def _stuck_rule(
+    result: CheckResult, instance: ApacheInstance, group: DaemonGroup, procs: GroupProcesses
+) -> None:
+    """A process told to shut down that outlived its drain window + shutdown-timeout."""
+    log = group.error_log or instance.config.error_log
+    if log is None:
+        return
+    limit = group.drain_window + group.shutdown_window + STUCK_MARGIN
+    since = time.time() - 24 * 3600
+    told: dict[int, float] = {}
+    exited: set[int] = set()
+    for when, event in recent_events(log, since):
+        if event.group not in (None, group.name):
+            continue
+        if event.kind in _SHUTDOWN_KINDS:
+            told.setdefault(event.pid, when)
+        elif event.kind in ("exiting", "died", "terminated"):
+            exited.add(event.pid)
+    now = time.time()
+    for pid, when in sorted(told.items()):
+        if pid in exited or procfs.parent_of(pid) != instance.pid:
+            continue
+        if procfs.state_of(pid) in (None, "Z"):
+            continue
+        late = now - when
+        if late > limit:
+            result.add(
+                NagiosStatus.CRITICAL,
+                f"pid {pid} was told to shut down {late:.0f} s ago and is still alive (limit "
+                f"{limit:g} s): an app thread that never exits? inspect with "
+                f"`py-spy dump --pid {pid}`",
+            )
+
+
+def _log_rule(
+    result: CheckResult, group: DaemonGroup, instance: ApacheInstance, thresholds: Thresholds
+) -> None:
+    log = group.error_log or instance.config.error_log
+    if log is None:
+        return
+    since = time.time() - thresholds.log_window
+    forced = {
+        e.pid
+        for _when, e in recent_events(log, since)
+        if e.kind in _FORCED_KINDS and e.group in (None, group.name)
+    }
+    result.forced = len(forced)
+    if forced:
+        result.add(
+            NagiosStatus.WARNING,
+            f"{len(forced)} process(es) forced out by a timeout in the last "
+            f"{thresholds.log_window:g} s (pids {' '.join(map(str, sorted(forced)))}); requests "
+            f"may have been cut off: see {log}",
+        )
+
+
+def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds) -> None:
+    assert settings.health_url is not None
+    result.health = probe(settings.health_url, settings.health_timeout)
+    if not result.health.ok:
+        result.add(
+            NagiosStatus.CRITICAL, f"{settings.health_url} answered {result.health.describe()}"
+        )
+    elif result.health.latency > thresholds.health_warn:
+        result.add(
+            NagiosStatus.WARNING,
+            f"{settings.health_url} slow: {result.health.latency * 1000:.0f} ms "
+            f"(> {thresholds.health_warn * 1000:.0f} ms)",
+        )
+
+
+def _router_rule(result: CheckResult, settings: Settings, running: bool) -> None:
+    for spec in settings.haproxy:
+        try:
+            router = routers_mod.build("haproxy", spec)
+            state = router.state()
+        except DrainError as err:
+            result.add(NagiosStatus.WARNING, f"router unreadable: {err}")
+            continue
+        drained = state.admin != "ready"
+        result.routers_drained[router.name] = drained
+        if drained and not running:
+            since = f" for {state.since:.0f} s" if state.since is not None else ""
+            result.add(
+                NagiosStatus.WARNING,
+                f"{router.name} is left in {state.admin}{since} while no restart runs; put it "
+                f"back with: wsgi-drain undrain --group {settings.group}",
+            )
+
+
+def _ago(started: float) -> str:
+    seconds = max(0.0, time.time() - started)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
