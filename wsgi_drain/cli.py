@@ -152,6 +152,8 @@ def cli() -> None:
       wsgi-drain restart --group myapp    divert, restart gracefully, verify, restore
       wsgi-drain drain   --group myapp    take the backend out of the router only
       wsgi-drain undrain --group myapp    put it back (also repairs an interrupted run)
+      wsgi-drain check   --group myapp    health check for cron/monitoring (Nagios codes)
+      wsgi-drain status                   Apache instances, groups, processes, routers
 
     Settings come from options, WSGI_DRAIN_* variables, or /etc/wsgi-drain.toml
     (see README). Run any command with --help for its options and exit statuses.
@@ -394,8 +396,16 @@ def check(**kwargs: Any) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="wsgi-drain TOML file (names each group's routers) [default: /etc/wsgi-drain.toml].",
 )
-@click.option("--apache-config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--apache-pidfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--apache-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Show only the Apache instance this configuration's PidFile names.",
+)
+@click.option(
+    "--apache-pidfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Show only the Apache instance in this pid file [default: every running one].",
+)
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),

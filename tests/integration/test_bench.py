@@ -1,0 +1,107 @@
+"""A short run of the benchmark, so it cannot rot: correctness only, never speed.
+
+One repetition of raw SIGUSR1 and `wsgi-drain restart` on the real stack, a
+few exit-detection trials and discovery with 200 extra processes, written to
+a temporary directory.  The assertions check that the results are complete and
+consistent; how fast anything was is the benchmark's business, not the test's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import restart_methods
+from bench import run as bench_run
+from wsgi_drain.lab import LabUnavailable, Outcome, skip_or_fail
+
+pytestmark = pytest.mark.integration
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    try:
+        path = bench_run.run(
+            modwsgi="debian",
+            reps=1,
+            methods=("sigusr1", "drain"),
+            timing=restart_methods.Timing(steady=1.0, slow=2.0, slow_lead=0.3, tail=0.5),
+            exit_trials=5,
+            extra_processes=200,
+            discovery_repeat=5,
+            out_dir=out / "results",
+            img_dir=out / "img",
+            log=False,
+        )
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    assert path.parent == out / "results"
+    data: dict[str, Any] = json.loads(path.read_text())
+    data["_img_dir"] = str(out / "img")
+    return data
+
+
+def test_result_names_machine_versions_and_date(result: dict[str, Any]) -> None:
+    assert result["schema"] == "wsgi-drain-bench/1"
+    assert result["date"]
+    assert result["machine"]["nproc"] >= 1
+    assert result["machine"]["kernel"]
+    assert "Apache" in result["versions"]["apache"]
+    assert result["versions"]["python"]
+
+
+def test_every_method_counts_every_request(result: dict[str, Any]) -> None:
+    methods = result["restart_methods"]["methods"]
+    assert set(methods) == {"sigusr1", "drain"}
+    for data in methods.values():
+        (trial,) = data["trials"]
+        assert set(trial["counts"]) == {o.value for o in Outcome}
+        assert sum(trial["counts"].values()) == trial["total"] > 0
+        assert trial["failed"] == trial["total"] - trial["counts"]["ok"]
+        assert trial["wall_replaced"] is not None and trial["wall_replaced"] > 0
+        assert trial["command_seconds"] > 0
+        assert len(trial["old_pids"]) == 3 and len(trial["new_pids"]) == 3
+        assert not set(trial["old_pids"]) & set(trial["new_pids"])
+        assert trial["errors"] == []
+        assert data["summary"]["reps"] == 1
+
+
+def test_wsgi_drain_loses_nothing(result: dict[str, Any]) -> None:
+    (trial,) = result["restart_methods"]["methods"]["drain"]["trials"]
+    assert trial["failed"] == 0, trial["counts"]
+    assert trial["in_flight"]["outcome"] == "ok"
+    assert trial["command_exit"] == 0
+    assert trial["report"]["verdict"] == "success"
+    # Overhead is computed against this run's raw-SIGUSR1 respawn; its sign is
+    # not asserted (that would be a timed assertion), only that it exists.
+    assert trial["unavoidable"] is not None and trial["overhead"] is not None
+
+
+def test_timelines_are_pngs(result: dict[str, Any]) -> None:
+    images = result["restart_methods"]["images"]
+    assert set(images) == {"sigusr1", "drain"}
+    for path in images.values():
+        assert Path(path).parent == Path(result["_img_dir"])
+        assert Path(path).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_exit_detection_and_discovery_are_complete(result: dict[str, Any]) -> None:
+    ed = result["exit_detection"]
+    assert ed["pidfd"]["n"] == ed["polling"]["n"] == 5
+    assert ed["pidfd"]["median"] > 0 and ed["polling"]["median"] > 0
+    ds = result["discovery_scale"]
+    assert ds["extra_started"] == 200 and ds["reaped_stuck"] == 0
+    assert ds["quiet"]["members_found"] == ds["crowded"]["members_found"] == 3
+    assert ds["crowded"]["host_processes"] >= ds["quiet"]["host_processes"] + 200 - 50
+
+
+def test_markdown_has_a_row_per_method(result: dict[str, Any]) -> None:
+    text = bench_run.markdown(result)
+    for data in result["restart_methods"]["methods"].values():
+        assert f"| {data['label']} |" in text
