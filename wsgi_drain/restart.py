@@ -191,7 +191,8 @@ def _plan(run: _Run, sig: signal.Signals) -> None:
         out.plan.append(f"send {sig.name} to {' '.join(map(str, procs.pids))} at once")
     else:
         out.plan.append(
-            f"one process at a time: {sig.name}, then SIGTERM after {IDLE_WAIT:g} s if still "
+            f"one process at a time ({' '.join(map(str, procs.pids))}): {sig.name}, then "
+            f"SIGTERM after {IDLE_WAIT:g} s if still "
             f"busy (in-flight requests get shutdown-timeout {group.shutdown_window:g} s), wait "
             "for its replacement"
         )

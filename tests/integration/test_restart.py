@@ -342,3 +342,22 @@ def test_stuck_process_is_reported_and_killed_only_with_force(tmp_path: Path) ->
             haproxy.stop()
         b.stop()
         a.stop()
+
+
+def test_several_apache_instances_need_a_choice(stack: Stack) -> None:
+    run = run_cli("restart", "--group", "myapp", "--state-dir", str(stack.state_dir), "--dry-run")
+    assert run.returncode == 3
+    assert "several Apache instances run" in run.stderr
+    assert f"pid {stack.a.parent_pid}" in run.stderr and f"pid {stack.b.parent_pid}" in run.stderr
+    assert "--apache-pidfile or --apache-config" in run.stderr
+
+
+def test_apache_config_finds_the_instance_by_its_pidfile(stack: Stack) -> None:
+    run = run_cli(
+        "restart", "--group", "myapp", "--apache-config", str(stack.a.conf_path),
+        "--state-dir", str(stack.state_dir), "--dry-run", "--json",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = run.json()
+    assert report["apache"] == {"pid": stack.a.parent_pid, "config": str(stack.a.conf_path)}
+    assert any(str(p) in " ".join(report["plan"]) for p in stack.a.daemon_pids())
