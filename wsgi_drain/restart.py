@@ -450,6 +450,12 @@ def _endings_from_log(run: _Run, tail: ErrorLogTail | None) -> None:
         if rec.ending != "exited":
             continue
         ending = ending_of(e for e in events if e.pid == rec.old_pid)
+        if ending is Ending.FORCED and "SIGTERM" in rec.signals:
+            # Our own SIGTERM (rolling mode, or --signal SIGTERM): mod_wsgi logs
+            # a shutdown with no "completed" line, but no timer ran out and the
+            # in-flight requests had shutdown-timeout; only an abort cuts them.
+            rec.ending = "stopped"
+            continue
         rec.ending = ending.value
         if ending in (Ending.FORCED, Ending.ABORTED):
             _warn(

@@ -81,6 +81,8 @@ def test_rolling_restart_without_router_loses_nothing(stack: Stack) -> None:
     assert len(new) == 3 and not new & old
     assert {p["old_pid"] for p in report["processes"]} == old
     assert all(p["new_pid"] in new for p in report["processes"])
+    # SIGTERM after 2 s busy is ours: "stopped", never "forced", unless aborted.
+    assert all(p["ending"] in ("drained", "stopped", "exited") for p in report["processes"])
 
 
 def test_only_server_in_backend_restarts_in_place(tmp_path: Path, apache: ApacheLab) -> None:

@@ -142,6 +142,25 @@ def _unreadable_to_daemons(home: Path) -> bool:
     return not _others_can_traverse(home)
 
 
+def _stdlib_home(home: Path) -> Path:
+    """The prefix that really holds the standard library for a WSGIPythonHome.
+
+    `mod_wsgi-express module-config` run from a virtualenv names the venv,
+    whose standard library lives in the base interpreter's prefix (its
+    pyvenv.cfg `home = <base>/bin`): that is what the daemons must read.
+    """
+    cfg = home / "pyvenv.cfg"
+    try:
+        lines = cfg.read_text().splitlines()
+    except OSError:
+        return home
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            return Path(value.strip()).parent
+    return home
+
+
 def _mirror_stdlib(home: Path, target: Path) -> Path:
     """A Python home at `target` whose lib/python3.X hard-links `home`'s standard library.
 
@@ -344,11 +363,17 @@ class ApacheLab:
         if self.modwsgi == "debian":
             return f'LoadModule wsgi_module "{DEBIAN_MOD_WSGI}"'
         match = _WSGI_HOME.search(module_config)
-        if match and self.as_root and _unreadable_to_daemons(Path(match.group(1))):
+        home = Path(match.group(1)) if match else None
+        if (
+            home is not None
+            and self.as_root
+            and (_unreadable_to_daemons(home) or _unreadable_to_daemons(_stdlib_home(home)))
+        ):
             # The daemons initialise Python after switching to www-data; a home
-            # under /root (pyenv) is unreadable to them and every daemon
-            # segfaults in a crash loop.  Give them a readable mirror.
-            mirror = _mirror_stdlib(Path(match.group(1)), self.public / "pyhome")
+            # (or a venv's base interpreter) under /root (pyenv) is unreadable
+            # to them and every daemon segfaults in a crash loop.  Give them a
+            # readable mirror of the standard library.
+            mirror = _mirror_stdlib(_stdlib_home(home), self.public / "pyhome")
             return _WSGI_HOME.sub(f'WSGIPythonHome "{mirror}"', module_config).strip()
         return module_config.strip()
 
