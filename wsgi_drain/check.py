@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from wsgi_drain import procfs
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
-from wsgi_drain.errorlog import recent_events
+from wsgi_drain.errorlog import LifecycleEvent, recent_events
 from wsgi_drain.errors import DrainError, GroupNotFoundError
 from wsgi_drain.health import Probe, probe
 from wsgi_drain.inventory import ProcessInfo, process_info
@@ -32,6 +33,8 @@ RESPAWN_GRACE = 3.0
 STUCK_MARGIN = 5.0
 _SHUTDOWN_KINDS = {"graceful", "completed", "timer_expired", "limit", "shutdown", "aborting"}
 _FORCED_KINDS = {"timer_expired", "aborting"}
+# How far back the stuck rule looks for "told to shut down" lines.
+STUCK_LOOKBACK = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,14 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     group = instance.config.group(settings.group)  # unknown group: UNKNOWN, by the caller
     result.expected = group.processes
     procs = _processes_rule(result, instance, group, thresholds, running)
-    if procs is not None:
-        _stuck_rule(result, instance, group, procs)
-    _log_rule(result, group, instance, thresholds)
+    log = instance.error_log_of(group)
+    if log is not None:
+        # One read of the log's tail serves both log rules.
+        since = time.time() - max(STUCK_LOOKBACK, thresholds.log_window)
+        events = recent_events(log, since)
+        if procs is not None:
+            _stuck_rule(result, instance, group, events)
+        _log_rule(result, group, log, events, thresholds)
     if settings.health_url:
         _health_rule(result, settings, thresholds)
     _router_rule(result, settings, running)
@@ -168,17 +176,16 @@ def _processes_rule(
 
 
 def _stuck_rule(
-    result: CheckResult, instance: ApacheInstance, group: DaemonGroup, procs: GroupProcesses
+    result: CheckResult,
+    instance: ApacheInstance,
+    group: DaemonGroup,
+    events: list[tuple[float, LifecycleEvent]],
 ) -> None:
     """A process told to shut down that outlived its drain window + shutdown-timeout."""
-    log = group.error_log or instance.config.error_log
-    if log is None:
-        return
     limit = group.drain_window + group.shutdown_window + STUCK_MARGIN
-    since = time.time() - 24 * 3600
     told: dict[int, float] = {}
     exited: set[int] = set()
-    for when, event in recent_events(log, since):
+    for when, event in events:
         if event.group not in (None, group.name):
             continue
         if event.kind in _SHUTDOWN_KINDS:
@@ -202,16 +209,17 @@ def _stuck_rule(
 
 
 def _log_rule(
-    result: CheckResult, group: DaemonGroup, instance: ApacheInstance, thresholds: Thresholds
+    result: CheckResult,
+    group: DaemonGroup,
+    log: Path,
+    events: list[tuple[float, LifecycleEvent]],
+    thresholds: Thresholds,
 ) -> None:
-    log = group.error_log or instance.config.error_log
-    if log is None:
-        return
     since = time.time() - thresholds.log_window
     forced = {
         e.pid
-        for _when, e in recent_events(log, since)
-        if e.kind in _FORCED_KINDS and e.group in (None, group.name)
+        for when, e in events
+        if when >= since and e.kind in _FORCED_KINDS and e.group in (None, group.name)
     }
     result.forced = len(forced)
     if forced:

@@ -48,6 +48,10 @@ class ApacheInstance:
     def describe(self) -> str:
         return f"Apache pid {self.pid} ({self.config_path})"
 
+    def error_log_of(self, group: DaemonGroup) -> Path | None:
+        """Where mod_wsgi logs `group`'s lifecycle: its vhost's ErrorLog, else the main one."""
+        return group.error_log or self.config.error_log
+
 
 @dataclass(frozen=True)
 class GroupSocket:

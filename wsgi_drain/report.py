@@ -15,7 +15,7 @@ from wsgi_drain.outcome import Outcome
 
 if TYPE_CHECKING:
     from wsgi_drain.check import CheckResult, Thresholds
-    from wsgi_drain.inventory import Inventory
+    from wsgi_drain.inventory import Inventory, ProcessInfo
 
 RESTART_SCHEMA = "wsgi-drain/restart/v1"
 
@@ -201,16 +201,7 @@ def check_dict(result: CheckResult, thresholds: Thresholds) -> dict[str, Any]:
         "exit_status": int(result.status),
         "summary": check_summary(result),
         "findings": [{"level": f.level.name, "message": f.message} for f in result.findings],
-        "processes": [
-            {
-                "pid": p.pid,
-                "state": p.state,
-                "age": round(p.age, 1),
-                "rss": p.rss,
-                "threads": p.threads,
-            }
-            for p in result.processes
-        ],
+        "processes": [_process_dict(p) for p in result.processes],
         "processes_expected": result.expected,
         "health": None
         if result.health is None
@@ -296,16 +287,7 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                         "identified_by": gs.method,
                         "socket": gs.socket,
                         "error": gs.error,
-                        "processes": [
-                            {
-                                "pid": p.pid,
-                                "state": p.state,
-                                "age": round(p.age, 1),
-                                "rss": p.rss,
-                                "threads": p.threads,
-                            }
-                            for p in gs.processes
-                        ],
+                        "processes": [_process_dict(p) for p in gs.processes],
                         "routers": [
                             {
                                 "name": r.name,
@@ -390,3 +372,13 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
+
+
+def _process_dict(p: ProcessInfo) -> dict[str, Any]:
+    return {
+        "pid": p.pid,
+        "state": p.state,
+        "age": round(p.age, 1),
+        "rss": p.rss,
+        "threads": p.threads,
+    }

@@ -230,7 +230,7 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
         routers=[spec for spec, _r in run.routers],
     )
     run.journal.save(s.state_dir)
-    log_path = run.group_procs.group.error_log or run.instance.config.error_log
+    log_path = run.instance.error_log_of(run.group_procs.group)
     tail = ErrorLogTail(log_path) if log_path else None
     out.deadline = _deadline_seconds(run)
     deadline = Deadline(out.deadline)
