@@ -1,0 +1,57 @@
+"""Every configuration trap, from real configuration text through the real parser."""
+
+from pathlib import Path
+
+import pytest
+
+from wsgi_drain.apacheconf import parse_config
+from wsgi_drain.traps import find_traps
+
+SAFE = (
+    "WSGIDaemonProcess myapp processes=3 display-name=%{GROUP} "
+    "graceful-timeout=15 shutdown-timeout=5\n"
+    "WSGIScriptReloading Off\nLogLevel warn wsgi:info\n"
+)
+
+
+def traps_of(tmp_path: Path, text: str, *, fds_readable: bool = True) -> list[str]:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(text)
+    config = parse_config(conf, server_root=tmp_path, environ={})
+    return [t.key for t in find_traps(config.group("myapp"), fds_readable=fds_readable)]
+
+
+def test_a_safe_group_has_no_trap(tmp_path: Path) -> None:
+    assert traps_of(tmp_path, SAFE) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("graceful-timeout=15 ", ""), "no-drain-timeout"),
+        (("shutdown-timeout=5", "shutdown-timeout=0"), "shutdown-timeout-zero"),
+        (("graceful-timeout=15", "graceful-timeout=0"), "no-graceful-timer"),
+        (
+            ("display-name=%{GROUP}", "display-name=%{GROUP} deadlock-timeout=0"),
+            "no-monitor-thread",
+        ),
+        (("WSGIScriptReloading Off", "WSGIScriptReloading On"), "script-reloading"),
+        (("LogLevel warn wsgi:info", "LogLevel warn"), "log-level"),
+    ],
+)
+def test_each_trap_alone(tmp_path: Path, change: tuple[str, str], key: str) -> None:
+    assert traps_of(tmp_path, SAFE.replace(*change)) == [key]
+
+
+def test_no_identity_only_when_sockets_are_unreadable(tmp_path: Path) -> None:
+    text = SAFE.replace("display-name=%{GROUP} ", "")
+    assert traps_of(tmp_path, text) == []
+    assert traps_of(tmp_path, text, fds_readable=False) == ["no-identity"]
+
+
+def test_every_trap_message_says_the_fix(tmp_path: Path) -> None:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("WSGIDaemonProcess myapp shutdown-timeout=0\nLogLevel error\n")
+    group = parse_config(conf, server_root=tmp_path, environ={}).group("myapp")
+    for trap in find_traps(group, fds_readable=False):
+        assert any(word in trap.message for word in ("set ", "add ", "use ", "remove ")), trap
