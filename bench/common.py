@@ -7,68 +7,16 @@ import importlib.metadata
 import math
 import os
 import platform
-import shutil
 import statistics
 import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from wsgi_drain.lab import ApacheLab, HAProxyLab, ModWsgi
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 IMG_DIR = REPO / "docs" / "img"
-
-
-@dataclass
-class Stack:
-    """Two Apache hosts behind one HAProxy; `a` is restarted, `b` is the peer that serves on."""
-
-    a: ApacheLab
-    b: ApacheLab
-    haproxy: HAProxyLab
-    state_dir: Path
-
-
-@contextmanager
-def stack(root: Path, modwsgi: ModWsgi, processes: int = 3) -> Iterator[Stack]:
-    """A fresh stack under `root`, stopped (everything we started, by pid) on exit.
-
-    /slow is pinned to `a`, so the long request is in flight on the host that
-    is restarted.  Raises LabUnavailable when Apache, HAProxy or the chosen
-    mod_wsgi build is missing.
-    """
-    with ExitStack() as stop:
-        a = ApacheLab(root / "a", modwsgi=modwsgi, processes=processes)
-        stop.callback(a.stop)
-        a.start()
-        b = ApacheLab(root / "b", modwsgi=modwsgi, processes=processes)
-        stop.callback(b.stop)
-        b.start()
-        haproxy = HAProxyLab(
-            root / "haproxy",
-            [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)],
-            pin={"/slow": "a"},
-        )
-        stop.callback(haproxy.stop)
-        haproxy.start()
-        yield Stack(a, b, haproxy, root / "state")
-
-
-def wsgi_drain_command() -> list[str]:
-    """The installed console script next to this interpreter, else on PATH."""
-    beside = Path(sys.executable).parent / "wsgi-drain"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("wsgi-drain")
-    if found is None:
-        raise RuntimeError("the wsgi-drain command is not installed: pip install -e .")
-    return [found]
 
 
 def _output(args: Sequence[str]) -> str:

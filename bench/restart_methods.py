@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import IMG_DIR, Stack, percentile, spread, stack
-from bench.common import wsgi_drain_command as drain_cmd
+from bench.common import IMG_DIR, percentile, spread
 from wsgi_drain import procfs
-from wsgi_drain.lab import ApacheLab, LoadLoop, ModWsgi, Outcome, Sample, slow_request
+from wsgi_drain.lab import ApacheLab, LoadLoop, ModWsgi, Outcome, Sample, Stack, slow_request
+from wsgi_drain.lab import two_hosts as stack
+from wsgi_drain.lab import wsgi_drain_command as drain_cmd
 
 METHODS = ("sigusr1", "graceful", "drain", "rolling")
 LABELS = {
@@ -255,7 +256,7 @@ def _warm(s: Stack, processes: int) -> None:
 
 def run_trial(root: Path, modwsgi: ModWsgi, method: str, rep: int, timing: Timing) -> Trial:
     processes = 3
-    with stack(root, modwsgi, processes) as s:
+    with stack(root, modwsgi, processes=processes) as s:
         _warm(s, processes)
         old = sorted(s.a.daemon_pids())
         watcher = PidWatcher(s.a)

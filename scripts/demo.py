@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wsgi_drain.lab import ApacheLab, HAProxyLab, LabError, LoadLoop, slow_request
+from wsgi_drain.lab import LabError, LoadLoop, slow_request, two_hosts, wsgi_drain_command
 
 
 def main() -> int:
@@ -25,20 +25,12 @@ def main() -> int:
     parser.add_argument("--mode", choices=["drain", "rolling"], default="drain")
     parser.add_argument("--json", action="store_true", help="print wsgi-drain's JSON report")
     args = parser.parse_args()
-    command = Path(sys.executable).parent / "wsgi-drain"
-
     with tempfile.TemporaryDirectory(prefix="wsgi-drain-demo-") as tmp:
         root = Path(tmp)
         try:
-            with (
-                ApacheLab(root / "a", modwsgi=args.modwsgi, daemon_options=TIMEOUTS) as a,
-                ApacheLab(root / "b", modwsgi=args.modwsgi, daemon_options=TIMEOUTS) as b,
-                HAProxyLab(
-                    root / "haproxy",
-                    [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)],
-                    pin={"/slow": "a"},
-                ) as haproxy,
-            ):
+            command = wsgi_drain_command()
+            with two_hosts(root, args.modwsgi, daemon_options=TIMEOUTS) as stack:
+                a, b, haproxy = stack.a, stack.b, stack.haproxy
                 print(f"demo: Apache a {a.url} (pid {a.parent_pid}, daemons {a.daemon_pids()})")
                 print(f"demo: Apache b {b.url}; HAProxy {haproxy.url}; mod_wsgi: {args.modwsgi}")
                 load = LoadLoop(haproxy.url + "/", max_requests=5000, max_seconds=60)
@@ -48,10 +40,10 @@ def main() -> int:
                 time.sleep(0.5)
                 print("demo: load running, one 4 s request in flight on a; restarting a:\n")
                 restart = [
-                    str(command), "restart", "--group", "myapp",
+                    *command, "restart", "--group", "myapp",
                     "--apache-pidfile", str(a.pid_file),
                     "--health-url", f"{a.url}/health",
-                    "--state-dir", str(root / "state"),
+                    "--state-dir", str(stack.state_dir),
                     "--mode", args.mode,
                 ]  # fmt: skip
                 if args.mode == "drain":

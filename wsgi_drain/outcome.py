@@ -31,10 +31,6 @@ class Phase(StrEnum):
 Progress = Callable[[str, str], None]
 
 
-def no_progress(phase: str, message: str) -> None:
-    """A Progress that discards everything (library use, tests)."""
-
-
 @dataclass
 class PhaseRecord:
     name: str

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,9 +116,6 @@ class Journal:
     @classmethod
     def load(cls, state_dir: Path, group: str) -> Journal | None:
         return _load(cls.path_for(state_dir, group))
-
-    def age(self) -> float:
-        return time.time() - self.started
 
 
 def _load(path: Path) -> Journal | None:

@@ -9,9 +9,7 @@ install step.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -20,20 +18,26 @@ from typing import Any
 
 import pytest
 
-from wsgi_drain.lab import ApacheLab, HAProxyLab, LabUnavailable, ModWsgi, skip_or_fail
+from wsgi_drain import lab
+from wsgi_drain.lab import (
+    ApacheLab,
+    HAProxyLab,
+    LabUnavailable,
+    ModWsgi,
+    Stack,
+    skip_or_fail,
+    two_hosts,
+)
 
 VARIANTS: list[ModWsgi] = ["debian", "pypi"]
 
 
 def wsgi_drain_command() -> list[str]:
-    """The installed console script next to this interpreter, else on PATH."""
-    beside = Path(sys.executable).parent / "wsgi-drain"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("wsgi-drain")
-    if found is None:
-        skip_or_fail("the wsgi-drain command is not installed: pip install -e .")
-    return [found]
+    """The installed `wsgi-drain` command (missing: skip, or fail under CI)."""
+    try:
+        return lab.wsgi_drain_command()
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
 
 
 @dataclass
@@ -65,30 +69,15 @@ def start(lab: ApacheLab | HAProxyLab) -> None:
         skip_or_fail(str(err))
 
 
-@dataclass
-class Stack:
-    """Two Apache hosts (a, b) behind one HAProxy; `a` is the one restarted."""
-
-    a: ApacheLab
-    b: ApacheLab
-    haproxy: HAProxyLab
-    state_dir: Path
-
-    def args(self, *extra: str, haproxy: bool = True) -> list[str]:
-        words = [
-            "restart",
-            "--group",
-            "myapp",
-            "--apache-pidfile",
-            str(self.a.pid_file),
-            "--health-url",
-            f"{self.a.url}/health",
-            "--state-dir",
-            str(self.state_dir),
-        ]
-        if haproxy:
-            words += ["--haproxy", f"{self.haproxy.admin_socket}:be_app/a"]
-        return [*words, *extra]
+def restart_args(stack: Stack, *extra: str, haproxy: bool = True) -> list[str]:
+    """`restart` of host a's group, with its health URL and the test's state dir."""
+    words = [
+        "restart", "--group", "myapp", "--apache-pidfile", str(stack.a.pid_file),
+        "--health-url", f"{stack.a.url}/health", "--state-dir", str(stack.state_dir),
+    ]  # fmt: skip
+    if haproxy:
+        words += ["--haproxy", f"{stack.haproxy.admin_socket}:be_app/a"]
+    return [*words, *extra]
 
 
 @pytest.fixture(params=VARIANTS)
@@ -100,20 +89,11 @@ def modwsgi(request: pytest.FixtureRequest) -> ModWsgi:
 @pytest.fixture
 def stack(tmp_path: Path, modwsgi: ModWsgi) -> Iterator[Stack]:
     with ExitStack() as stop:
-        a = ApacheLab(tmp_path / "a", modwsgi=modwsgi)
-        stop.callback(a.stop)
-        start(a)
-        b = ApacheLab(tmp_path / "b", modwsgi=modwsgi)
-        stop.callback(b.stop)
-        start(b)
-        haproxy = HAProxyLab(
-            tmp_path / "haproxy",
-            [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)],
-            pin={"/slow": "a"},
-        )
-        stop.callback(haproxy.stop)
-        start(haproxy)
-        yield Stack(a, b, haproxy, tmp_path / "state")
+        try:
+            running = stop.enter_context(two_hosts(tmp_path, modwsgi))
+        except LabUnavailable as err:
+            skip_or_fail(str(err))
+        yield running
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Stack, run_cli, wsgi_drain_command
-from wsgi_drain.lab import ApacheLab, LoadLoop, Outcome, slow_request
+from tests.integration.conftest import restart_args, run_cli, wsgi_drain_command
+from wsgi_drain.lab import ApacheLab, LoadLoop, Outcome, Stack, slow_request
 from wsgi_drain.state import Journal, group_lock
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_drain_restart_under_load_loses_nothing(stack: Stack) -> None:
         # Pinned to `a` by the lab's HAProxy: in flight there when the command starts.
         slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
         time.sleep(0.5)
-        run = run_cli(*stack.args("--json"))
+        run = run_cli(*restart_args(stack, "--json"))
         time.sleep(0.5)
     finally:
         load.stop()
@@ -69,7 +69,7 @@ def test_rolling_restart_without_router_loses_nothing(stack: Stack) -> None:
         time.sleep(0.5)
         slow = slow_request(stack.a.url + "/slow?s=4", 4)
         time.sleep(0.5)
-        run = run_cli(*stack.args("--mode", "rolling", "--json", haproxy=False))
+        run = run_cli(*restart_args(stack, "--mode", "rolling", "--json", haproxy=False))
     finally:
         load.stop()
     report = run.json()
@@ -141,7 +141,7 @@ def test_unknown_group_exits_3_naming_the_groups(stack: Stack) -> None:
 
 def test_sigusr2_is_refused_and_nothing_is_signalled(stack: Stack) -> None:
     old = set(stack.a.daemon_pids())
-    run = run_cli(*stack.args("--signal", "SIGUSR2"))
+    run = run_cli(*restart_args(stack, "--signal", "SIGUSR2"))
     assert run.returncode == 2
     assert "SIGUSR2 is not a restart signal" in run.stderr
     assert set(stack.a.daemon_pids()) == old
@@ -175,7 +175,7 @@ def test_second_concurrent_run_exits_7(stack: Stack) -> None:
     slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
     time.sleep(0.5)
     first = subprocess.Popen(
-        [*wsgi_drain_command(), *stack.args("--json")],
+        [*wsgi_drain_command(), *restart_args(stack, "--json")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -185,7 +185,7 @@ def test_second_concurrent_run_exits_7(stack: Stack) -> None:
         while not Journal.path_for(stack.state_dir, "myapp").exists():
             assert time.monotonic() < deadline, "first run never started"
             time.sleep(0.05)
-        second = run_cli(*stack.args())
+        second = run_cli(*restart_args(stack))
         assert second.returncode == 7
         assert "another wsgi-drain run holds the lock" in second.stderr
         _out, err = first.communicate(timeout=60)
@@ -200,14 +200,14 @@ def test_second_concurrent_run_exits_7(stack: Stack) -> None:
 
 def test_lock_held_in_process_also_exits_7(stack: Stack) -> None:
     with group_lock(stack.state_dir, "myapp"):
-        run = run_cli(*stack.args("--json"))
+        run = run_cli(*restart_args(stack, "--json"))
     assert run.returncode == 7
     assert run.json()["verdict"] == "locked"
 
 
 def test_dry_run_changes_nothing(stack: Stack) -> None:
     old = set(stack.a.daemon_pids())
-    run = run_cli(*stack.args("--dry-run", "--json"))
+    run = run_cli(*restart_args(stack, "--dry-run", "--json"))
     assert run.returncode == 0, run.stderr
     report = run.json()
     assert report["dry_run"] is True
@@ -221,7 +221,7 @@ def test_dry_run_changes_nothing(stack: Stack) -> None:
 
 def test_unhealthy_after_restart_stays_diverted_until_undrain(stack: Stack) -> None:
     stack.a.set_healthy(False)
-    run = run_cli(*stack.args("--json"), timeout=120)
+    run = run_cli(*restart_args(stack, "--json"), timeout=120)
     report = run.json()
     assert run.returncode == 6, run.stderr
     assert report["left_diverted"] is True
@@ -247,7 +247,7 @@ def test_sigint_during_divert_restores_the_router(stack: Stack) -> None:
     slow = slow_request(stack.haproxy.url + "/slow?s=6", 6)
     time.sleep(0.5)
     proc = subprocess.Popen(
-        [*wsgi_drain_command(), *stack.args("--json")],
+        [*wsgi_drain_command(), *restart_args(stack, "--json")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

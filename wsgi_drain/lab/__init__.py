@@ -16,6 +16,7 @@ from wsgi_drain.lab.errors import LabError, LabUnavailable
 from wsgi_drain.lab.haproxy import HAProxyLab, ServerStat
 from wsgi_drain.lab.load import LoadLoop, LoadSummary, Outcome, Sample, slow_request
 from wsgi_drain.lab.ports import free_port
+from wsgi_drain.lab.stack import Stack, two_hosts, wsgi_drain_command
 
 __all__ = [
     "ApacheLab",
@@ -28,10 +29,13 @@ __all__ = [
     "Outcome",
     "Sample",
     "ServerStat",
+    "Stack",
     "free_port",
     "pypi_module_config",
     "skip_or_fail",
     "slow_request",
+    "two_hosts",
+    "wsgi_drain_command",
 ]
 
 

@@ -1,0 +1,75 @@
+"""Two Apache hosts behind one HAProxy: the stack the demo, the tests and the bench share.
+
+Host `a` is the one restarted, `b` the peer that keeps serving; `/slow` is
+pinned to `a`, so a long request is in flight where the restart happens.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsgi_drain.lab.apache import ApacheLab, ModWsgi
+from wsgi_drain.lab.errors import LabUnavailable
+from wsgi_drain.lab.haproxy import HAProxyLab
+
+
+@dataclass
+class Stack:
+    """Two Apache hosts behind one HAProxy; `a` is restarted, `b` is the peer that serves on."""
+
+    a: ApacheLab
+    b: ApacheLab
+    haproxy: HAProxyLab
+    state_dir: Path
+
+
+@contextmanager
+def two_hosts(
+    root: Path,
+    modwsgi: ModWsgi = "debian",
+    *,
+    processes: int = 3,
+    daemon_options: Mapping[str, str | int | float] | None = None,
+) -> Iterator[Stack]:
+    """A fresh stack under `root`, stopped (everything it started, by pid) on exit.
+
+    Raises LabUnavailable when Apache, HAProxy or the chosen mod_wsgi build is
+    missing.
+    """
+    with ExitStack() as stop:
+        hosts = []
+        for name in ("a", "b"):
+            host = ApacheLab(
+                root / name, modwsgi=modwsgi, processes=processes, daemon_options=daemon_options
+            )
+            stop.callback(host.stop)
+            host.start()
+            hosts.append(host)
+        a, b = hosts
+        haproxy = HAProxyLab(
+            root / "haproxy",
+            [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)],
+            pin={"/slow": "a"},
+        )
+        stop.callback(haproxy.stop)
+        haproxy.start()
+        yield Stack(a, b, haproxy, root / "state")
+
+
+def wsgi_drain_command() -> list[str]:
+    """The installed console script next to this interpreter, else on PATH.
+
+    Raises LabUnavailable, saying how to install it, when there is none.
+    """
+    beside = Path(sys.executable).parent / "wsgi-drain"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("wsgi-drain")
+    if found is None:
+        raise LabUnavailable("the wsgi-drain command is not installed: pip install -e .")
+    return [found]
