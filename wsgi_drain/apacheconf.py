@@ -21,18 +21,27 @@ server/util.c of httpd 2.4):
 * `Define`, `UnDefine`, `ServerRoot` and `DefaultRuntimeDir` take effect at the
   line where they stand, as httpd executes them while reading;
 * conditional sections are decided while reading, and a false one is skipped
-  without expanding or including anything inside it.
+  without expanding or including anything inside it: `<IfDefine>`, `<IfFile>`
+  (against ServerRoot), `<IfModule>` (against the modules compiled into the
+  binary and the `LoadModule` lines read so far, as core.c find_module does)
+  and `<IfVersion>` (against the binary's version, mod_version's rules);
+* `<Macro>` bodies are kept and expanded where `Use` stands (mod_macro), with
+  `${VAR}` resolved at the `Use`;
+* `-C` directives (httpd's command line) are read before the main file and
+  `-c` directives after it (main.c).
 
-Simplifications, each on purpose:
+What cannot be decided from the text is never guessed silently.  When a
+conditional cannot be evaluated (`<IfDirective>`, `<IfSection>`, or
+`<IfModule>`/`<IfVersion>` without the binary's facts) and its body could move
+`WSGIDaemonProcess` directives (it defines a group, includes files, uses a
+macro, defines variables, loads modules ...), every group from there on gets
+`uncertain` set to the reason: its position, and so its socket id, is not
+known.  Each group also records `inputs`, the files and directories read up to
+its definition, so a caller can tell whether they changed after Apache read
+them.
 
-* `<IfModule x>` is taken as true and `<IfModule !x>` as false (likewise
-  `<IfDirective>` and `<IfSection>`): which modules are compiled in cannot be
-  known from the text, and a configuration that starts normally loads what
-  its positive sections need.  `<IfVersion>` is always true.  `<IfFile>` is
-  tested for real, like httpd, against ServerRoot.
-* `<Macro>` bodies are skipped and `Use` is not expanded (mod_macro).
-* Directives that take effect per directory (inside `<Directory>`,
-  `<Location>`, `<Files>`, `<If>`, ...) do not change the server-level values.
+Directives that take effect per directory (inside `<Directory>`, `<Location>`,
+`<Files>`, `<If>`, ...) do not change the server-level values.
 """
 
 from __future__ import annotations
@@ -40,10 +49,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 from wsgi_drain.errors import ApacheConfigError, GroupNotFoundError
 
@@ -99,8 +109,69 @@ _PER_DIRECTORY_SECTIONS = frozenset(
     ]
 )
 
-# Conditional sections taking `[!]word`, decided while reading (_Reader._condition).
-_CONDITIONAL_SECTIONS = frozenset({"ifdefine", "ifmodule", "ifdirective", "ifsection", "iffile"})
+# Conditional sections, decided while reading (_Reader._decide).
+_CONDITIONAL_SECTIONS = frozenset(
+    {"ifdefine", "ifmodule", "ifdirective", "ifsection", "iffile", "ifversion"}
+)
+
+# Directives whose presence in a section that cannot be evaluated makes the
+# positions of the groups after it unknown: they define groups, read more
+# text, or change what later conditions and `${VAR}`s decide.  The socket
+# prefix is here too: it decides which socket names are the groups'.
+_POSITION_DIRECTIVES = frozenset(
+    {
+        "wsgidaemonprocess",
+        "include",
+        "includeoptional",
+        "use",
+        "macro",
+        "undefmacro",
+        "define",
+        "undefine",
+        "loadmodule",
+        "serverroot",
+        "wsgisocketprefix",
+    }
+)
+
+# Everything the reader records: a conditional whose body holds none of these
+# is read the likely way without asking the binary (`httpd -l`, `httpd -v`),
+# since its verdict changes nothing wsgi-drain uses.
+_RELEVANT_DIRECTIVES = _POSITION_DIRECTIVES | {
+    "pidfile",
+    "errorlog",
+    "loglevel",
+    "defaultruntimedir",
+    "wsgiscriptreloading",
+    "wsgisocketrotation",
+    "user",
+}
+
+# Source file names (module->name, what `<IfModule x.c>` matches) of httpd
+# modules whose .so is not named after it (seen in Debian's apache2 2.4 with
+# `strings`); every other `mod_X.so` holds `mod_X.c`.
+_SOURCE_NAMES = {
+    "mod_mpm_event.so": "event.c",
+    "mod_mpm_worker.so": "worker.c",
+    "mod_mpm_prefork.so": "prefork.c",
+    "mod_ldap.so": "util_ldap.c",
+}
+
+
+class HttpdFacts(Protocol):
+    """What only the httpd binary itself knows (`httpd -l`, `httpd -v`).
+
+    Either may answer None when it cannot be learned; the reader then treats
+    the conditions that need it as undecidable.
+    """
+
+    def static_modules(self) -> frozenset[str] | None:
+        """Source names of the compiled-in modules, e.g. {"core.c", "mod_so.c"}."""
+        ...
+
+    def version(self) -> tuple[int, int, int] | None:
+        """(major, minor, patch) of the binary, e.g. (2, 4, 71)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -114,7 +185,10 @@ class DaemonGroup:
     bare word (which mod_wsgi itself refuses) maps to "".  Timeouts are None
     unless given explicitly.  `error_log` is None when the log goes to a pipe
     or syslog.  `script_reloading` is WSGIScriptReloading of the group's
-    <VirtualHost>, else of the main server.
+    <VirtualHost>, else of the main server.  `inputs` are the files and
+    directories read before this directive (their contents and listings decide
+    its position); `uncertain` is why its position cannot be known from the
+    text (see the module docstring), None when it can.
     """
 
     name: str
@@ -130,6 +204,8 @@ class DaemonGroup:
     log_level: str
     source: str
     script_reloading: bool = True
+    inputs: tuple[Path, ...] = field(default=(), hash=False, compare=False, repr=False)
+    uncertain: str | None = None
 
     @property
     def title(self) -> str | None:
@@ -177,7 +253,10 @@ class ApacheConfig:
     the main server's (ServerRoot/logs/error_log when unset), None when piped
     or syslog.  `listen` holds each Listen directive's arguments as written,
     joined by one space.  `files` lists every file read, each once, in the order
-    first read.
+    first read; `inputs` every file and directory whose contents or listing the
+    reading depended on (includes that matched nothing included).  `uncertain`
+    is the first reason a group's position could not be decided, None if none.
+    `user` is the User directive (None when unset).
     """
 
     path: Path
@@ -192,6 +271,9 @@ class ApacheConfig:
     script_reloading: bool
     listen: tuple[str, ...]
     files: tuple[Path, ...]
+    inputs: tuple[Path, ...] = ()
+    uncertain: str | None = None
+    user: str | None = None
 
     def group(self, name: str) -> DaemonGroup:
         """The group named exactly `name` (mod_wsgi compares names case-sensitively).
@@ -229,6 +311,9 @@ def parse_config(
     server_root: Path | None = None,
     environ: Mapping[str, str] | None = None,
     defines: Iterable[str] = (),
+    before: Sequence[str] = (),
+    after: Sequence[str] = (),
+    facts: HttpdFacts | None = None,
 ) -> ApacheConfig:
     """Read the Apache configuration rooted at `path`, following its includes.
 
@@ -236,7 +321,10 @@ def parse_config(
     it from where it stands; without either, the directory of `path`.
     `environ` is what `${VAR}` falls back to after Define'd variables (httpd
     uses its own process environment); default os.environ.  `defines` are the
-    `-D` names of httpd's command line, for `<IfDefine>`.
+    `-D` names of httpd's command line, for `<IfDefine>`; `before` and `after`
+    its `-C` and `-c` directives.  `facts` tells the compiled-in modules and
+    the version, for `<IfModule>` and `<IfVersion>`; without it those are
+    undecidable (see the module docstring).
 
     Raises ApacheConfigError, naming file and line, when a file cannot be read,
     a non-optional Include matches nothing, includes recurse, sections do not
@@ -246,8 +334,11 @@ def parse_config(
         server_root=server_root if server_root is not None else path.parent,
         environ=os.environ if environ is None else environ,
         defines=defines,
+        facts=facts,
     )
+    reader.read_command_line(before, "-C")
     reader.read_main(path)
+    reader.read_command_line(after, "-c")
     return reader.result(path)
 
 
@@ -353,6 +444,18 @@ class _PendingGroup:
     options: dict[str, str]
     source: str
     scope: _Scope
+    inputs: tuple[Path, ...] = ()
+    uncertain: str | None = None
+
+
+@dataclass(frozen=True)
+class _Macro:
+    """A `<Macro>` as defined: its parameters and its body, unexpanded."""
+
+    name: str
+    params: tuple[str, ...]
+    body: tuple[_Line, ...]
+    source: str
 
 
 def _logical_lines(path: Path, text: str) -> list[_Line]:
@@ -444,17 +547,30 @@ class _Reader:
     """httpd's reading pass, recording only what wsgi-drain needs."""
 
     def __init__(
-        self, *, server_root: Path, environ: Mapping[str, str], defines: Iterable[str]
+        self,
+        *,
+        server_root: Path,
+        environ: Mapping[str, str],
+        defines: Iterable[str],
+        facts: HttpdFacts | None = None,
     ) -> None:
         self.server_root = Path(os.path.abspath(server_root))
         self.environ = environ
         self.defines: set[str] = set(defines)
         self.variables: dict[str, str] = {}
+        self.facts = facts
+        # Names `<IfModule>` finds: source names and symbols of what LoadModule loaded.
+        self.module_names: set[str] = set()
+        self.macros: dict[str, _Macro] = {}
+        self.expanding: list[str] = []
+        self.uncertain: str | None = None
         self.main = _Scope()
         self.groups: list[_PendingGroup] = []
         self.group_sources: dict[str, str] = {}
         self.files: list[Path] = []
+        self.inputs: list[Path] = []
         self.include_stack: list[str] = []
+        self.user: str | None = None
         self.runtime_dir: Path | None = None
         self.pid_file: str | None = None
         self.socket_prefix: str | None = None
@@ -470,6 +586,23 @@ class _Reader:
             msg = f"cannot read Apache configuration {path}: {err.strerror}"
             raise ApacheConfigError(msg) from err
         self._read_text(path, text, _Context(self.main))
+
+    def read_command_line(self, directives: Sequence[str], flag: str) -> None:
+        """httpd's `-C` (before the main file) or `-c` (after it) directives.
+
+        httpd reads all of one flag's directives as one text, a line each
+        (config.c process_command_config), so a section may span them.
+        """
+        lines = [
+            _Line(Path(f"<{flag}>"), number, text.strip(_BLANKS))
+            for number, text in enumerate(directives, start=1)
+        ]
+        if lines:
+            self._block(_Cursor(lines), _Context(self.main), None, None)
+
+    def _input(self, path: Path) -> None:
+        if path not in self.inputs:
+            self.inputs.append(path)
 
     def _read_included(self, path: Path, ctx: _Context, at: _Line) -> None:
         real = os.path.realpath(path)
@@ -489,6 +622,7 @@ class _Reader:
     def _read_text(self, path: Path, text: str, ctx: _Context) -> None:
         if path not in self.files:
             self.files.append(path)
+        self._input(path)
         self.include_stack.append(os.path.realpath(path))
         # A section must close in the file that opened it, as in httpd.
         self._block(_Cursor(_logical_lines(path, text)), ctx, None, None)
@@ -541,17 +675,14 @@ class _Reader:
             raise ApacheConfigError(f"{line.source}: <{section}> directive missing closing '>'")
         arg = args[:end]
         key = section.lower()
-        if key in _CONDITIONAL_SECTIONS:
-            negated = arg.startswith("!")
-            word, _ = _next_word(arg[1:] if negated else arg, 0)
-            if not word:
-                raise ApacheConfigError(f"{line.source}: <{section}> needs an argument")
-            if self._condition(key, word) != negated:
+        if key in ("ifdefine", "iffile"):
+            verdict, _why = self._decide(key, arg, line)
+            if verdict:
                 self._block(lines, ctx, section, line)
             else:
                 _soak(lines, section, line)
-        elif key == "ifversion":
-            self._block(lines, ctx, section, line)
+        elif key in _CONDITIONAL_SECTIONS:
+            self._conditional(lines, ctx, section, arg, line)
         elif key == "virtualhost":
             if ctx.in_vhost:
                 raise ApacheConfigError(
@@ -560,19 +691,111 @@ class _Reader:
             self._block(lines, _Context(_Scope(), in_vhost=True), section, line)
         elif key == "macro":
             # A template: its text only means something where `Use` expands it.
-            _skip_macro(lines, section, line)
+            self._define_macro(lines, section, arg, line)
         elif key in _PER_DIRECTORY_SECTIONS:
             self._block(lines, replace(ctx, server_level=False), section, line)
         else:
             self._block(lines, ctx, section, line)
 
-    def _condition(self, key: str, word: str) -> bool:
+    def _decide(self, key: str, arg: str, line: _Line) -> tuple[bool | None, str]:
+        """A conditional section's verdict: True, False, or None with why it is undecidable."""
+        if key == "ifversion":
+            return _if_version(arg, self.facts.version() if self.facts else None, line)
+        negated = arg.startswith("!")
+        word, _ = _next_word(arg[1:] if negated else arg, 0)
+        if not word:
+            raise ApacheConfigError(f"{line.source}: <{key}> needs an argument")
+        verdict: bool | None
+        why = ""
         if key == "ifdefine":
-            return word in self.defines
-        if key == "iffile":
-            return self._root_relative(word).exists()
-        # <IfModule>, <IfDirective>, <IfSection>: see the module docstring.
-        return True
+            verdict = word in self.defines
+        elif key == "iffile":
+            verdict = self._root_relative(word).exists()
+        elif key == "ifmodule":
+            verdict, why = self._module_loaded(word)
+        else:
+            # <IfDirective>/<IfSection> ask which directives the loaded
+            # modules register: not knowable from outside the process.
+            verdict, why = None, "asks which directives the loaded modules provide"
+        if verdict is None:
+            return None, why
+        return verdict != negated, ""
+
+    def _module_loaded(self, name: str) -> tuple[bool | None, str]:
+        """core.c find_module: a linked module's source name, or a module symbol."""
+        if name in self.module_names:
+            return True, ""
+        static = self.facts.static_modules() if self.facts else None
+        if static is None:
+            return None, "needs the list of modules compiled into httpd (`httpd -l`)"
+        return name in static or name in _static_symbols(static), ""
+
+    def _conditional(
+        self, lines: _Cursor, ctx: _Context, section: str, arg: str, line: _Line
+    ) -> None:
+        """<IfModule>, <IfVersion>, <IfDirective>, <IfSection>: decided only when it matters.
+
+        A body holding nothing the reader records is read the likely way (a
+        configuration that starts loads what its positive sections need).
+        Otherwise the section is evaluated; one that cannot be is read the
+        likely way too, and if its body could move groups, every group from
+        here on is marked uncertain.
+        """
+        body = _collect(lines, section, line)
+        words = {_first_word(b.text) for b in body}
+        likely = not arg.lstrip(_BLANKS).startswith("!")
+        verdict: bool | None = likely
+        if words & _RELEVANT_DIRECTIVES:
+            verdict, why = self._decide(section.lower(), arg, line)
+            if verdict is None:
+                if words & _POSITION_DIRECTIVES:
+                    self._uncertain(
+                        f"<{section} {arg}> at {line.source} cannot be evaluated: {why}"
+                    )
+                verdict = likely
+        if verdict:
+            self._block(_Cursor(body), ctx, None, None)
+
+    def _uncertain(self, reason: str) -> None:
+        if self.uncertain is None:
+            self.uncertain = reason
+
+    # -- macros (modules/core/mod_macro.c) --
+
+    def _define_macro(self, lines: _Cursor, section: str, arg: str, line: _Line) -> None:
+        words = _words(arg)
+        if not words or not words[0]:
+            raise ApacheConfigError(f"{line.source}: <Macro> needs a macro name")
+        body = _collect(lines, section, line, raw=True)
+        name = words[0]
+        self.macros[name.lower()] = _Macro(name, tuple(words[1:]), tuple(body), line.source)
+
+    def _use(self, rest: str, line: _Line, ctx: _Context) -> None:
+        words = _words(rest)
+        if not words or not words[0]:
+            raise ApacheConfigError(f"{line.source}: Use needs a macro name")
+        macro = self.macros.get(words[0].lower())
+        if macro is None:
+            raise ApacheConfigError(f"{line.source}: macro {words[0]!r} is not defined")
+        values = words[1:]
+        if len(values) != len(macro.params):
+            raise ApacheConfigError(
+                f"{line.source}: macro {macro.name!r} (defined at {macro.source}) used with "
+                f"{len(values)} arguments instead of {len(macro.params)}"
+            )
+        if macro.name.lower() in self.expanding:
+            raise ApacheConfigError(
+                f"{line.source}: recursive use of macro {macro.name!r} (defined at {macro.source})"
+            )
+        expanded = [
+            replace(body_line, text=_substitute(body_line.text, macro.params, values))
+            for body_line in macro.body
+        ]
+        self.expanding.append(macro.name.lower())
+        try:
+            self._block(_Cursor(expanded), ctx, None, None)
+        finally:
+            self.expanding.pop()
 
     # -- directives --
 
@@ -580,6 +803,14 @@ class _Reader:
         if key in ("include", "includeoptional"):
             (name,) = _args(rest, line, key, 1, 1)
             self._include(name, key == "includeoptional", line, ctx)
+        elif key == "use":
+            self._use(rest, line, ctx)
+        elif key == "undefmacro":
+            (name,) = _args(rest, line, "UndefMacro", 1, 1)
+            self.macros.pop(name.lower(), None)
+        elif key == "loadmodule":
+            symbol, so = _args(rest, line, "LoadModule", 2, 2)
+            self.module_names.update({symbol, _source_name(so)})
         elif key == "define":
             args = _args(rest, line, "Define", 1, 2)
             _check_variable_name(args[0], line)
@@ -620,6 +851,8 @@ class _Reader:
             self.runtime_dir = self._root_relative(directory)
         elif key == "pidfile":
             (self.pid_file,) = _args(rest, line, "PidFile", 1, 1)
+        elif key == "user":
+            (self.user,) = _args(rest, line, "User", 1, 1)
         elif key == "wsgisocketprefix":
             (self.socket_prefix,) = _args(rest, line, "WSGISocketPrefix", 1, 1)
         elif key == "wsgisocketrotation":
@@ -638,6 +871,7 @@ class _Reader:
     def _include_path(self, path: Path, optional: bool, at: _Line, ctx: _Context) -> None:
         """util.c ap_dir_nofnmatch: a directory is read whole, recursively, in byte order."""
         if path.is_dir():
+            self._input(path)
             try:
                 names = os.listdir(path)
             except OSError as err:
@@ -648,6 +882,7 @@ class _Reader:
                 self._include_path(Path(entry), optional, at, ctx)
             return
         if optional and not path.exists():
+            self._input(_existing_ancestor(path))
             return
         self._read_included(path, ctx, at)
 
@@ -662,6 +897,7 @@ class _Reader:
             else:
                 self._include_path(base / part, optional, at, ctx)
             return
+        self._input(_existing_ancestor(base))
         try:
             names = os.listdir(base)
         except FileNotFoundError:
@@ -724,7 +960,16 @@ class _Reader:
             )
         _check_group_options(name, options, line)
         self.group_sources[name] = line.source
-        self.groups.append(_PendingGroup(name, options, line.source, ctx.scope))
+        self.groups.append(
+            _PendingGroup(
+                name,
+                options,
+                line.source,
+                ctx.scope,
+                inputs=tuple(self.inputs),
+                uncertain=self.uncertain,
+            )
+        )
 
     def _resolve(self, text: str) -> str:
         """core.c ap_resolve_env: ${NAME} from Define'd variables, then the environment."""
@@ -776,6 +1021,9 @@ class _Reader:
             script_reloading=True if main_reloading is None else main_reloading,
             listen=tuple(self.listen),
             files=tuple(self.files),
+            inputs=tuple(self.inputs),
+            uncertain=self.uncertain,
+            user=self.user,
         )
 
     def _pid_file(self) -> Path | None:
@@ -865,6 +1113,8 @@ def _daemon_group(
         log_level=log_level,
         source=pending.source,
         script_reloading=script_reloading,
+        inputs=pending.inputs,
+        uncertain=pending.uncertain,
     )
 
 
@@ -912,21 +1162,140 @@ def _soak(lines: _Cursor, section: str, opened: _Line) -> None:
     )
 
 
-def _skip_macro(lines: _Cursor, section: str, opened: _Line) -> None:
-    depth = 1
+def _collect(lines: _Cursor, section: str, opened: _Line, *, raw: bool = False) -> list[_Line]:
+    """The lines of a section up to its matching close, which is consumed, not returned.
+
+    Nested sections are matched by name like _soak does; with `raw` (a
+    `<Macro>` body, which may hold unbalanced section text) only nested
+    `<Macro>`s are counted.
+    """
+    body: list[_Line] = []
+    depth = [section.lower()]
     for line in lines:
         word, _ = _next_word(line.text, 0)
-        lowered = word.lower().rstrip(">")
-        if lowered == "<macro":
-            depth += 1
-        elif lowered == "</macro":
-            depth -= 1
-            if depth == 0:
-                return
+        lowered = word.lower()
+        if lowered.startswith("</"):
+            name = lowered[2:].rstrip(">")
+            if not raw or name == "macro":
+                if name != depth[-1]:
+                    raise ApacheConfigError(
+                        f"{line.source}: expected </{depth[-1]}> but saw {word}"
+                    )
+                depth.pop()
+                if not depth:
+                    return body
+        elif lowered.startswith("<") and (not raw or lowered.rstrip(">") == "<macro"):
+            depth.append(lowered[1:].rstrip(">"))
+        body.append(line)
     raise ApacheConfigError(
         f"{opened.source}: <{section}> is not closed: expected </{section}> "
         "before the end of the file"
     )
+
+
+def _first_word(text: str) -> str:
+    """The directive or section name of a line, lower-cased, without `<`, `</` or `>`."""
+    word, _ = _next_word(text, 0)
+    return word.lstrip("</").rstrip(">").lower()
+
+
+def _substitute(text: str, params: Sequence[str], values: Sequence[str]) -> str:
+    """mod_macro: replace every occurrence of each parameter name by its value.
+
+    Scanning left to right, at each position the longest parameter name that
+    starts there wins; substituted text is not scanned again.
+    """
+    if not params:
+        return text
+    pairs = [(param, values[index]) for index, param in enumerate(params)]
+    ordered = sorted(pairs, key=lambda pv: -len(pv[0]))
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        for param, value in ordered:
+            if param and text.startswith(param, i):
+                out.append(value)
+                i += len(param)
+                break
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def _source_name(so_path: str) -> str:
+    """The source file name (module->name) of the module in `so_path`, as httpd sees it."""
+    name = Path(so_path).name
+    if name in _SOURCE_NAMES:
+        return _SOURCE_NAMES[name]
+    return name[: -len(".so")] + ".c" if name.endswith(".so") else name
+
+
+def _static_symbols(static: frozenset[str]) -> frozenset[str]:
+    """Module symbols of compiled-in modules: mod_so.c -> so_module, core.c -> core_module."""
+    symbols = set()
+    for source in static:
+        stem = source[: -len(".c")] if source.endswith(".c") else source
+        if stem == "http_core":
+            symbols.add("http_module")
+        else:
+            symbols.add(
+                stem[len("mod_") :] + "_module" if stem.startswith("mod_") else stem + "_module"
+            )
+    return frozenset(symbols)
+
+
+_VERSION_OPS = ("==", ">=", "<=", "=", ">", "<", "~")
+
+
+def _if_version(
+    arg: str, version: tuple[int, int, int] | None, line: _Line
+) -> tuple[bool | None, str]:
+    """mod_version's `<IfVersion [[!]op] version>` against the binary's version."""
+    text = arg.strip(_BLANKS)
+    negated = text.startswith("!")
+    if negated:
+        text = text[1:].lstrip(_BLANKS)
+    op = "="
+    for candidate in _VERSION_OPS:
+        if text.startswith(candidate):
+            op, text = candidate, text[len(candidate) :].strip(_BLANKS)
+            break
+    if not text:
+        raise ApacheConfigError(f"{line.source}: <IfVersion> needs a version")
+    if version is None:
+        return None, "needs the version of httpd (`httpd -v`)"
+    current = ".".join(map(str, version))
+    if op == "~" or (text.startswith("/") and text.endswith("/") and len(text) > 1):
+        pattern = text[1:-1] if text.startswith("/") else text
+        try:
+            matched = re.search(pattern, current) is not None
+        except re.error as err:
+            raise ApacheConfigError(f"{line.source}: <IfVersion> bad regex: {err}") from err
+        return matched != negated, ""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise ApacheConfigError(f"{line.source}: <IfVersion> bad version {text!r}")
+    wanted = [int(p) for p in parts]
+    # A shorter version compares only the parts it gives: "2.4" = 2.4.71.
+    have = list(version[: len(wanted)])
+    result = {
+        "=": have == wanted,
+        "==": have == wanted,
+        ">": have > wanted,
+        ">=": have >= wanted,
+        "<": have < wanted,
+        "<=": have <= wanted,
+    }[op]
+    return result != negated, ""
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """`path` or its nearest existing parent: whose listing a new file would change."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return path
 
 
 def _has_wildcard(text: str) -> bool:

@@ -2,16 +2,16 @@
 
 A group's processes are the Apache parent's children that hold the group's
 listening socket `<WSGISocketPrefix>.<parent-pid>.<generation>.<id>.sock`
-(mod_wsgi creates it in the parent; MPM workers and other groups' daemons close
-it).  That is proof of membership: MPM workers look the same by name, and the
-`(wsgi:GROUP)` title is only a fallback, truncated to the original argv[0]'s
-length, used when this process may not read the daemons' fd tables.
+and no other group's, nor Apache's own listeners (mod_wsgi creates the
+sockets in the parent; MPM workers and other groups' daemons close them).
+Which socket is the group's is proven by `identity.prove`, never assumed from
+the files on disk.  The `(wsgi:GROUP)` title is the fallback when this
+process may not read the daemons' fd tables (an unprivileged `check`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,17 @@ import psutil
 
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup, load_envvars, parse_config
-from wsgi_drain.errors import NotFoundError
+from wsgi_drain.errors import IdentityError, NotFoundError
+from wsgi_drain.httpd import HttpdBinary
+from wsgi_drain.identity import (
+    GroupSocket,
+    Identity,
+    config_changes,
+    expected_title,
+    observe,
+    prove,
+    sockets_by_name,
+)
 
 APACHE_NAMES = frozenset({"apache2", "httpd", "apache", "httpd2"})
 
@@ -31,8 +41,6 @@ _DEFAULT_CONFIGS = {
     "apache2": Path("/etc/apache2/apache2.conf"),
     "httpd": Path("/etc/httpd/conf/httpd.conf"),
 }
-
-_SOCKET_NAME = re.compile(r"\.(?P<pid>\d+)\.(?P<gen>u?\d+)\.(?P<id>\d+)\.sock$")
 
 
 @dataclass(frozen=True)
@@ -54,12 +62,6 @@ class ApacheInstance:
 
 
 @dataclass(frozen=True)
-class GroupSocket:
-    path: str
-    inode: int
-
-
-@dataclass(frozen=True)
 class DaemonProcess:
     """A live daemon process, identified by pid + create time (guards PID reuse)."""
 
@@ -76,6 +78,7 @@ class GroupProcesses:
     socket: GroupSocket | None
     processes: tuple[DaemonProcess, ...]
     method: Literal["socket", "title"]
+    identity: Identity | None = None
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -160,7 +163,9 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
         name = proc.name()
         argv = proc.cmdline()
         create_time = proc.create_time()
-        exe = proc.exe() if argv else ""
+        # exe and environ are readable by root (or the same user) only; an
+        # unprivileged `check` makes do with argv[0] and its own environment.
+        exe = procfs.exe(pid) or (argv[0] if argv and argv[0].startswith("/") else "")
         try:
             environ: Mapping[str, str] = proc.environ()
         except psutil.AccessDenied:
@@ -176,7 +181,7 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
     if name not in APACHE_NAMES and Path(exe).name not in APACHE_NAMES:
         raise NotFoundError(f"{source} names pid {pid}, which is {name!r}, not Apache")
 
-    server_root, argv_config, defines = _parse_argv(argv)
+    server_root, argv_config, defines, before, after = _parse_argv(argv)
     exe_name = Path(exe).name if exe else name
     if config_path is None:
         config_path = argv_config or _DEFAULT_CONFIGS.get(
@@ -189,99 +194,132 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
             f"Apache pid {pid} runs with configuration {config_path}, which cannot be read; "
             "pass --apache-config"
         )
-    config = parse_config(config_path, server_root=server_root, environ=environ, defines=defines)
+    # /proc/PID/exe runs the very binary that is running, even if replaced on disk.
+    binary = Path(f"/proc/{pid}/exe") if procfs.exe(pid) else (Path(exe) if exe else None)
+    config = parse_config(
+        config_path,
+        server_root=server_root,
+        environ=environ,
+        defines=defines,
+        before=before,
+        after=after,
+        facts=HttpdBinary(binary),
+    )
     return ApacheInstance(
         pid=pid, create_time=create_time, exe=exe, config_path=config_path, config=config
     )
 
 
-def _parse_argv(argv: list[str]) -> tuple[Path | None, Path | None, tuple[str, ...]]:
-    """-d ServerRoot, -f config file and -D defines from httpd's command line."""
+def _parse_argv(
+    argv: list[str],
+) -> tuple[Path | None, Path | None, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """-d ServerRoot, -f config file, -D defines, -C and -c directives from httpd's argv."""
     server_root = config = None
     defines: list[str] = []
+    before: list[str] = []
+    after: list[str] = []
     words = iter(argv[1:])
     for word in words:
         flag, attached = word[:2], word[2:]
-        if flag in ("-d", "-f", "-D"):
+        if flag in ("-d", "-f", "-D", "-C", "-c"):
             value = attached or next(words, "")
             if flag == "-d":
                 server_root = Path(value)
             elif flag == "-f":
                 config = Path(value)
-            else:
+            elif flag == "-D":
                 defines.append(value)
-    return server_root, config, tuple(defines)
-
-
-def group_socket(instance: ApacheInstance, group: DaemonGroup) -> GroupSocket | None:
-    """The listening socket the parent holds for `group`, or None when not found.
-
-    The socket name carries the parent pid and the group's ordinal id; the
-    parent must hold it open (an old generation's file may linger on disk).
-    """
-    held = procfs.socket_inodes(instance.pid)
-    if not held:
-        return None
-    prefix = str(instance.config.socket_prefix) if instance.config.socket_prefix else None
-    for inode, path in procfs.unix_socket_paths().items():
-        if inode not in held:
-            continue
-        match = _SOCKET_NAME.search(path)
-        if not match or int(match["pid"]) != instance.pid or int(match["id"]) != group.id:
-            continue
-        if prefix is not None and not path.startswith(prefix + "."):
-            continue
-        return GroupSocket(path=path, inode=inode)
-    return None
+            elif flag == "-C":
+                before.append(value)
+            else:
+                after.append(value)
+    return server_root, config, tuple(defines), tuple(before), tuple(after)
 
 
 def group_processes(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
-    """The live processes of `group`, proven members.
+    """The live processes of `group`, proven members of its proven socket.
 
-    Raises NotFoundError when membership cannot be proven at all: no socket
-    (or no permission to read fd tables) and no distinctive title.
+    Raises IdentityError (exit 3) when which socket is the group's cannot be
+    proven, GroupNotRunningError when it is proven absent, NotFoundError when
+    membership cannot be told at all (no fd access and no usable title).
     """
-    kids = procfs.children(instance.pid)
-    if procfs.fds_readable(instance.pid):
-        sock = group_socket(instance, group)
-        if sock is None:
-            raise NotFoundError(
-                f"the Apache parent (pid {instance.pid}) holds no listening socket for group "
-                f"{group.name!r} (id {group.id}): the group is not running in this instance "
-                "(was Apache restarted with this configuration?)"
-            )
-        members = []
-        for pid in kids:
-            if procfs.state_of(pid) in (None, "Z"):
-                continue
-            if sock.inode in procfs.socket_inodes(pid):
-                members.append(_process(pid))
-        return GroupProcesses(group, sock, tuple(m for m in members if m), "socket")
-    return _by_title(instance, group, kids)
+    if not procfs.fds_readable(instance.pid):
+        return _by_title(instance, group)
+    obs = observe(instance.config, instance.pid, instance.create_time)
+    changes = (
+        config_changes(instance.config.inputs, obs.loaded_at) if obs.loaded_at is not None else []
+    )
+    identity = prove(instance.config, group, obs, changes)
+    members = tuple(
+        DaemonProcess(pid=c.pid, create_time=c.create_time, title=c.title)
+        for c in obs.members(identity.socket.id)
+    )
+    return GroupProcesses(group, identity.socket, members, "socket", identity)
 
 
-def _by_title(instance: ApacheInstance, group: DaemonGroup, kids: list[int]) -> GroupProcesses:
-    expected = group.title
-    if not expected:
+def reread(instance: ApacheInstance, previous: GroupProcesses) -> GroupProcesses:
+    """The group's members now, on the socket already proven (for watching a restart).
+
+    Identity is not proven again every few milliseconds: a daemon just forked
+    shows the parent's title for a moment.  If the parent no longer holds the
+    proven socket (Apache itself restarted, a new generation), the group is
+    proven afresh.
+    """
+    if previous.socket is None or previous.identity is None:
+        return group_processes(instance, previous.group)
+    obs = observe(instance.config, instance.pid, instance.create_time)
+    sock = obs.sockets.get(previous.socket.id)
+    if sock is None or sock.inode != previous.socket.inode:
+        return group_processes(instance, previous.group)
+    members = tuple(
+        DaemonProcess(pid=c.pid, create_time=c.create_time, title=c.title)
+        for c in obs.members(sock.id)
+    )
+    return GroupProcesses(previous.group, sock, members, "socket", previous.identity)
+
+
+def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
+    """Members by their display-name title, for a user who may not read the daemons' fds.
+
+    The title proves the group when the whole `(wsgi:NAME)` survives; a cut or
+    custom title only when no other group shares it and the configuration is
+    unchanged since Apache loaded it (told by the sockets' files, which
+    /proc/net/unix names for anyone).
+    """
+    room = procfs.argv0_length(instance.pid)
+    title = expected_title(group, room)
+    if not title:
         raise NotFoundError(
             f"cannot tell group {group.name!r}'s processes from Apache's workers: this user "
             "may not read their sockets (run as root) and the group sets no display-name "
             "(add display-name=%{GROUP} to its WSGIDaemonProcess)"
         )
+    if title != f"(wsgi:{group.name})":
+        shared = [
+            g.name for g in instance.config.groups if g is not group and g.title
+            and g.title[:room] == title
+        ]  # fmt: skip
+        if shared or len(title) <= len("(wsgi:"):
+            raise IdentityError(
+                f"group {group.name!r}'s processes are titled {title!r}, which does not tell "
+                f"them from {', '.join(shared) or 'other groups'}'s; run as root (its sockets "
+                "tell), or start Apache by its full path so the whole (wsgi:NAME) title fits"
+            )
+        _sockets, loaded_at = sockets_by_name(instance.config, instance.pid, instance.create_time)
+        changed = config_changes(group.inputs, loaded_at) if loaded_at is not None else None
+        if changed is None or changed or group.uncertain:
+            raise IdentityError(
+                f"group {group.name!r}'s processes are titled {title!r}, which only identifies "
+                "them in the configuration Apache loaded, and that cannot be proven to be the "
+                "one on disk without root; run as root"
+            )
     members = []
-    for pid in kids:
+    for pid in procfs.children(instance.pid):
         if procfs.state_of(pid) in (None, "Z"):
             continue
-        title = procfs.title(pid)
-        if title and expected.startswith(title) and _title_is_unique(instance, title):
+        if procfs.title(pid) == title:
             members.append(_process(pid))
     return GroupProcesses(group, None, tuple(m for m in members if m), "title")
-
-
-def _title_is_unique(instance: ApacheInstance, title: str) -> bool:
-    """A truncated title proves membership only if no other group's title shares it."""
-    claimants = [g for g in instance.config.groups if g.title and g.title.startswith(title)]
-    return len(claimants) == 1 and len(title) > len("(wsgi:")
 
 
 def _process(pid: int) -> DaemonProcess | None:

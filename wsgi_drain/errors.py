@@ -27,6 +27,10 @@ class ConfigError(DrainError):
     status = ExitStatus.USAGE
 
 
+class UnsupportedError(DrainError):
+    """The system lacks something wsgi-drain needs to work safely (e.g. pidfd_open)."""
+
+
 class NotFoundError(DrainError):
     """Apache, its configuration, or the group could not be found or told apart."""
 
@@ -47,13 +51,27 @@ class GroupNotFoundError(NotFoundError):
         super().__init__(f"group {group!r} not found in {config}; groups defined there: {names}")
 
 
+class GroupNotRunningError(NotFoundError):
+    """The group is configured, but the running Apache has no socket (no process) for it."""
+
+
+class IdentityError(NotFoundError):
+    """Which processes belong to the group cannot be proven; nothing may be signalled."""
+
+
 class RouterError(DrainError):
-    """A front-end router could not be reached or refused a command."""
+    """A front-end router could not be reached or refused a command.
+
+    `applied` says whether a state-changing command took effect: False when it
+    was refused or never sent, None when it was sent and the answer was lost
+    (it may have been carried out).
+    """
 
     status = ExitStatus.ROUTER
 
-    def __init__(self, router: str, message: str) -> None:
+    def __init__(self, router: str, message: str, *, applied: bool | None = False) -> None:
         self.router = router
+        self.applied = applied
         super().__init__(f"{router}: {message}")
 
 
@@ -70,17 +88,43 @@ class UnhealthyError(DrainError):
 
 
 class LockedError(DrainError):
-    """Another run holds the group's lock."""
+    """Another run holds the group's lock, or the lock of a router server it needs."""
 
     status = ExitStatus.LOCKED
 
-    def __init__(self, group: str, path: str, holder: str) -> None:
+    def __init__(self, group: str, path: str, holder: str, *, router: bool = False) -> None:
         self.group = group
         self.path = path
-        super().__init__(
-            f"another wsgi-drain run holds the lock for group {group!r} ({path}{holder}); "
-            "wait for it to finish"
+        if router:
+            message = f"group {group!r} cannot divert now{holder} ({path})"
+        else:
+            message = (
+                f"another wsgi-drain run holds the lock for group {group!r} ({path}{holder}); "
+                "wait for it to finish"
+            )
+        super().__init__(message)
+
+
+class JournalError(DrainError):
+    """A run journal cannot be read: truncated, edited by hand, from a newer version.
+
+    Exit status 4: the journal is the record of router state, and without it
+    the router step cannot be done safely.
+    """
+
+    status = ExitStatus.ROUTER
+
+    def __init__(self, path: object, group: str | None, why: str) -> None:
+        self.path = path
+        self.group = group
+        repair = (
+            f"check the routers it may have left diverted, then repair with "
+            f"`wsgi-drain undrain --group {group} --haproxy ...` (naming them), which moves "
+            "the broken journal aside"
+            if group
+            else "move it aside once its routers are checked"
         )
+        super().__init__(f"run journal {path} {why}; {repair}")
 
 
 class Interrupted(DrainError):

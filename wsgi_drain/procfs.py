@@ -104,17 +104,29 @@ def fds_readable(pid: int) -> bool:
     return True
 
 
-def unix_socket_paths() -> dict[int, str]:
-    """Inode -> path of every bound unix socket on the host, from /proc/net/unix."""
+# __SO_ACCEPTCON in /proc/net/unix's Flags column (net/unix/af_unix.c): listening.
+_SO_ACCEPTCON = 0x10000
+
+
+def unix_socket_paths(*, listening_only: bool = False) -> dict[int, str]:
+    """Inode -> path of bound unix sockets on the host, from /proc/net/unix.
+
+    The server side of every accepted connection shows its listener's path
+    too, so a path can appear many times; `listening_only` keeps listeners.
+    """
     paths: dict[int, str] = {}
     try:
         lines = (PROC / "net" / "unix").read_text().splitlines()[1:]
     except OSError:
         return paths
     for line in lines:
+        # Num RefCount Protocol Flags Type St Inode Path
         parts = line.split(None, 7)
-        if len(parts) == 8:
-            paths[int(parts[6])] = parts[7]
+        if len(parts) != 8:
+            continue
+        if listening_only and not int(parts[3], 16) & _SO_ACCEPTCON:
+            continue
+        paths[int(parts[6])] = parts[7]
     return paths
 
 
@@ -134,3 +146,45 @@ def title(pid: int) -> str:
     except OSError:
         return ""
     return raw.split(b"\0", 1)[0].decode(errors="replace").strip()
+
+
+def listening_tcp_inodes() -> set[int]:
+    """Inodes of every listening TCP socket on the host (/proc/net/tcp and tcp6, state 0A)."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+            if len(parts) > 9 and parts[3] == "0A":
+                inodes.add(int(parts[9]))
+    return inodes
+
+
+def real_uid(pid: int) -> int | None:
+    """The real uid from /proc/PID/status, None when the process is gone."""
+    try:
+        text = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return None
+
+
+def exe(pid: int) -> str | None:
+    """Where /proc/PID/exe points, None when it cannot be read (another user's process)."""
+    try:
+        return os.readlink(PROC / str(pid) / "exe")
+    except OSError:
+        return None
+
+
+def argv0_length(pid: int) -> int:
+    """Length of argv[0] as the process was started: room mod_wsgi's display-name gets."""
+    args = cmdline(pid)
+    return len(args[0]) if args else 0

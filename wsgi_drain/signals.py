@@ -11,8 +11,9 @@ import os
 import signal
 from dataclasses import dataclass, field
 
-from wsgi_drain.discovery import ApacheInstance, DaemonProcess, GroupSocket, still_member
-from wsgi_drain.errors import UsageError
+from wsgi_drain.discovery import ApacheInstance, DaemonProcess, still_member
+from wsgi_drain.errors import UnsupportedError, UsageError
+from wsgi_drain.identity import GroupSocket
 
 # SIGUSR1 is mod_wsgi's graceful restart on every version; SIGTERM stops a
 # daemon accepting at once and gives in-flight requests shutdown-timeout.
@@ -81,6 +82,24 @@ class Handle:
             self.fd = -1
 
 
+_NO_PIDFD = (
+    "this system cannot signal through a pidfd ({why}); wsgi-drain needs Linux 5.3 or later "
+    "(and Python 3.9+ built for it) because signalling a bare pid can reach an unrelated "
+    "process that reused it"
+)
+
+
+def check_support() -> None:
+    """Raise UnsupportedError unless pidfds work here: checked before anything is changed."""
+    if not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
+        raise UnsupportedError(_NO_PIDFD.format(why="this Python has no os.pidfd_open"))
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError as err:
+        raise UnsupportedError(_NO_PIDFD.format(why=f"pidfd_open: {err.strerror}")) from err
+    os.close(fd)
+
+
 def open_handle(
     instance: ApacheInstance, sock: GroupSocket | None, proc: DaemonProcess
 ) -> Handle | None:
@@ -88,12 +107,15 @@ def open_handle(
 
     The check comes after the pidfd is open: if it passes, the fd names the
     member for good.  Returns None when the process is gone or is no longer a
-    member (exited, replaced, pid reused).
+    member (exited, replaced, pid reused).  Raises UnsupportedError when the
+    kernel has no pidfd_open (ENOSYS): never falls back to a bare pid.
     """
     try:
         fd = os.pidfd_open(proc.pid)
     except ProcessLookupError:
         return None
+    except OSError as err:
+        raise UnsupportedError(_NO_PIDFD.format(why=f"pidfd_open: {err.strerror}")) from err
     if not still_member(instance, sock, proc):
         os.close(fd)
         return None

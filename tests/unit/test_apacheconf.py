@@ -458,3 +458,129 @@ def test_debian_layout_without_envvars_leaves_variables() -> None:
     # httpd too keeps an undefined ${VAR} as text (and warns).
     assert config.error_log == DEBIAN / "${APACHE_LOG_DIR}" / "error.log"
     assert config.group("myapp").options["home"] == "${APP_HOME}"
+
+
+# --- sections evaluated with the binary's facts, macros, -C/-c ----------------------------
+
+
+class Facts:
+    """What `apache2 -l` and `apache2 -v` print on Debian bookworm (Apache 2.4.71)."""
+
+    def __init__(self, version: tuple[int, int, int] | None = (2, 4, 71)) -> None:
+        self._version = version
+
+    def static_modules(self) -> frozenset[str]:
+        return frozenset(
+            {"core.c", "mod_so.c", "mod_watchdog.c", "http_core.c", "mod_log_config.c",
+             "mod_logio.c", "mod_version.c", "mod_unixd.c"}
+        )  # fmt: skip
+
+    def version(self) -> tuple[int, int, int] | None:
+        return self._version
+
+
+def test_ifmodule_and_ifversion_evaluated_as_httpd_does() -> None:
+    config = parse("evaluated", facts=Facts())
+    assert names(config) == [
+        "by-source-name",
+        "by-symbol",
+        "not-prefork",
+        "mpm-source-name",
+        "compiled-in-source-name",
+        "compiled-in-symbol",
+        "absent-negated",
+        "loaded-later",
+        "version-at-least-2.4",
+        "version-exact",
+        "version-not-2.2",
+        "version-regex",
+        "macro-one",
+        "macro-two",
+        "after-macros",
+    ]
+    assert config.uncertain is None
+    assert all(g.uncertain is None for g in config.groups)
+
+
+def test_macro_use_expands_in_place_with_variables_at_use_time() -> None:
+    config = parse("evaluated", facts=Facts())
+    one, two = config.group("macro-one"), config.group("macro-two")
+    assert (one.processes, one.threads) == (2, 7)
+    assert (two.processes, two.threads) == (4, 9)
+    assert one.id == 13 and two.id == 14
+
+
+def test_macro_errors_name_the_line(tmp_path: Path) -> None:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("<Macro M $a>\nWSGIDaemonProcess $a\n</Macro>\nUse M\n")
+    with pytest.raises(
+        ApacheConfigError, match="httpd.conf:4: macro 'M'.*0 arguments instead of 1"
+    ):
+        parse_config(conf, environ={})
+    conf.write_text("<Macro M>\nUse M\n</Macro>\nUse M\n")
+    with pytest.raises(ApacheConfigError, match="recursive use of macro 'M'"):
+        parse_config(conf, environ={})
+    conf.write_text("Use Nope 1\n")
+    with pytest.raises(ApacheConfigError, match="httpd.conf:1: macro 'Nope' is not defined"):
+        parse_config(conf, environ={})
+
+
+def test_undecidable_sections_mark_later_groups_uncertain() -> None:
+    # Without the binary's facts <IfModule>/<IfVersion> cannot be decided; a
+    # section whose body holds a group makes every later position unknown.
+    config = parse("evaluated")
+    # A module LoadModule loaded is known without them ...
+    assert config.group("by-source-name").uncertain is None
+    assert config.group("by-symbol").uncertain is None
+    # ... one that is not may be compiled in: the section is read the likely
+    # way (a negated one skipped), and from here on positions are unknown.
+    assert "not-prefork" not in names(config)
+    first = config.group("mpm-source-name")
+    assert first.uncertain is not None and "<IfModule !mpm_prefork_module>" in first.uncertain
+    assert "httpd -l" in first.uncertain
+    assert config.uncertain == first.uncertain
+    assert config.groups[-1].uncertain == first.uncertain
+
+
+def test_undecidable_section_without_groups_leaves_positions_certain(tmp_path: Path) -> None:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(
+        "<IfModule !foo_module>\n  LogFormat x\n</IfModule>\n"
+        "<IfDirective SomeDirective>\n  Header set X y\n</IfDirective>\n"
+        "WSGIDaemonProcess myapp\n"
+    )
+    assert parse_config(conf, environ={}).group("myapp").uncertain is None
+
+
+def test_unknown_version_makes_ifversion_undecidable() -> None:
+    config = parse("evaluated", facts=Facts(version=None))
+    assert config.group("version-at-least-2.4").uncertain is not None
+    assert config.group("loaded-later").uncertain is None
+
+
+def test_command_line_directives_come_before_and_after_the_files(tmp_path: Path) -> None:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("WSGIDaemonProcess from-file\n")
+    config = parse_config(
+        conf,
+        environ={},
+        before=["WSGIDaemonProcess from-C", "Define LATE"],
+        after=["<IfDefine LATE>", "WSGIDaemonProcess from-c", "</IfDefine>"],
+    )
+    assert [(g.id, g.name) for g in config.groups] == [
+        (1, "from-C"),
+        (2, "from-file"),
+        (3, "from-c"),
+    ]
+    assert config.group("from-c").source == "<-c>:2"
+
+
+def test_inputs_are_what_was_read_before_each_group() -> None:
+    config = parse("layout")
+    root = FIXTURES / "layout"
+    first, last = config.groups[0], config.groups[-1]
+    assert root / "httpd.conf" in first.inputs
+    assert set(first.inputs) <= set(last.inputs) <= set(config.inputs)
+    # Directories whose listing decided what was read count too: a file
+    # added to them changes which groups come first.
+    assert root / "conf.d" in config.inputs

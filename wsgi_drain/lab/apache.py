@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -201,8 +201,19 @@ class ApacheLab:
 
     `daemon_options` are extra WSGIDaemonProcess options (e.g.
     ``{"graceful-timeout": 5, "shutdown-timeout": 2}``), `extra_config` is
-    appended to httpd.conf as is.  `version` is written to version.txt (served
-    by /version); `hang=True` makes every daemon start a thread that never ends.
+    appended to httpd.conf as is, `before_config` inserted just before the
+    group's WSGIDaemonProcess (other groups defined first shift its socket id,
+    which `group_id` then states when it is not 1 + the number of lines there
+    that start with WSGIDaemonProcess).  `display_name=False` leaves out
+    ``display-name=%{GROUP}``: daemons then look like Apache's workers, and the
+    lab finds them by the group's socket instead of their title.  `version` is
+    written to version.txt (served by /version); `hang=True` makes every
+    daemon start a thread that never ends.  `preload=True` makes each daemon
+    import the app when it starts (``process-group``/``application-group`` on
+    WSGIScriptAlias) instead of on its first request.  `args` are added to
+    httpd's command line at start (e.g. ``["-C", "WSGIDaemonProcess x"]``);
+    `error_log` replaces the ErrorLog directive's argument (``"|cmd"``,
+    ``/dev/stderr``).
     """
 
     def __init__(
@@ -215,6 +226,12 @@ class ApacheLab:
         threads: int = 5,
         daemon_options: Mapping[str, str | int | float] | None = None,
         extra_config: str = "",
+        before_config: str = "",
+        display_name: bool = True,
+        group_id: int | None = None,
+        preload: bool = False,
+        args: Sequence[str] = (),
+        error_log: str | None = None,
         version: str = "1",
         hang: bool = False,
         start_timeout: float = 20.0,
@@ -228,6 +245,14 @@ class ApacheLab:
         self.threads = threads
         self.daemon_options = dict(daemon_options or {})
         self.extra_config = extra_config
+        self.before_config = before_config
+        self.display_name = display_name
+        self.preload = preload
+        self.args = list(args)
+        self.error_log_directive = error_log
+        self.group_id = group_id or 1 + sum(
+            1 for line in before_config.splitlines() if line.strip().startswith("WSGIDaemonProcess")
+        )
         self.start_timeout = start_timeout
         self.as_root = os.geteuid() == 0
         self.conf_path = self.root / "httpd.conf"
@@ -283,6 +308,10 @@ class ApacheLab:
     def set_hang(self, hang: bool) -> None:
         """Make processes started from now on start (or not) a thread that never ends."""
         self._flag(self.app_dir / "hang", hang)
+
+    def set_crash(self, crash: bool) -> None:
+        """Make processes that import the app from now on exit at once (os._exit(3))."""
+        self._flag(self.app_dir / "crash", crash)
 
     def set_healthy(self, healthy: bool) -> None:
         """/health answers 200 while healthy, 503 otherwise (takes effect at once)."""
@@ -354,6 +383,7 @@ class ApacheLab:
         self._write(self.app_dir / "app.py", app_source)
         self.set_version(self._version)
         self.set_hang(self._hang)
+        self.set_crash(False)
         self.set_healthy(True)
         if len(str(self.socket_prefix)) + 40 > 107:
             msg = f"WSGISocketPrefix {self.socket_prefix} is too long for unix socket paths"
@@ -384,13 +414,16 @@ class ApacheLab:
         user = f"User {RUN_USER}\nGroup {RUN_USER}\n" if self.as_root else ""
         options = " ".join(f"{k}={v}" for k, v in self.daemon_options.items())
         script = self.app_dir / "app.py"
+        preload = (
+            f" process-group={self.group} application-group=%{{GLOBAL}}" if self.preload else ""
+        )
         return f"""\
 # Written by wsgi_drain.lab.ApacheLab: a private instance, not the system's Apache.
 ServerRoot "{self.root}"
 ServerName {LOOPBACK}
 PidFile "{self.pid_file}"
 DefaultRuntimeDir "{self.socket_prefix.parent}"
-ErrorLog "{self.error_log}"
+ErrorLog "{self.error_log_directive or self.error_log}"
 LogLevel warn wsgi:info
 Listen {LOOPBACK}:{self.port}
 {modules}
@@ -399,12 +432,13 @@ Listen {LOOPBACK}:{self.port}
 # No Python in the MPM workers: every request goes to the daemon group.
 WSGIRestrictEmbedded On
 WSGISocketPrefix "{self.socket_prefix}"
+{self.before_config}
 WSGIDaemonProcess {self.group} processes={self.processes} threads={self.threads} \
-display-name=%{{GROUP}} {options}
+{"display-name=%{GROUP}" if self.display_name else ""} {options}
 WSGIProcessGroup {self.group}
 WSGIApplicationGroup %{{GLOBAL}}
 WSGIScriptReloading Off
-WSGIScriptAlias / "{script}"
+WSGIScriptAlias / "{script}"{preload}
 <Directory "{self.app_dir}">
     Require all granted
 </Directory>
@@ -419,7 +453,7 @@ WSGIScriptAlias / "{script}"
     def _apache(self, action: str, timeout: float) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                [str(APACHE2), "-f", str(self.conf_path), "-k", action],
+                [str(APACHE2), "-f", str(self.conf_path), *self._start_args(action), "-k", action],
                 capture_output=True,
                 text=True,
                 env=self._env(),
@@ -435,6 +469,11 @@ WSGIScriptAlias / "{script}"
         except subprocess.TimeoutExpired as err:
             msg = f"apache2 -k {action} did not return within {timeout} s"
             raise LabError(msg) from err
+
+    def _start_args(self, action: str) -> list[str]:
+        # -C/-D given at start must be given again to -k stop/graceful, which
+        # read the configuration too (to find the PidFile).
+        return self.args
 
     def _launch(self, deadline: Deadline) -> None:
         # -k start daemonizes: the launcher exits, the real parent is
@@ -506,8 +545,32 @@ WSGIScriptAlias / "{script}"
         return [k for k in kids if not procs.is_gone(k)]
 
     def daemon_pids(self) -> list[int]:
-        """Pids of the group's live daemon processes (children titled ``(wsgi:GROUP)``)."""
+        """Pids of the group's live daemon processes.
+
+        Children titled ``(wsgi:GROUP)``; without display-name, the children
+        holding the group's socket (number `group_id` of this lab's start).
+        """
+        if not self.display_name:
+            return self.socket_holders().get(self.group_id, [])
         return sorted(k.pid for k in self.children() if procs.title(k) == self.title)
+
+    def socket_holders(self) -> dict[int, list[int]]:
+        """Group id -> pids of the children holding that group's socket, as the kernel shows.
+
+        Only the sockets the Apache parent holds open now (earlier generations'
+        files linger on disk).  Read through psutil, independently of
+        wsgi-drain's own discovery, so tests can check what it signalled.
+        """
+        if self._parent is None or procs.is_gone(self._parent):
+            return {}
+        prefix = f"{self.socket_prefix}.{self._parent.pid}."
+        held = {c.laddr for c in procs.unix_sockets(self._parent) if c.laddr.startswith(prefix)}
+        holders: dict[int, list[int]] = {}
+        for kid in self.children():
+            for path in {c.laddr for c in procs.unix_sockets(kid)} & held:
+                group_id = int(path[: -len(".sock")].rsplit(".", 1)[1])
+                holders.setdefault(group_id, []).append(kid.pid)
+        return {gid: sorted(pids) for gid, pids in sorted(holders.items())}
 
     def wait_daemons(self, deadline: Deadline, count: int | None = None) -> list[int]:
         """Wait until `count` (default: processes) daemons exist; their pids, or LabError."""

@@ -10,6 +10,9 @@ app directory; the control files it reads live next to the copy:
   and never ends, so the process hangs in interpreter shutdown the way an app
   with a stuck thread does (aborted only at ``shutdown-timeout``).
 - ``unhealthy``: while present, ``/health`` answers 503.
+- ``crash``: if present at import, the process exits at once with status 3,
+  the way a deploy whose code kills the interpreter does (with preloading,
+  every replacement then dies as it starts: a crash loop).
 
 Routes: ``/`` (200, the serving pid), ``/health``, ``/slow?s=SECONDS`` (sleeps,
 capped at 600 s, then 200), ``/version``.  Every response carries ``X-Pid``.
@@ -27,6 +30,7 @@ from urllib.parse import parse_qs
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERSION_FILE = os.path.join(HERE, "version.txt")
 HANG_FILE = os.path.join(HERE, "hang")
+CRASH_FILE = os.path.join(HERE, "crash")
 UNHEALTHY_FILE = os.path.join(HERE, "unhealthy")
 MAX_SLOW = 600.0
 
@@ -49,6 +53,9 @@ def _hang_forever() -> None:
     while True:
         time.sleep(3600)
 
+
+if os.path.exists(CRASH_FILE):
+    os._exit(3)
 
 if os.path.exists(HANG_FILE):
     threading.Thread(target=_hang_forever, name="lab-hang", daemon=False).start()

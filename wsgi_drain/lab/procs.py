@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -73,3 +74,11 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def unix_sockets(proc: psutil.Process) -> list[Any]:
+    """The process's unix sockets with their bound paths (`laddr`); [] once it is gone."""
+    try:
+        return [c for c in proc.net_connections(kind="unix") if isinstance(c.laddr, str)]
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return []

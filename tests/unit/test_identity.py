@@ -1,0 +1,223 @@
+"""identity.prove: which socket is a group's, from what the running processes show.
+
+Each test builds a real configuration file and an Observation as /proc would
+give it, and checks the verdict.  The wrong_group cases are the review's: a
+group inserted or removed before ours after Apache started, positions decided
+by sections that cannot be evaluated, processes that disagree with the files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from wsgi_drain.apacheconf import ApacheConfig, parse_config
+from wsgi_drain.errors import GroupNotRunningError, IdentityError
+from wsgi_drain.identity import Change, Child, GroupSocket, Observation, config_changes, prove
+
+ROOM = len("/usr/sbin/apache2")
+
+
+def config(tmp_path: Path, text: str) -> ApacheConfig:
+    path = tmp_path / "httpd.conf"
+    path.write_text(text)
+    return parse_config(path, environ={})
+
+
+TWO_GROUPS = """\
+WSGIDaemonProcess alpha processes=2 display-name=%{GROUP}
+WSGIDaemonProcess myapp processes=3 display-name=%{GROUP}
+"""
+UNTITLED = """\
+WSGIDaemonProcess alpha processes=2
+WSGIDaemonProcess myapp processes=3
+"""
+
+
+def sockets(*ids: int) -> dict[int, GroupSocket]:
+    return {i: GroupSocket(path=f"/run/wsgi.100.0.{i}.sock", inode=1000 + i, id=i) for i in ids}
+
+
+def child(pid: int, gid: int, title: str, *, uid: int | None = 33, **kw: object) -> Child:
+    return Child(pid, 1.0, title, uid, frozenset({gid}), **kw)  # type: ignore[arg-type]
+
+
+def observation(
+    children: list[Child], ids: tuple[int, ...] = (1, 2), loaded_at: float | None = None
+) -> Observation:
+    return Observation(
+        parent_pid=100,
+        title_room=ROOM,
+        sockets=sockets(*ids),
+        children=tuple(children),
+        loaded_at=time.time() if loaded_at is None else loaded_at,
+        as_root=False,
+    )
+
+
+TITLED = [
+    child(11, 1, "(wsgi:alpha)"),
+    child(12, 1, "(wsgi:alpha)"),
+    child(21, 2, "(wsgi:myapp)"),
+    child(22, 2, "(wsgi:myapp)"),
+]
+PLAIN = [child(11, 1, "/usr/sbin/apache2"), child(21, 2, "/usr/sbin/apache2")]
+
+
+def test_unchanged_configuration_and_titles_prove_the_socket(tmp_path: Path) -> None:
+    cfg = config(tmp_path, TWO_GROUPS)
+    identity = prove(cfg, cfg.group("myapp"), observation(TITLED), [])
+    assert identity.socket.id == 2
+    assert identity.config_current
+    assert "configuration unchanged" in identity.proof and "(wsgi:myapp)" in identity.proof
+    assert identity.warnings == ()
+
+
+def test_unchanged_configuration_alone_proves_it_without_titles(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    identity = prove(cfg, cfg.group("myapp"), observation(PLAIN), [])
+    assert identity.socket.id == 2 and identity.config_current
+
+
+def test_wrong_group_inserted_before_ours_is_refused_without_titles(tmp_path: Path) -> None:
+    # Apache loaded alpha (1) and myapp (2); then a vhost was added first on
+    # disk, so the files now say myapp is 3 -- and `alpha`'s socket id 2 ...
+    cfg = config(tmp_path, "WSGIDaemonProcess newcomer\n" + UNTITLED)
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError) as info:
+        prove(cfg, cfg.group("myapp"), observation(PLAIN), changes)
+    message = str(info.value)
+    assert "nothing is signalled" in message
+    assert "httpd.conf (changed" in message
+    assert "display-name=%{GROUP}" in message and "apachectl graceful" in message
+
+
+def test_wrong_group_inserted_before_ours_is_found_by_its_title(tmp_path: Path) -> None:
+    # Same edit, but the daemons carry (wsgi:NAME): the socket whose processes
+    # show (wsgi:myapp) is myapp's, whatever position the files give it.
+    cfg = config(tmp_path, "WSGIDaemonProcess newcomer display-name=%{GROUP}\n" + TWO_GROUPS)
+    assert cfg.group("myapp").id == 3
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    identity = prove(cfg, cfg.group("myapp"), observation(TITLED), changes)
+    assert identity.socket.id == 2
+    assert not identity.config_current
+    assert "not what Apache runs" in identity.warnings[0]
+    assert "reload Apache" in identity.warnings[0]
+
+
+def test_wrong_group_removed_before_ours_is_found_by_its_title(tmp_path: Path) -> None:
+    # alpha was removed from the file after start: the files say myapp is 1,
+    # which is alpha's socket (the case reproduced on real Apache).
+    cfg = config(tmp_path, "WSGIDaemonProcess myapp processes=3 display-name=%{GROUP}\n")
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    identity = prove(cfg, cfg.group("myapp"), observation(TITLED), changes)
+    assert identity.socket.id == 2
+
+
+def test_wrong_group_by_titles_even_when_files_look_unchanged(tmp_path: Path) -> None:
+    # Whatever made the files disagree (an evaluator bug, a touched mtime),
+    # processes titled (wsgi:alpha) on the socket the files call myapp's refuse.
+    cfg = config(tmp_path, "WSGIDaemonProcess myapp processes=3\nWSGIDaemonProcess alpha\n")
+    with pytest.raises(IdentityError, match="titled '\\(wsgi:alpha\\)'.*sets no display-name"):
+        prove(cfg, cfg.group("myapp"), observation(TITLED), [])
+
+
+def test_wrong_group_when_position_cannot_be_evaluated(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        "<IfDirective SomeDirective>\nWSGIDaemonProcess maybe\n</IfDirective>\n" + UNTITLED,
+    )
+    group = cfg.group("myapp")
+    assert group.uncertain is not None and "IfDirective" in group.uncertain
+    with pytest.raises(IdentityError, match="position depends on <IfDirective SomeDirective>"):
+        prove(cfg, group, observation(PLAIN, ids=(1, 2, 3)), [])
+
+
+def test_changes_after_our_group_do_not_matter(tmp_path: Path) -> None:
+    main = tmp_path / "httpd.conf"
+    later = tmp_path / "later.conf"
+    later.write_text("WSGIDaemonProcess zulu\n")
+    main.write_text(UNTITLED + "Include later.conf\n")
+    cfg = parse_config(main, environ={})
+    assert later not in cfg.group("myapp").inputs and later in cfg.inputs
+    identity = prove(
+        cfg, cfg.group("myapp"), observation(PLAIN, ids=(1, 2, 3)), [Change(later, time.time())]
+    )
+    assert identity.socket.id == 2
+
+
+def test_group_count_mismatch_refuses(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    with pytest.raises(IdentityError, match="runs 3 daemon group socket.*defines 2"):
+        prove(cfg, cfg.group("myapp"), observation(PLAIN, ids=(1, 2, 3)), [])
+
+
+def test_more_processes_than_configured_refuses(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    many = [child(20 + i, 2, "/usr/sbin/apache2") for i in range(4)]
+    with pytest.raises(IdentityError, match="socket 2 has 4 processes.*processes=3"):
+        prove(cfg, cfg.group("myapp"), observation(many), [])
+
+
+def test_daemons_of_another_user_refuse(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED.replace("processes=3", f"processes=3 user=#{os.getuid()}"))
+    obs = observation([child(21, 2, "/usr/sbin/apache2", uid=4242)])
+    obs = Observation(obs.parent_pid, obs.title_room, obs.sockets, obs.children, obs.loaded_at)
+    with pytest.raises(IdentityError, match="run as uid 4242"):
+        prove(cfg, cfg.group("myapp"), obs, [])
+
+
+def test_a_cut_title_proves_nothing_by_itself(tmp_path: Path) -> None:
+    # Apache started as `apache2` (7 characters): every title reads "(wsgi:a".
+    cfg = config(tmp_path, TWO_GROUPS)
+    cut = [child(11, 1, "(wsgi:a"), child(21, 2, "(wsgi:m")]
+    obs = Observation(100, 7, sockets(1, 2), tuple(cut), time.time())
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError, match="changed after Apache loaded it"):
+        prove(cfg, cfg.group("myapp"), obs, changes)
+    assert prove(cfg, cfg.group("myapp"), obs, []).socket.id == 2
+
+
+def test_unknown_load_time_refuses_without_titles(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    obs = Observation(100, ROOM, sockets(1, 2), tuple(PLAIN), None)
+    with pytest.raises(IdentityError, match="cannot be told"):
+        prove(cfg, cfg.group("myapp"), obs, [])
+
+
+def test_no_group_socket_at_all_is_not_running(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    with pytest.raises(GroupNotRunningError, match="runs no mod_wsgi daemon group"):
+        prove(cfg, cfg.group("myapp"), observation([], ids=()), [])
+
+
+def test_only_exclusive_holders_are_members() -> None:
+    # mod_wsgi leaves a daemon its own group's listener only; anything holding
+    # several (a module's helper forked after the sockets were made), one of
+    # Apache's listeners (an MPM worker), or another binary (a piped logger)
+    # is not a daemon, whatever it holds.
+    assert child(1, 2, "x").is_member_of(2)
+    assert not Child(1, 1.0, "x", 0, frozenset({1, 2})).is_member_of(2)
+    assert not child(1, 2, "x", holds_listener=True).is_member_of(2)
+    assert not child(1, 2, "x", same_exe=False).is_member_of(2)
+    assert child(1, 2, "x", same_exe=None).is_member_of(2)
+
+
+def test_config_changes_sees_edits_renames_and_removals(tmp_path: Path) -> None:
+    kept, edited, gone = tmp_path / "kept", tmp_path / "edited", tmp_path / "gone"
+    for path in (kept, edited, gone):
+        path.write_text("x")
+    past = time.time() - 3600
+    os.utime(kept, (past, past))
+    since = max(os.stat(kept).st_ctime, os.stat(gone).st_ctime) + 0.001
+    time.sleep(0.01)
+    edited.write_text("y")
+    # An old mtime does not hide an edit: ctime moves whatever mtime says.
+    os.utime(edited, (past, past))
+    gone.unlink()
+    found = {c.path: c for c in config_changes([kept, edited, gone], since)}
+    assert set(found) == {edited, gone}
+    assert found[gone].when is None and "removed" in found[gone].describe()
