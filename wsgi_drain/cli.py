@@ -194,6 +194,13 @@ def cli() -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Discover and show the plan; change nothing.")
 @click.option("--force", is_flag=True, help="SIGKILL a process still alive past the deadline.")
+@click.option(
+    "--py-spy",
+    "py_spy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="py-spy executable for the stacks of a stuck process [default: next to wsgi-drain's "
+    "interpreter, else on PATH].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @handles_errors
 def restart(**kwargs: Any) -> None:
@@ -222,6 +229,7 @@ def restart(**kwargs: Any) -> None:
     as_json = kwargs.pop("as_json")
     quiet = kwargs.pop("quiet")
     dry_run, force = kwargs.pop("dry_run"), kwargs.pop("force")
+    py_spy = kwargs.pop("py_spy")
     extra = {
         "mode": kwargs.pop("mode"),
         "signal": kwargs.pop("signal_name"),
@@ -231,7 +239,7 @@ def restart(**kwargs: Any) -> None:
     }
     settings = _settings(kwargs, extra)
     progress = report.ProgressPrinter(quiet=quiet)
-    outcome = run_restart(settings, dry_run=dry_run, force=force, progress=progress)
+    outcome = run_restart(settings, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)
     if as_json:
         report.print_json(report.restart_dict(outcome))
     else:
@@ -299,6 +307,7 @@ def _print_divert(result: Any, as_json: bool) -> None:
                 "group": result.group,
                 "action": result.action,
                 "routers": states,
+                "notes": result.notes,
                 "journal_removed": result.journal_removed,
             }
         )
@@ -306,6 +315,8 @@ def _print_divert(result: Any, as_json: bool) -> None:
         click.echo(f"wsgi-drain: OK - {result.action} {result.group}")
         for s in states:
             click.echo(f"  {s['router']}: {s['admin']} ({s['status']}, {s['sessions']} sessions)")
+        for note in result.notes:
+            click.echo(f"  {note}")
 
 
 @cli.command(context_settings=CONTEXT)

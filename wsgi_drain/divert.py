@@ -1,21 +1,32 @@
 """The router step alone: `drain` and `undrain` for hand-run maintenance and repair.
 
-`undrain` is also how an operator repairs a run that was killed outright or
-that left the backend diverted on purpose: it restores every router the
-group's journal names (and the configured ones), then removes the journal.
+Both take the group's lock, so neither can run while a restart of the group
+is going (an `undrain` mid-restart would put the backend back while its
+processes restart).  Both record or read the servers' states before: only a
+server that was READY is ever diverted, and `undrain` puts a server back only
+when wsgi-drain took it out (or it is in DRAIN and named by the operator); a
+server in MAINT is the operator's and is left so, with the command to change
+it if that is really meant.
+
+`undrain` is also how an operator repairs a restart that was killed outright
+or that left the backend diverted on purpose: it restores every router the
+group's journals name (and the configured ones), then removes the journals.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from dataclasses import dataclass, field
 
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.errors import ConfigError, DrainError, RouterError
+from wsgi_drain.errors import ConfigError, DrainError, JournalError, RouterError
 from wsgi_drain.outcome import Progress
-from wsgi_drain.routers import RouterState
-from wsgi_drain.state import Journal
+from wsgi_drain.routers import Router, RouterState
+from wsgi_drain.state import Journal, group_lock, router_lock
 
 
 @dataclass
@@ -23,61 +34,169 @@ class DivertResult:
     group: str
     action: str
     states: list[RouterState] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     journal_removed: bool = False
 
 
-def _specs(settings: Settings, journal: Journal | None) -> list[str]:
-    specs = [routers_mod.spec_of("haproxy", s) for s in settings.haproxy]
-    if journal is not None:
-        specs += [s for s in journal.routers if s not in specs]
+def _configured(settings: Settings) -> list[str]:
+    return [routers_mod.spec_of("haproxy", s) for s in settings.haproxy]
+
+
+def _need_routers(group: str, specs: list[str]) -> None:
     if not specs:
         raise ConfigError(
-            f"no router for group {settings.group!r}: pass --haproxy SOCKET:BACKEND/SERVER "
+            f"no router for group {group!r}: pass --haproxy SOCKET:BACKEND/SERVER "
             "or name it in /etc/wsgi-drain.toml"
         )
-    return specs
 
 
 def drain(settings: Settings, progress: Progress) -> DivertResult:
-    """Divert every configured router and wait (up to drain_timeout) for in-flight requests."""
+    """Divert every configured router that is in rotation; wait (drain_timeout) for requests.
+
+    A server already out of rotation (DRAIN, MAINT) is left as it is.  The
+    hand-run drain is journalled (kind "drain") so `undrain` restores exactly
+    what it changed, and `check` shows it.
+    """
     result = DivertResult(settings.group, "drain")
-    routers = [routers_mod.from_journal(s) for s in _specs(settings, None)]
-    for router in routers:
-        state = router.state()
-        if state.peers_up < settings.min_peers and state.admin == "ready":
-            raise RouterError(
-                router.name,
-                f"only {state.peers_up} other server(s) are UP: draining this one would fail "
-                "every request (lower --min-peers only if that is really what you want)",
-            )
-    deadline = Deadline(settings.drain_timeout)
-    for router in routers:
-        router.divert()
-        progress("divert", f"{router.name}: drain")
-    for router in routers:
-        state = router.wait_drained(deadline)
-        result.states.append(state)
-        progress("divert", f"{router.name}: {state.sessions} in flight, {state.queued} queued")
+    specs = _configured(settings)
+    _need_routers(settings.group, specs)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(group_lock(settings.state_dir, settings.group, what="drain"))
+        for spec in specs:
+            locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
+        routers = [(spec, routers_mod.from_journal(spec)) for spec in specs]
+        journal = Journal.load(settings.state_dir, settings.group, "drain") or Journal(
+            group=settings.group, pid=os.getpid(), started=time.time(), kind="drain"
+        )
+        journal.phase = "drained"
+        to_divert: list[tuple[str, Router]] = []
+        for spec, router in routers:
+            state = router.state()
+            if spec not in journal.routers:
+                journal.routers.append(spec)
+                journal.before[spec] = state.admin
+            if state.admin != "ready":
+                result.notes.append(f"{router.name}: already in {state.admin}, left so")
+                continue
+            if state.peers_up < settings.min_peers:
+                raise RouterError(
+                    router.name,
+                    f"only {state.peers_up} other server(s) are UP: draining this one would fail "
+                    "every request (lower --min-peers only if that is really what you want)",
+                )
+            to_divert.append((spec, router))
+        deadline = Deadline(settings.drain_timeout)
+        for spec, router in to_divert:
+            # Journalled before the command: an unanswered one may have been applied.
+            if spec not in journal.diverted:
+                journal.diverted.append(spec)
+            journal.save(settings.state_dir)
+            router.divert()
+            progress("divert", f"{router.name}: drain")
+            result.notes.append(f"{router.name}: drain (was ready)")
+        for _spec, router in routers:
+            state = router.wait_drained(deadline)
+            result.states.append(state)
+            progress("divert", f"{router.name}: {state.sessions} in flight, {state.queued} queued")
+        if not journal.diverted:
+            journal.remove(settings.state_dir)
     return result
 
 
 def undrain(settings: Settings, progress: Progress) -> DivertResult:
-    """Restore every router named by the options, the file, or a left-behind journal."""
+    """Put back what wsgi-drain took out: the routers of the options, the file, the journals.
+
+    Refuses (LockedError, exit 7) while a restart of the group runs.  A
+    journal that cannot be read blocks nothing when routers are named: those
+    are handled, and the broken journal is moved aside (and said so).
+    """
     result = DivertResult(settings.group, "undrain")
-    journal = Journal.load(settings.state_dir, settings.group)
-    errors: list[str] = []
-    for spec in _specs(settings, journal):
-        router = routers_mod.from_journal(spec)
-        try:
-            router.restore()
-            result.states.append(router.state())
-            progress("restore", f"{router.name}: ready")
-        except DrainError as err:
-            errors.append(str(err))
-    if errors:
-        raise RouterError("undrain", "; ".join(errors))
-    if journal is not None:
-        journal.remove(settings.state_dir)
-        result.journal_removed = True
-        progress("restore", f"removed the journal left by pid {journal.pid}")
+    configured = _configured(settings)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(group_lock(settings.state_dir, settings.group, what="undrain"))
+        journals = [
+            j
+            for kind in ("restart", "drain")
+            if (j := _journal(settings, kind, configured, result))
+        ]
+        specs = list(configured)
+        for journal in journals:
+            specs += [s for s in journal.routers if s not in specs]
+        _need_routers(settings.group, specs)
+        for spec in specs:
+            locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
+        errors: list[str] = []
+        for spec in specs:
+            router = routers_mod.from_journal(spec)
+            try:
+                note = _undrain_one(router, spec, journals)
+                result.states.append(router.state())
+            except DrainError as err:
+                errors.append(str(err))
+                continue
+            result.notes.append(f"{router.name}: {note}")
+            progress("restore", f"{router.name}: {note}")
+        if errors:
+            raise RouterError("undrain", "; ".join(errors))
+        for journal in journals:
+            journal.remove(settings.state_dir)
+            result.journal_removed = True
+            what = "a hand-run drain" if journal.kind == "drain" else f"pid {journal.pid}"
+            progress("restore", f"removed the journal left by {what}")
     return result
+
+
+def _journal(
+    settings: Settings, kind: str, configured: list[str], result: DivertResult
+) -> Journal | None:
+    """The group's journal of `kind`; a broken one is moved aside when routers are named."""
+    try:
+        return Journal.load(settings.state_dir, settings.group, kind)
+    except JournalError as err:
+        if not configured:
+            raise
+        path = Journal.path_for(settings.state_dir, settings.group, kind)
+        aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
+        with contextlib.suppress(OSError):
+            os.replace(path, aside)
+        result.notes.append(
+            f"{err}. It was moved to {aside}; the routers named were handled without it "
+            "(their state before the run is unknown)"
+        )
+        return None
+
+
+def _undrain_one(router: Router, spec: str, journals: list[Journal]) -> str:
+    """Restore one server to its state before wsgi-drain took it out; say what was done."""
+    state = router.state()
+    ours = any(spec in j.still_diverted for j in journals)
+    recorded = next((j.before[spec] for j in journals if spec in j.before), None)
+    if state.admin == "ready":
+        return "ready (already)"
+    if ours:
+        if state.admin == "drain":
+            router.restore()
+            return "ready (its state before wsgi-drain diverted it)"
+        return (
+            f"left in {state.admin}: someone set it after wsgi-drain diverted it; "
+            f"`set server {_server(router)} state ready` on the HAProxy socket if you mean it"
+        )
+    if recorded is not None and recorded != "ready":
+        return (
+            f"left in {state.admin}: it was in {recorded} before wsgi-drain ran, which did not "
+            "touch it"
+        )
+    if state.admin == "drain":
+        router.restore()
+        return "ready (was in drain)"
+    return (
+        f"left in {state.admin}, which wsgi-drain never sets (an operator's maintenance?); "
+        f"`set server {_server(router)} state ready` on the HAProxy socket if you mean it"
+    )
+
+
+def _server(router: Router) -> str:
+    target = getattr(router, "target", None)
+    if target is None:
+        return router.name
+    return f"{target.backend}/{target.server}"

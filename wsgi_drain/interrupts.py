@@ -1,9 +1,11 @@
-"""SIGINT/SIGTERM during a run: record the signal, let the main loop act on it.
+"""SIGINT/SIGTERM/SIGHUP during a run: record the signal, let the main loop act on it.
 
 The handlers only record the signal and wake the loop through
 `signal.set_wakeup_fd`; the restart sequence checks at its own safe points and
 then runs its one failure policy (restore routers, or leave them diverted), so
-an operator's Ctrl-C never leaves a backend half-handled.
+an operator's Ctrl-C never leaves a backend half-handled.  SIGHUP (an SSH
+session that dropped) is handled the same way: its default action would end
+the run at once, mid-drain, with the backend out of rotation.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from types import FrameType, TracebackType
 
 from wsgi_drain.errors import Interrupted
 
-_CAUGHT = (signal.SIGINT, signal.SIGTERM)
+_CAUGHT = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupts:
-    """Context manager: catch SIGINT/SIGTERM for the duration of a run."""
+    """Context manager: catch SIGINT/SIGTERM/SIGHUP for the duration of a run."""
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
@@ -57,9 +59,10 @@ class Interrupts:
         return self._read_fd
 
     def check(self) -> None:
-        """Raise Interrupted if SIGINT/SIGTERM arrived."""
+        """Raise Interrupted if SIGINT, SIGTERM or SIGHUP arrived."""
         if self.received is not None:
-            raise Interrupted(f"interrupted by {self.received.name}")
+            why = " (the terminal hung up)" if self.received == signal.SIGHUP else ""
+            raise Interrupted(f"interrupted by {self.received.name}{why}")
 
     def sleep(self, timeout: float) -> None:
         """Sleep up to `timeout` seconds, returning early (and raising) on a signal."""

@@ -24,7 +24,7 @@ from wsgi_drain.discovery import (
 )
 from wsgi_drain.errors import DrainError
 from wsgi_drain.routers import RouterState
-from wsgi_drain.state import Journal, all_journals
+from wsgi_drain.state import Journal, all_journals, lock_holder
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Inventory:
     instances: list[InstanceStatus] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     journals: list[Journal] = field(default_factory=list)
+    # Groups whose journal belongs to a run that is still going (it holds the lock).
+    running: set[str] = field(default_factory=set)
 
 
 def process_info(pid: int) -> ProcessInfo | None:
@@ -112,7 +114,10 @@ def gather(
         known = sorted({g.name for i in instances for g in i.config.groups})
         inv.errors.append(f"group {group!r} is not configured; groups: {', '.join(known)}")
     try:
-        inv.journals = [j for j in all_journals(state_dir) if group is None or j.group == group]
+        journals, broken = all_journals(state_dir)
+        inv.journals = [j for j in journals if group is None or j.group == group]
+        inv.errors.extend(str(e) for e in broken if group is None or e.group in (None, group))
+        inv.running = {j.group for j in inv.journals if lock_holder(state_dir, j.group)}
     except DrainError as err:
         inv.errors.append(str(err))
     return inv

@@ -54,12 +54,29 @@ class ProcessRecord:
 
 @dataclass
 class RouterRecord:
+    """One router in a run.
+
+    `before` is the server's administrative state when the run began; only a
+    "ready" one is diverted, and only what this run diverted is put back.
+    `diverted` is True from the moment the divert command is sent (an
+    unanswered command may have been carried out: `unconfirmed`); `adopted`
+    when a previous run left it diverted and this run took it over.
+    """
+
     name: str
     diverted: bool = False
     restored: bool = False
     sessions_at_signal: int | None = None
     peers_up: int | None = None
     error: str | None = None
+    before: str | None = None
+    adopted: bool = False
+    unconfirmed: bool = False
+
+    @property
+    def ours(self) -> bool:
+        """Whether this run may divert and restore it (it was in rotation, or left by us)."""
+        return self.before == "ready" or self.adopted
 
 
 @dataclass

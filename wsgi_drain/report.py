@@ -32,8 +32,13 @@ class ProgressPrinter:
         if self.quiet:
             return
         elapsed = time.monotonic() - self.started
-        self.stream.write(f"[{elapsed:6.2f}s] {phase:<8} {message}\n")
-        self.stream.flush()
+        try:
+            self.stream.write(f"[{elapsed:6.2f}s] {phase:<8} {message}\n")
+            self.stream.flush()
+        except OSError:
+            # The terminal went away (SSH dropped: EIO); the run must still
+            # finish its failure policy, so progress is dropped, not fatal.
+            self.quiet = True
 
 
 def outcome_message(outcome: Outcome) -> str:
@@ -313,6 +318,9 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                 "pid": j.pid,
                 "started": j.started,
                 "phase": j.phase,
+                "kind": j.kind,
+                "running": j.group in inv.running,
+                "before": j.before,
                 "diverted": j.diverted,
                 "signalled": j.signalled,
                 "note": j.note,
@@ -355,10 +363,16 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
             for err in gs.router_errors:
                 out.write(f"    router error: {err}\n")
     for j in inv.journals:
+        if j.group in inv.running:
+            # Never advise undrain for a run that is going: it would put the
+            # backend back mid-restart (and undrain refuses anyway).
+            out.write(f"journal: group {j.group}: a {j.kind} is running (pid {j.pid}, {j.phase})\n")
+            continue
+        what = "drained by hand" if j.kind == "drain" else f"run by pid {j.pid} in phase {j.phase}"
         out.write(
-            f"journal: group {j.group} run by pid {j.pid} in phase {j.phase}"
+            f"journal: group {j.group} {what}"
             + (f" ({j.note})" if j.note else "")
-            + f"; repair with: wsgi-drain undrain --group {j.group}\n"
+            + f"; undo with: wsgi-drain undrain --group {j.group}\n"
         )
     for err in inv.errors:
         out.write(f"error: {err}\n")

@@ -1,23 +1,26 @@
 """The restart sequence, phase by phase (DESIGN.md "Restart, phase by phase").
 
 Read top to bottom: discover, lock, divert, signal, watch, verify, restore.
-One failure policy, in `_settle`: nothing signalled -> put every router back;
-signalled and healthy -> put them back; signalled and not healthy -> leave the
-backend diverted so no user reaches a broken app, keep the journal, say so.
+One failure policy, in `_settle`: nothing signalled -> put back every router
+this run diverted; signalled and healthy -> put them back; signalled and not
+healthy (or not known to be) -> leave the backend diverted so no user
+reaches a broken app, keep the journal, say so.  A router the operator had
+taken out of rotation before the run is never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
+from wsgi_drain import pyspy
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
@@ -26,6 +29,7 @@ from wsgi_drain.discovery import (
     GroupProcesses,
     find_apache,
     group_processes,
+    reread,
 )
 from wsgi_drain.errorlog import Ending, ErrorLogTail, ending_of
 from wsgi_drain.errors import (
@@ -35,15 +39,15 @@ from wsgi_drain.errors import (
     RouterError,
     UnhealthyError,
 )
-from wsgi_drain.health import probe
+from wsgi_drain.health import Probe, probe
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, Phase, Progress, RouterRecord
 from wsgi_drain.procfs import fds_readable
 from wsgi_drain.routers import Router
-from wsgi_drain.signals import Handle, open_handle, parse_signal
-from wsgi_drain.state import Journal, group_lock
+from wsgi_drain.signals import Handle, check_support, open_handle, parse_signal
+from wsgi_drain.state import Journal, group_lock, lock_holder, router_lock
 from wsgi_drain.traps import find_traps
-from wsgi_drain.watch import wait_exits, wait_replacements
+from wsgi_drain.watch import died_within, wait_exits, wait_replacements
 
 # The Apache parent respawns a daemon 0.2-1 s after it exits (DESIGN.md); allow
 # generously for a loaded host and the app's import time.
@@ -55,6 +59,10 @@ IDLE_WAIT = 2.0
 # After the replacements are up, how long the app may take to answer its first
 # health probe (a lazily loaded app imports on its first request).
 HEALTH_WAIT = 15.0
+# In rolling mode a replacement must live this long before the next process is
+# signalled: code that kills the interpreter as it loads (a preloaded app)
+# dies within it, and the rolling restart stops instead of spreading it.
+SETTLE = 0.5
 DRAIN_SLICE = 0.25
 
 
@@ -68,12 +76,22 @@ class _Run:
     group_procs: GroupProcesses | None = None
     routers: tuple[tuple[str, Router], ...] = ()
     journal: Journal | None = None
+    previous: Journal | None = None
     signalled: bool = False
     healthy: bool | None = None
+    # processes= of the group as it runs (the files' value unless the running
+    # configuration could not be proven to be the one on disk).
+    expected: int = 0
+    py_spy: Path | None = None
 
 
 def restart(
-    settings: Settings, *, dry_run: bool = False, force: bool = False, progress: Progress
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress,
+    py_spy: Path | None = None,
 ) -> Outcome:
     """Restart `settings.group` gracefully; never raises for a DrainError.
 
@@ -89,13 +107,17 @@ def restart(
         dry_run=dry_run,
     )
     with Interrupts() as interrupts:
-        run = _Run(settings, progress, interrupts, outcome)
+        run = _Run(settings, progress, interrupts, outcome, py_spy=py_spy)
         try:
             _discover(run)
+            interrupts.check()
             if dry_run:
                 _plan(run, sig)
             else:
-                with group_lock(settings.state_dir, settings.group):
+                with contextlib.ExitStack() as locks:
+                    locks.enter_context(group_lock(settings.state_dir, settings.group))
+                    for spec, _router in run.routers:
+                        locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
                     try:
                         _execute(run, sig, force)
                     finally:
@@ -114,6 +136,7 @@ def restart(
 def _discover(run: _Run) -> None:
     s, out = run.settings, run.outcome
     with out.phase(Phase.DISCOVER, run.progress) as ph:
+        check_support()
         instance = find_apache(pidfile=s.apache_pidfile, config_path=s.apache_config)
         group = instance.config.group(s.group)
         procs = group_processes(instance, group)
@@ -123,36 +146,84 @@ def _discover(run: _Run) -> None:
             )
         run.instance, run.group_procs = instance, procs
         out.apache_pid, out.apache_config = instance.pid, str(instance.config_path)
-        out.processes_expected = group.processes
+        run.expected = group.processes
+        identity = procs.identity
+        if identity is not None:
+            for warning in identity.warnings:
+                _warn(run, warning)
+            if not identity.config_current and len(procs.processes) != group.processes:
+                run.expected = len(procs.processes)
+                _warn(
+                    run,
+                    f"expecting {run.expected} replacement(s), as many processes as run now: "
+                    f"the processes={group.processes} on disk is not proven to be what runs",
+                )
+        out.processes_expected = run.expected
         for trap in find_traps(group, fds_readable=fds_readable(instance.pid)):
             _warn(run, trap.message)
-        if len(procs.processes) < group.processes:
+        if len(procs.processes) < run.expected:
             _warn(
                 run,
-                f"only {len(procs.processes)} of {group.processes} processes are up before "
+                f"only {len(procs.processes)} of {run.expected} processes are up before "
                 "the restart (one may be respawning)",
             )
         if not s.health_url:
-            _warn(run, "no --health-url: the app's answer after the restart is not verified")
-        run.routers = tuple(
-            (routers_mod.spec_of("haproxy", spec), routers_mod.build("haproxy", spec))
-            for spec in s.haproxy
-        )
-        for _spec, router in run.routers:
-            check_admin = getattr(router, "check_admin", None)
-            if check_admin is not None:
-                check_admin()
-            state = router.state()
-            out.routers.append(RouterRecord(name=router.name, peers_up=state.peers_up))
-            if state.admin != "ready":
-                _warn(run, f"{router.name} is already in state {state.admin!r} before the restart")
+            _warn(
+                run,
+                "no --health-url: the app's answer after the restart is not verified; the "
+                "routers are put back once every process is replaced",
+            )
+        _read_routers(run)
         _choose_mode(run)
+        proof = f"{identity.proof}" if identity is not None else f"by {procs.method}"
         ph.detail = (
-            f"{instance.describe()}: group {group.name!r} (id {group.id}), "
-            f"{len(procs.processes)}/{group.processes} processes "
-            f"[{' '.join(map(str, procs.pids))}] by {procs.method}; "
+            f"{instance.describe()}: group {group.name!r} ({proof}), "
+            f"{len(procs.processes)}/{run.expected} processes "
+            f"[{' '.join(map(str, procs.pids))}]; "
             f"drain window {group.drain_window:g} s + shutdown {group.shutdown_window:g} s"
         )
+
+
+def _read_routers(run: _Run) -> None:
+    """Each router's state before the run; a left-behind journal of ours is taken over.
+
+    A server that is not READY was taken out by someone (an operator's MAINT,
+    a drain for other work): this run neither diverts nor restores it.  The
+    exception is a server a previous wsgi-drain run diverted and left (its
+    journal says so, and that run is gone): this run takes it over and puts
+    it back when the app is healthy.
+    """
+    s, out = run.settings, run.outcome
+    run.routers = tuple(
+        (routers_mod.spec_of("haproxy", spec), routers_mod.build("haproxy", spec))
+        for spec in s.haproxy
+    )
+    previous = Journal.load(s.state_dir, s.group)
+    if previous is not None and lock_holder(s.state_dir, s.group) is None:
+        run.previous = previous
+    left = set(run.previous.still_diverted) if run.previous is not None else set()
+    for spec, router in run.routers:
+        check_admin = getattr(router, "check_admin", None)
+        if check_admin is not None:
+            check_admin()
+        state = router.state()
+        rec = RouterRecord(name=router.name, peers_up=state.peers_up, before=state.admin)
+        out.routers.append(rec)
+        if state.admin != "ready" and spec in left:
+            assert run.previous is not None
+            rec.adopted = True
+            _warn(
+                run,
+                f"{router.name} was left in {state.admin} by an earlier run (pid "
+                f"{run.previous.pid}, phase {run.previous.phase}); this run takes it over "
+                "and puts it back when the app is healthy",
+            )
+        elif state.admin != "ready":
+            _warn(
+                run,
+                f"{router.name} is in {state.admin} before the restart, and not by "
+                "wsgi-drain: it is left exactly so (not diverted, not put back)",
+            )
 
 
 def _choose_mode(run: _Run) -> None:
@@ -160,6 +231,7 @@ def _choose_mode(run: _Run) -> None:
 
     Draining the only UP server of a backend makes HAProxy answer 503 to every
     request until it is back (measured: ~400 failures), so it is never done.
+    A server already out of rotation needs no divert and no peers.
     """
     out = run.outcome
     if out.mode != "drain":
@@ -169,6 +241,8 @@ def _choose_mode(run: _Run) -> None:
         _warn(run, "no router given (--haproxy): restarting in place, one process at a time")
         return
     for rec in out.routers:
+        if rec.before != "ready":
+            continue
         if rec.peers_up is not None and rec.peers_up < run.settings.min_peers:
             out.mode = "rolling"
             _warn(
@@ -186,8 +260,21 @@ def _plan(run: _Run, sig: signal.Signals) -> None:
     group = procs.group
     out.deadline = _deadline_seconds(run)
     if out.mode == "drain":
-        for _spec, router in run.routers:
-            out.plan.append(f"divert {router.name} and wait up to {run.settings.drain_timeout:g} s")
+        for (_spec, router), rec in _paired(run):
+            if rec.before == "ready":
+                out.plan.append(
+                    f"divert {router.name} and wait up to {run.settings.drain_timeout:g} s"
+                )
+            elif rec.adopted:
+                out.plan.append(
+                    f"keep {router.name} in {rec.before}, where an earlier run left it; wait up "
+                    f"to {run.settings.drain_timeout:g} s for its requests in flight"
+                )
+            else:
+                out.plan.append(
+                    f"leave {router.name} in {rec.before}; wait up to "
+                    f"{run.settings.drain_timeout:g} s for its requests in flight"
+                )
         out.plan.append(f"send {sig.name} to {' '.join(map(str, procs.pids))} at once")
     else:
         out.plan.append(
@@ -195,12 +282,15 @@ def _plan(run: _Run, sig: signal.Signals) -> None:
             f"SIGTERM after {IDLE_WAIT:g} s if still "
             f"busy (in-flight requests get shutdown-timeout {group.shutdown_window:g} s), wait "
             "for its replacement"
+            + (" and a healthy answer" if run.settings.health_url else "")
+            + ", stop at the first that fails"
         )
-    out.plan.append(f"wait up to {out.deadline:g} s for {group.processes} new processes")
+    out.plan.append(f"wait up to {out.deadline:g} s for {run.expected} new processes")
     if run.settings.health_url:
         out.plan.append(f"probe {run.settings.health_url}")
-    if out.mode == "drain":
-        out.plan.append("restore " + ", ".join(router.name for _s, router in run.routers))
+    put_back = [rec.name for rec in out.routers if rec.ours]
+    if out.mode == "drain" and put_back:
+        out.plan.append("restore " + ", ".join(put_back))
     for line in out.plan:
         run.progress("plan", line)
 
@@ -213,8 +303,13 @@ def _deadline_seconds(run: _Run) -> float:
     group = run.group_procs.group
     if run.outcome.mode == "drain":
         return group.drain_window + group.shutdown_window + RESPAWN_MARGIN
-    per_process = min(IDLE_WAIT, group.drain_window) + group.shutdown_window + RESPAWN_MARGIN
-    return per_process * max(1, len(run.group_procs.processes))
+    return _rolling_step(run) * max(1, len(run.group_procs.processes))
+
+
+def _rolling_step(run: _Run) -> float:
+    assert run.group_procs is not None
+    group = run.group_procs.group
+    return min(IDLE_WAIT, group.drain_window) + group.shutdown_window + RESPAWN_MARGIN
 
 
 # -- execute ----------------------------------------------------------------------------------
@@ -228,10 +323,16 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
         pid=os.getpid(),
         started=time.time(),
         routers=[spec for spec, _r in run.routers],
+        before={spec: rec.before or "" for (spec, _r), rec in _paired(run)},
+        diverted=[spec for (spec, _r), rec in _paired(run) if rec.adopted],
     )
+    for (spec, _r), rec in _paired(run):
+        if rec.adopted:
+            # Taken over from the earlier run: it was in rotation before that one.
+            run.journal.before[spec] = "ready"
+            rec.diverted = True
     run.journal.save(s.state_dir)
-    log_path = run.instance.error_log_of(run.group_procs.group)
-    tail = ErrorLogTail(log_path) if log_path else None
+    tail = _error_log_tail(run)
     out.deadline = _deadline_seconds(run)
     deadline = Deadline(out.deadline)
 
@@ -248,7 +349,7 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
                     _reader(run),
                     old,
                     old,
-                    run.group_procs.group.processes,
+                    run.expected,
                     Deadline(RESPAWN_MARGIN),
                     run.interrupts,
                     _on_new(run),
@@ -263,19 +364,54 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
     _verify(run)
 
 
+def _error_log_tail(run: _Run) -> ErrorLogTail | None:
+    """Follow the group's error log; None (and a warning) when it cannot be followed."""
+    assert run.instance is not None and run.group_procs is not None
+    path = run.instance.error_log_of(run.group_procs.group)
+    if path is None:
+        _warn(run, "Apache logs to a pipe or syslog: each old process's ending is only 'exited'")
+        return None
+    try:
+        return ErrorLogTail(path)
+    except OSError as err:
+        _warn(
+            run,
+            f"cannot follow the error log {path} ({err.strerror or err}): each old process's "
+            "ending is only 'exited'",
+        )
+        return None
+
+
 def _divert(run: _Run) -> None:
+    """Take every router this run owns out of rotation; wait until nothing is in flight.
+
+    The journal records each divert *before* the command is sent: an answer
+    that never arrives may hide a command HAProxy carried out, and the
+    failure policy must then still put the server back.
+    """
     out, journal = run.outcome, run.journal
     assert journal is not None
     with out.phase(Phase.DIVERT, run.progress) as ph:
-        for (spec, router), rec in zip(run.routers, out.routers, strict=True):
+        for (spec, router), rec in _paired(run):
+            if not rec.ours or rec.diverted:
+                continue
             journal.phase = "divert"
             journal.diverted.append(spec)
             journal.save(run.settings.state_dir)
-            router.divert()
             rec.diverted = True
+            try:
+                router.divert()
+            except RouterError as err:
+                if err.applied is False:
+                    rec.diverted = False
+                    journal.diverted.remove(spec)
+                    journal.save(run.settings.state_dir)
+                else:
+                    rec.unconfirmed = True
+                raise
             run.progress("divert", f"{router.name}: drain ({rec.peers_up} other server(s) UP)")
         drain_deadline = Deadline(run.settings.drain_timeout)
-        for (_spec, router), rec in zip(run.routers, out.routers, strict=True):
+        for (_spec, router), rec in _paired(run):
             # Short slices so SIGINT/SIGTERM is acted on promptly.
             while True:
                 state = router.wait_drained(drain_deadline.within(DRAIN_SLICE))
@@ -292,11 +428,12 @@ def _divert(run: _Run) -> None:
         for _spec, router in run.routers:
             # A HAProxy reload or an agent check can silently undo the drain;
             # signalling then would cut requests the router still sends.
-            if router.state().admin != "drain":
+            admin = router.state().admin
+            if admin == "ready":
                 raise RouterError(
                     router.name,
-                    "the server is no longer in drain state (was HAProxy reloaded, or the "
-                    "state changed by hand?); nothing was signalled",
+                    "the server is back in rotation (was HAProxy reloaded, or the state "
+                    "changed by hand?); nothing was signalled",
                 )
         ph.detail = "; ".join(f"{r.name}: {r.sessions_at_signal} in flight" for r in out.routers)
 
@@ -328,7 +465,6 @@ def _signal_all(run: _Run, sig: signal.Signals) -> list[Handle]:
 def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Handle]:
     out = run.outcome
     assert run.group_procs is not None and run.journal is not None
-    group = run.group_procs.group
     sent_at = time.monotonic()
     old = {h.pid for h in handles}
     with out.phase(Phase.WATCH, run.progress) as ph:
@@ -336,13 +472,13 @@ def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Han
         run.journal.save(run.settings.state_dir)
         stuck = wait_exits(handles, deadline, run.interrupts, _on_exit(run, sent_at))
         current = wait_replacements(
-            _reader(run), old, old, group.processes, deadline, run.interrupts, _on_new(run)
+            _reader(run), old, old, run.expected, deadline, run.interrupts, _on_new(run)
         )
         _close([h for h in handles if h not in stuck])  # stuck ones may still need a SIGKILL
         out.new_pids = [pid for pid in current.pids if pid not in old]
         ph.detail = (
             f"{len(old) - len(stuck)}/{len(old)} old processes exited, "
-            f"{len(out.new_pids)}/{group.processes} replacements up"
+            f"{len(out.new_pids)}/{run.expected} replacements up"
         )
         if stuck:
             ph.status = "failed"
@@ -350,19 +486,32 @@ def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Han
 
 
 def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) -> list[Handle]:
-    """One process at a time, keeping the others serving.
+    """One process at a time, keeping the others serving; stop at the first that fails.
 
     SIGUSR1 first: an idle process leaves at once.  A process that load keeps
     busy would only leave at its drain window, so after IDLE_WAIT it gets
     SIGTERM, which makes it stop accepting at once while its siblings take new
-    requests; its in-flight requests still get the full shutdown-timeout.
+    requests; its in-flight requests still get the full shutdown-timeout,
+    even when the overall deadline is short (no request is ever given less).
+    Before the next process: its replacement must be up and, with a health
+    URL, the app must answer, so a broken deploy stops after one process
+    while the others keep serving the old code.
     """
     out = run.outcome
     assert run.instance is not None and run.group_procs is not None and run.journal is not None
     group = run.group_procs.group
-    known = set(run.group_procs.pids)
+    old_pids = set(run.group_procs.pids)
+    known = set(old_pids)
+    total = len(run.group_procs.processes)
     with out.phase(Phase.WATCH, run.progress) as ph:
-        for proc in run.group_procs.processes:
+        for done, proc in enumerate(run.group_procs.processes):
+            run.interrupts.check()
+            if deadline.expired():
+                ph.status = "failed"
+                raise NotReplacedError(
+                    f"the deadline ({out.deadline:g} s) ran out after {done} of {total} "
+                    f"processes were replaced; the others were not signalled and keep serving"
+                )
             rec = out.record(proc.pid)
             handle = open_handle(run.instance, run.group_procs.socket, proc)
             if handle is None:
@@ -387,8 +536,8 @@ def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) ->
                 )
                 if handle.send(signal.SIGTERM):
                     rec.signals.append("SIGTERM")
-                budget = group.shutdown_window + RESPAWN_MARGIN
-                alive = wait_exits([handle], deadline.within(budget), run.interrupts, on_exit)
+                grace = Deadline(group.shutdown_window + RESPAWN_MARGIN)
+                alive = wait_exits([handle], grace, run.interrupts, on_exit)
             if alive:
                 _report_stuck(run, alive)
                 if not force:
@@ -401,22 +550,59 @@ def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) ->
                 _reader(run),
                 {proc.pid},
                 known,
-                group.processes,
-                deadline.within(RESPAWN_MARGIN),
+                run.expected,
+                Deadline(RESPAWN_MARGIN),
                 run.interrupts,
                 _on_new(run),
             )
+            new = set(current.pids) - known
             known |= set(current.pids)
+            if proc.pid in current.pids or len(current.pids) < run.expected:
+                ph.status = "failed"
+                raise NotReplacedError(
+                    f"pid {proc.pid} was not replaced within {RESPAWN_MARGIN:g} s ("
+                    f"{len(current.pids)}/{run.expected} processes up); stopped after {done} of "
+                    f"{total} so the rest keep serving. See Apache's error log"
+                    + (f" {group.error_log}" if group.error_log else "")
+                )
+            _healthy_between_steps(run, proc.pid, new, done + 1, total)
         final = _reader(run)()
-        out.new_pids = [pid for pid in final.pids if pid not in set(run.group_procs.pids)]
-        ph.detail = f"{len(out.new_pids)}/{group.processes} processes replaced one at a time"
+        out.new_pids = [pid for pid in final.pids if pid not in old_pids]
+        ph.detail = f"{len(out.new_pids)}/{run.expected} processes replaced one at a time"
     return []
+
+
+def _healthy_between_steps(run: _Run, old: int, new: set[int], done: int, total: int) -> None:
+    """After one rolling step: the replacement lives and the app answers; else stop here.
+
+    The replacement must survive its first SETTLE seconds.  The probe reaches
+    whichever process accepts it, so it proves the group answers, not that the
+    new process does; that is why the replacement's own life is checked too.
+    """
+    died = died_within(new, SETTLE, run.interrupts)
+    if died:
+        raise NotReplacedError(
+            f"replacement {' '.join(map(str, sorted(died)))} of pid {old} exited right after "
+            f"it started; stopped after {done - 1} of {total} processes so the rest keep serving"
+        )
+    if done == total:
+        return  # the verify phase probes after the last one
+    url = run.settings.health_url
+    if not url:
+        return
+    result = _probe_until_ok(run, HEALTH_WAIT)
+    if not result.ok:
+        run.healthy = False
+        raise UnhealthyError(
+            f"after pid {old} was replaced, {url} answered {result.describe()}; stopped after "
+            f"{done} of {total} processes so the rest keep serving the old code"
+        )
 
 
 def _reader(run: _Run) -> Callable[[], GroupProcesses]:
     instance, group = run.instance, run.group_procs
     assert instance is not None and group is not None
-    return lambda: group_processes(instance, group.group)
+    return lambda: reread(instance, group)
 
 
 def _on_exit(run: _Run, sent_at: float) -> Callable[[Handle, float], None]:
@@ -471,7 +657,7 @@ def _endings_from_log(run: _Run, tail: ErrorLogTail | None) -> None:
 
 def _report_stuck(run: _Run, stuck: list[Handle]) -> None:
     """Record each stuck process's threads and Python stacks (py-spy, when installed)."""
-    py_spy = shutil.which("py-spy")
+    found, why_not = pyspy.find(run.py_spy)
     for handle in stuck:
         rec = run.outcome.record(handle.pid)
         rec.ending = "stuck"
@@ -479,12 +665,11 @@ def _report_stuck(run: _Run, stuck: list[Handle]) -> None:
             rec.threads = psutil.Process(handle.pid).num_threads()
         except psutil.Error:
             rec.threads = None
-        if py_spy:
-            rec.stack = _py_spy_dump(py_spy, handle.pid)
+        rec.stack = pyspy.dump(found, handle.pid) if found else f"no stack: {why_not}"
         run.progress(
             "watch",
             f"{handle.pid} is stuck: alive past the deadline with {rec.threads} threads"
-            + ("" if py_spy else " (install py-spy to see its Python stacks)"),
+            + ("" if found else f" ({why_not})"),
         )
 
 
@@ -510,20 +695,6 @@ def _kill(run: _Run, stuck: list[Handle]) -> None:
     _close(stuck)
 
 
-def _py_spy_dump(py_spy: str, pid: int) -> str | None:
-    try:
-        done = subprocess.run(
-            [py_spy, "dump", "--pid", str(pid)],
-            capture_output=True,
-            text=True,
-            timeout=15,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return f"py-spy failed: {err}"
-    return (done.stdout or done.stderr).strip() or None
-
-
 def _verify(run: _Run) -> None:
     out, s = run.outcome, run.settings
     assert run.group_procs is not None
@@ -532,22 +703,18 @@ def _verify(run: _Run) -> None:
         current = _reader(run)()
         old = {p.pid for p in run.group_procs.processes}
         survivors = sorted(set(current.pids) & old)
-        if survivors or len(current.pids) < group.processes:
+        if survivors or len(current.pids) < run.expected:
             run.healthy = False
             raise NotReplacedError(
-                f"group {group.name!r} has {len(current.pids)} of {group.processes} processes "
+                f"group {group.name!r} has {len(current.pids)} of {run.expected} processes "
                 f"after the restart ({len(survivors)} old); see Apache's error log"
                 + (f" {group.error_log}" if group.error_log else "")
             )
         if not s.health_url:
             run.healthy = True
-            ph.detail = f"{len(current.pids)}/{group.processes} processes up; no health URL"
+            ph.detail = f"{len(current.pids)}/{run.expected} processes up; no health URL"
             return
-        result = probe(s.health_url, s.health_timeout)
-        health_deadline = Deadline(HEALTH_WAIT)
-        while not result.ok and not health_deadline.expired():
-            run.interrupts.sleep(0.2)
-            result = probe(s.health_url, min(s.health_timeout, health_deadline.remaining() + 0.1))
+        result = _probe_until_ok(run, HEALTH_WAIT)
         out.health = {
             "url": result.url,
             "ok": result.ok,
@@ -562,32 +729,58 @@ def _verify(run: _Run) -> None:
                 "stays diverted so users do not reach it. Fix the app, then run "
                 f"`wsgi-drain undrain --group {s.group}`"
             )
-        ph.detail = f"{len(current.pids)}/{group.processes} processes up; {result.describe()}"
+        ph.detail = f"{len(current.pids)}/{run.expected} processes up; {result.describe()}"
+
+
+def _probe_until_ok(run: _Run, wait: float) -> Probe:
+    """Probe the health URL until it answers 2xx or `wait` runs out (the app may be importing)."""
+    s = run.settings
+    assert s.health_url is not None
+    result = probe(s.health_url, s.health_timeout)
+    health_deadline = Deadline(wait)
+    while not result.ok and not health_deadline.expired():
+        run.interrupts.sleep(0.2)
+        result = probe(s.health_url, min(s.health_timeout, health_deadline.remaining() + 0.1))
+    return result
 
 
 # -- the one failure policy ---------------------------------------------------------------------
 
 
+def _healthy_now(run: _Run) -> bool:
+    """For a run that stopped after signalling: may traffic go back?
+
+    With a health URL, the app must answer it.  Without one, every old process
+    must be gone and the group complete: a group whose processes are stuck,
+    or not yet replaced, stays out of rotation.
+    """
+    if run.settings.health_url:
+        return probe(run.settings.health_url, run.settings.health_timeout).ok
+    if run.group_procs is None:
+        return False
+    try:
+        current = _reader(run)()
+    except DrainError:
+        return False
+    old = set(run.group_procs.pids)
+    return len(current.pids) >= run.expected and not set(current.pids) & old
+
+
 def _settle(run: _Run) -> None:
-    """Restore routers or deliberately leave them diverted; write the journal's end."""
+    """Restore the routers this run diverted, or deliberately leave them; end the journal."""
     out, s = run.outcome, run.settings
-    diverted = [
-        (spec, router, rec)
-        for (spec, router), rec in zip(run.routers, out.routers, strict=True)
-        if rec.diverted
-    ]
-    if run.signalled and run.healthy is None and s.health_url:
-        # Interrupted or failed between the signal and the health check: only
-        # put traffic back on an app that answers.
-        run.healthy = probe(s.health_url, s.health_timeout).ok
-    restore = not run.signalled or run.healthy is not False
+    diverted = [(spec, router, rec) for (spec, router), rec in _paired(run) if rec.diverted]
+    if run.signalled and run.healthy is None:
+        # Interrupted or failed between the signal and the verdict: only put
+        # traffic back on an app that is proven to serve.
+        run.healthy = _healthy_now(run)
+    restore = not run.signalled or run.healthy is True
     if diverted and restore:
         with out.phase(Phase.RESTORE, run.progress) as ph:
             failures = []
             for _spec, router, rec in diverted:
                 try:
-                    router.restore()
-                    rec.restored = True
+                    _put_back(run, router, rec)
                 except DrainError as err:
                     rec.error = str(err)
                     failures.append(str(err))
@@ -609,13 +802,41 @@ def _settle(run: _Run) -> None:
         if out.left_diverted:
             run.journal.phase = "left-diverted"
             run.journal.note = (
-                "the app was not healthy after the restart"
-                if run.healthy is False
-                else "restoring a router failed"
+                "restoring a router failed"
+                if run.healthy is not False and run.signalled
+                else "the app was not proven healthy after the restart"
             )
             run.journal.save(s.state_dir)
         else:
             run.journal.remove(s.state_dir)
+
+
+def _put_back(run: _Run, router: Router, rec: RouterRecord) -> None:
+    """Return a server this run diverted to rotation, unless someone else changed it since.
+
+    Reads the state first: "drain" (ours) is put back; "ready" needs nothing
+    (a divert whose answer was lost had not been applied); anything else was
+    set by someone during the run and is left so.
+    """
+    try:
+        admin: str | None = router.state().admin
+    except RouterError:
+        admin = None  # unreadable: try the restore; its own error says why
+    if admin == "ready":
+        rec.restored = True
+        return
+    if admin not in (None, "drain"):
+        rec.error = f"found in {admin}, not the drain this run set: left so"
+        _warn(run, f"{router.name} was set to {admin} by someone during the run: left so")
+        return
+    router.restore()
+    rec.restored = True
+
+
+def _paired(run: _Run) -> list[tuple[tuple[str, Router], RouterRecord]]:
+    """Each router with its record (built together in _read_routers, so always as many)."""
+    assert len(run.routers) == len(run.outcome.routers)
+    return list(zip(run.routers, run.outcome.routers))  # noqa: B905 - lengths asserted (3.9)
 
 
 def _close(handles: list[Handle]) -> None:

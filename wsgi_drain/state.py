@@ -11,26 +11,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
-import re
+import secrets
 import stat
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from wsgi_drain.errors import ConfigError, LockedError
+from wsgi_drain.errors import ConfigError, JournalError, LockedError
 
 DEFAULT_STATE_DIR = Path("/run/wsgi-drain")
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-
 
 def _file_name(group: str, suffix: str) -> str:
-    # Group names come from the Apache configuration, but the user types
-    # them: keep them from naming a path.
-    return _SAFE_NAME.sub("_", group) + suffix
+    """A file name for `group`: one per name (`my app` and `my_app` differ), never a path.
+
+    Group names come from the Apache configuration but the user types them;
+    percent-encoding keeps '/' and everything unusual out, reversibly.
+    """
+    return urllib.parse.quote(group, safe="-_.") + suffix
 
 
 def ensure_dir(path: Path) -> Path:
@@ -54,13 +56,49 @@ def ensure_dir(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def group_lock(state_dir: Path, group: str) -> Iterator[Path]:
+def group_lock(state_dir: Path, group: str, *, what: str = "restart") -> Iterator[Path]:
     """Hold the group's lock for the duration; LockedError at once if taken.
 
     flock is released by the kernel when the process dies, so a killed run
     never leaves a stale lock behind (its journal says what it left undone).
+    `what` is written into the lock for the message another caller gets.
     """
     path = ensure_dir(state_dir) / _file_name(group, ".lock")
+    with _flock(path, f"{os.getpid()} {what}") as holder:
+        if holder is not None:
+            pid, _, did = holder.partition(" ")
+            raise LockedError(
+                group, str(path), f", held by pid {pid} ({did or 'restart'})" if pid else ""
+            )
+        yield path
+
+
+@contextlib.contextmanager
+def router_lock(state_dir: Path, spec: str, group: str) -> Iterator[Path]:
+    """Hold a router server's lock: two runs must never divert the same server at once.
+
+    Two groups behind the same HAProxy server (two apps on one host) would
+    otherwise undo each other: the first to finish puts the server back while
+    the other is still restarting.  LockedError at once, naming the other run.
+    """
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:24]
+    path = ensure_dir(state_dir) / f"router-{digest}.lock"
+    with _flock(path, f"{os.getpid()} {group}") as holder:
+        if holder is not None:
+            pid, _, other = holder.partition(" ")
+            raise LockedError(
+                group,
+                str(path),
+                f": router {spec} is being diverted by another wsgi-drain run (group {other!r}, "
+                f"pid {pid}); restart the groups behind one server one after the other",
+                router=True,
+            )
+        yield path
+
+
+@contextlib.contextmanager
+def _flock(path: Path, note: str) -> Iterator[str | None]:
+    """flock `path`: yields None once taken (writing `note` in it), else the holder's note."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -68,13 +106,11 @@ def group_lock(state_dir: Path, group: str) -> Iterator[Path]:
         except OSError as err:
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            raise LockedError(
-                group, str(path), f", held by pid {holder}" if holder else ""
-            ) from None
+            yield os.pread(fd, 200, 0).decode(errors="replace").strip()
+            return
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
+        os.pwrite(fd, f"{note}\n".encode(), 0)
+        yield None
     finally:
         os.close(fd)
 
@@ -83,61 +119,142 @@ def group_lock(state_dir: Path, group: str) -> Iterator[Path]:
 class Journal:
     """What a run has changed that a later command may need to undo.
 
-    Written before each step that changes the outside world, removed when the
-    run ends cleanly; one left behind means the run was killed (or deliberately
-    left the backend diverted because the app was unhealthy).
+    Written (and fsync'd) before each step that changes the outside world,
+    removed when the run ends cleanly; one left behind means the run was
+    killed, or deliberately left the backend diverted because the app was
+    unhealthy, or a hand-run `drain` is in effect (`kind` "drain").
+
+    `routers` are the router specs of the run ("haproxy:SOCK:BE/SRV"),
+    `before` each one's administrative state before the run ("ready",
+    "drain", "maint": only a "ready" one is ever diverted and later put
+    back), `diverted` those this run diverted or sent the divert command to
+    (an unanswered command may have been carried out), `signalled` the pids
+    sent a restart signal.
     """
 
     group: str
     pid: int
     started: float
     phase: str = "start"
-    routers: list[str] = field(default_factory=list)  # router specs, "haproxy:SOCK:BE/SRV"
+    kind: str = "restart"
+    routers: list[str] = field(default_factory=list)
+    before: dict[str, str] = field(default_factory=dict)
     diverted: list[str] = field(default_factory=list)
     signalled: list[int] = field(default_factory=list)
     note: str = ""
 
     @classmethod
-    def path_for(cls, state_dir: Path, group: str) -> Path:
-        return state_dir / _file_name(group, ".journal.json")
+    def path_for(cls, state_dir: Path, group: str, kind: str = "restart") -> Path:
+        """A restart's journal and a hand-run drain's live apart: each is undone on its own."""
+        return state_dir / _file_name(group, _SUFFIXES[kind])
 
     def save(self, state_dir: Path) -> None:
-        path = self.path_for(ensure_dir(state_dir), self.group)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(self), out, indent=1)
-        os.replace(tmp, path)
+        """Replace the journal atomically and durably (it must survive a crash of the host)."""
+        path = self.path_for(ensure_dir(state_dir), self.group, self.kind)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(asdict(self), out, indent=1)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        _fsync_dir(path.parent)
 
     def remove(self, state_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.path_for(state_dir, self.group).unlink()
+            self.path_for(state_dir, self.group, self.kind).unlink()
+            _fsync_dir(state_dir)
 
     @classmethod
-    def load(cls, state_dir: Path, group: str) -> Journal | None:
-        return _load(cls.path_for(state_dir, group))
+    def load(cls, state_dir: Path, group: str, kind: str = "restart") -> Journal | None:
+        """The group's journal of `kind`, None if there is none; JournalError if unreadable."""
+        return _load(cls.path_for(state_dir, group, kind), group)
+
+    @property
+    def still_diverted(self) -> list[str]:
+        """Routers this run diverted from "ready" (or may have): the ones to put back."""
+        return [spec for spec in self.diverted if self.before.get(spec, "ready") == "ready"]
 
 
-def _load(path: Path) -> Journal | None:
+_SUFFIXES = {"restart": ".journal.json", "drain": ".drain.json"}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# Types of the journal's keys; a missing optional key takes the dataclass default.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "group": str,
+    "pid": int,
+    "started": (int, float),
+}
+_OPTIONAL: dict[str, type] = {
+    "phase": str,
+    "kind": str,
+    "routers": list,
+    "before": dict,
+    "diverted": list,
+    "signalled": list,
+    "note": str,
+}
+
+
+def _load(path: Path, group: str | None = None) -> Journal | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as err:
+        raise JournalError(path, group, f"cannot be read ({err.strerror})") from err
+    try:
+        with os.fdopen(fd, "rb") as source:
+            data = json.loads(source.read(1 << 20))
     except (OSError, ValueError) as err:
-        raise ConfigError(f"cannot read run journal {path}: {err}; remove it by hand") from err
-    return Journal(**{k: v for k, v in data.items() if k in Journal.__dataclass_fields__})
+        raise JournalError(path, group, f"is not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise JournalError(path, group, f"holds {type(data).__name__}, not an object")
+    for key, kind in _REQUIRED.items():
+        if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+            raise JournalError(path, group, f"lacks a valid {key!r}")
+    for key, kind in _OPTIONAL.items():
+        if key in data and not isinstance(data[key], kind):
+            raise JournalError(path, group, f"has a {key!r} that is not a {kind.__name__}")
+    journal = Journal(**{k: data[k] for k in (*_REQUIRED, *_OPTIONAL) if k in data})
+    if not all(isinstance(s, str) for s in (*journal.routers, *journal.diverted)) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in journal.before.items()
+    ):
+        raise JournalError(path, group, "names a router that is not a string")
+    if group is not None and journal.group != group:
+        raise JournalError(path, group, f"belongs to group {journal.group!r}")
+    return journal
 
 
-def all_journals(state_dir: Path) -> list[Journal]:
-    """Every journal left in the state directory (for `status` and `check`)."""
+def all_journals(state_dir: Path) -> tuple[list[Journal], list[JournalError]]:
+    """Every journal left in the state directory, and the unreadable ones (for `status`)."""
     if not state_dir.is_dir():
-        return []
-    found = []
-    for path in sorted(state_dir.glob("*.journal.json")):
-        journal = _load(path)
+        return [], []
+    found, broken = [], []
+    paths = [p for suffix in _SUFFIXES.values() for p in state_dir.glob("*" + suffix)]
+    for path in sorted(paths):
+        try:
+            journal = _load(path)
+        except JournalError as err:
+            broken.append(err)
+            continue
         if journal is not None:
             found.append(journal)
-    return found
+    return found, broken
 
 
 def lock_holder(state_dir: Path, group: str) -> int | None:

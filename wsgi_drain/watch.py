@@ -8,9 +8,12 @@ interval until the parent has spawned enough new members.
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Callable, Iterable
+
+import psutil
 
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import GroupProcesses
@@ -82,3 +85,50 @@ def wait_replacements(
             return current
         interrupts.sleep(min(REPLACEMENT_INTERVAL, deadline.remaining()))
         current = read_group()
+
+
+def died_within(pids: Iterable[int], settle: float, interrupts: Interrupts) -> set[int]:
+    """Which of `pids` exit within `settle` seconds of starting (a replacement that crashes).
+
+    Each process is watched through a pidfd until it is `settle` seconds old,
+    so a death is seen the moment it happens and a healthy process costs at
+    most what remains of its first `settle` seconds.  A pid already gone
+    counts as died.
+    """
+    died: set[int] = set()
+    fds: dict[int, tuple[int, float]] = {}
+    try:
+        for pid in pids:
+            try:
+                started = psutil.Process(pid).create_time()
+                fds[os.pidfd_open(pid)] = (pid, started)
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                died.add(pid)
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        poller.register(interrupts.fd, select.POLLIN)
+        pending = dict(fds)
+        while pending:
+            interrupts.check()
+            oldest = min(started for _pid, started in pending.values())
+            remaining = oldest + settle - time.time()
+            if remaining <= 0:
+                break
+            for fd, _event in poller.poll(max(1, int(remaining * 1000))):
+                if fd == interrupts.fd:
+                    interrupts.sleep(0)
+                    continue
+                entry = pending.pop(fd, None)
+                if entry is not None:
+                    poller.unregister(fd)
+                    died.add(entry[0])
+            now = time.time()
+            for fd, (_pid, started) in list(pending.items()):
+                if started + settle <= now:
+                    poller.unregister(fd)
+                    del pending[fd]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return died

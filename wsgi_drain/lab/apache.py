@@ -309,6 +309,15 @@ class ApacheLab:
         """Make processes started from now on start (or not) a thread that never ends."""
         self._flag(self.app_dir / "hang", hang)
 
+    def wait_loaded(self, pids: list[int], timeout: float = 20.0) -> None:
+        """Wait until each of `pids` has imported the app (preloading may lag its start)."""
+        deadline = Deadline(timeout)
+        while not all((self.app_dir / "loaded" / str(pid)).exists() for pid in pids):
+            if deadline.expired():
+                msg = f"not every daemon of {pids} loaded the app\n{procs.tail(self.error_log)}"
+                raise LabError(msg)
+            time.sleep(0.05)
+
     def set_crash(self, crash: bool) -> None:
         """Make processes that import the app from now on exit at once (os._exit(3))."""
         self._flag(self.app_dir / "crash", crash)
@@ -379,6 +388,9 @@ class ApacheLab:
         for directory in (self.public, self.app_dir, self.socket_prefix.parent):
             directory.mkdir(exist_ok=True)
             directory.chmod(0o755)
+        # Written by the daemons (www-data when root): a lab-only, throwaway directory.
+        (self.app_dir / "loaded").mkdir(exist_ok=True)
+        (self.app_dir / "loaded").chmod(0o777)
         app_source = resources.files("wsgi_drain.lab").joinpath("app.py").read_text()
         self._write(self.app_dir / "app.py", app_source)
         self.set_version(self._version)

@@ -10,6 +10,8 @@ app directory; the control files it reads live next to the copy:
   and never ends, so the process hangs in interpreter shutdown the way an app
   with a stuck thread does (aborted only at ``shutdown-timeout``).
 - ``unhealthy``: while present, ``/health`` answers 503.
+- ``loaded/``: each process writes a file named after its pid there once it
+  has imported this module (how the lab knows every daemon loaded the app).
 - ``crash``: if present at import, the process exits at once with status 3,
   the way a deploy whose code kills the interpreter does (with preloading,
   every replacement then dies as it starts: a crash loop).
@@ -56,6 +58,12 @@ def _hang_forever() -> None:
 
 if os.path.exists(CRASH_FILE):
     os._exit(3)
+
+try:
+    with open(os.path.join(HERE, "loaded", str(os.getpid())), "w") as _marker:
+        _marker.write(VERSION)
+except OSError:
+    pass
 
 if os.path.exists(HANG_FILE):
     threading.Thread(target=_hang_forever, name="lab-hang", daemon=False).start()

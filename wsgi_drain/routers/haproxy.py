@@ -21,10 +21,13 @@ The ones that shape the code:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import re
 import socket
+import stat
 import time
 from dataclasses import dataclass
 
@@ -50,6 +53,8 @@ _DRAIN_BITS = SRV_ADMF_FDRAIN | SRV_ADMF_IDRAIN
 # backslashes) would need CLI escaping and is surely a typo.
 _NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _TCP_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]/]+)):(?P<port>\d{1,5})")
+# A TCP socket at the start of a target, up to the ':' before the backend.
+_TCP_HEAD_RE = re.compile(r"(?P<sock>(?:\[[0-9A-Fa-f:.]+\]|[^:\[\]/]+):\d{1,5}):(?=[^:])")
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,12 @@ class HAProxyTarget:
 def parse_target(spec: str) -> HAProxyTarget:
     """Parse "SOCKET:BACKEND/SERVER".
 
-    The socket part may itself contain colons (a TCP socket "HOST:PORT"), so
-    the split is on the last ':'.  Raises ConfigError naming the expected form.
+    Backend names may contain ':' (HAProxy allows it) and so may the socket
+    ("HOST:PORT", "[IPV6]:PORT", a path), but neither contains the other's
+    separator in the same place: a TCP socket ends at its port's digits; a
+    unix socket path ends at the first ':' after its last '/' (a path whose
+    file name itself has a ':' is recognised when that socket exists).
+    Raises ConfigError naming the expected form.
     """
 
     def bad(why: str) -> ConfigError:
@@ -78,10 +87,20 @@ def parse_target(spec: str) -> HAProxyTarget:
             f"e.g. {TARGET_EXAMPLES}"
         )
 
-    sock, colon, backend_server = spec.strip().rpartition(":")
-    if not colon or not sock:
-        raise bad("no socket before the last ':'")
-    backend, slash, server = backend_server.partition("/")
+    text = spec.strip()
+    if text.startswith("/"):
+        sock, rest = _split_unix(text)
+    else:
+        tcp = _TCP_HEAD_RE.match(text)
+        if tcp is None:
+            if ":" not in text or (text.startswith(":") and not text.startswith("::")):
+                raise bad("no socket before BACKEND/SERVER")
+            # e.g. "::1:9999:...": an IPv6 address needs brackets.
+            raise bad("the socket is neither an absolute unix socket path nor HOST:PORT")
+        sock, rest = tcp["sock"], text[tcp.end() :]
+    if not sock:
+        raise bad("no socket before BACKEND/SERVER")
+    backend, slash, server = rest.partition("/")
     if not slash:
         raise bad("no '/' between backend and server")
     for what, value in (("backend", backend), ("server", server)):
@@ -89,9 +108,23 @@ def parse_target(spec: str) -> HAProxyTarget:
             raise bad(f"empty {what} name")
         if not _NAME_RE.fullmatch(value):
             raise bad(f"{what} name {value!r} has characters HAProxy names cannot have")
-    if not sock.startswith("/") and not _TCP_RE.fullmatch(sock):
-        raise bad(f"socket {sock!r} is neither an absolute unix socket path nor HOST:PORT")
     return HAProxyTarget(socket=sock, backend=backend, server=server)
+
+
+def _split_unix(text: str) -> tuple[str, str]:
+    """ "/run/haproxy/admin.sock:be:app/web1" -> ("/run/haproxy/admin.sock", "be:app/web1").
+
+    The path ends at its first ':', unless a longer prefix ending before a
+    ':' names an existing socket (a path with ':' in it).
+    """
+    cuts = [i for i, char in enumerate(text) if char == ":"]
+    if not cuts:
+        return "", ""
+    for cut in reversed(cuts[1:]):
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.stat(text[:cut]).st_mode):
+                return text[:cut], text[cut + 1 :]
+    return text[: cuts[0]], text[cuts[0] + 1 :]
 
 
 def parse_show_stat(text: str) -> list[dict[str, str]]:
@@ -123,10 +156,13 @@ def parse_servers_state(text: str) -> dict[tuple[str, str], int]:
     except ValueError as err:
         raise ValueError(f"show servers state header lacks a column: {lines[1]!r}") from err
     result: dict[tuple[str, str], int] = {}
+    needed = max(be, srv, adm)
     for line in lines[2:]:
         if line.startswith("#"):
             continue
         fields = line.split()
+        if len(fields) <= needed or not fields[adm].isdigit():
+            raise ValueError(f"show servers state row too short or malformed: {line!r}")
         result[(fields[be], fields[srv])] = int(fields[adm])
     return result
 
@@ -211,8 +247,10 @@ class HAProxyRouter:
         if "\n" in line or "\r" in line:
             raise ValueError(f"a HAProxy command is one line, got {line!r}")
         deadline = Deadline(self.timeout)
+        sent = False
         try:
             with self._connect() as sock:
+                sent = True  # from here on HAProxy may have acted on it
                 sock.sendall(line.encode() + b"\n")
                 chunks: list[bytes] = []
                 while True:
@@ -225,7 +263,9 @@ class HAProxyRouter:
                         break
                     chunks.append(chunk)
         except OSError as err:
-            raise RouterError(self.name, self._unreachable(line, err)) from err
+            # A command sent but not answered may have been carried out.
+            applied = None if sent else False
+            raise RouterError(self.name, self._unreachable(line, err), applied=applied) from err
         return b"".join(chunks).decode("utf-8", errors="replace")
 
     def _unreachable(self, line: str, err: OSError) -> str:
