@@ -416,11 +416,18 @@ class ErrorLogTail:
             msg = f"read from closed ErrorLogTail of {str(self.path)!r}"
             raise ValueError(msg)
         events = []
-        for raw in self._read_new_lines():
-            event = parse_line(raw.decode("utf-8", "replace"))
+        for line in self.read_new_lines():
+            event = parse_line(line)
             if event is not None:
                 events.append(event)
         return events
+
+    def read_new_lines(self) -> list[str]:
+        """The complete lines appended since the last call (any kind), decoded."""
+        if self._closed:
+            msg = f"read from closed ErrorLogTail of {str(self.path)!r}"
+            raise ValueError(msg)
+        return [raw.decode("utf-8", "replace") for raw in self._read_new_lines()]
 
     def close(self) -> None:
         """Release the file descriptor; ``read_new`` raises ValueError afterwards."""

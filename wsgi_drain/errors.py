@@ -87,6 +87,10 @@ class UnhealthyError(DrainError):
     status = ExitStatus.UNHEALTHY
 
 
+class CrashLoopError(UnhealthyError):
+    """The group's new processes die as they start, again and again."""
+
+
 class LockedError(DrainError):
     """Another run holds the group's lock, or the lock of a router server it needs."""
 

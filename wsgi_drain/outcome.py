@@ -98,6 +98,8 @@ class Outcome:
     new_pids: list[int] = field(default_factory=list)
     health: dict[str, object] | None = None
     warnings: list[str] = field(default_factory=list)
+    # What the group's new processes wrote to the error log, when the run failed after the signal.
+    app_log: list[str] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
     left_diverted: bool = False
     error: DrainError | None = None

@@ -97,8 +97,11 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "routers": [
             {
                 "name": r.name,
+                "before": r.before,
                 "diverted": r.diverted,
                 "restored": r.restored,
+                "adopted": r.adopted,
+                "unconfirmed": r.unconfirmed,
                 "sessions_at_signal": r.sessions_at_signal,
                 "peers_up": r.peers_up,
                 "error": r.error,
@@ -108,6 +111,7 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "health": outcome.health,
         "left_diverted": outcome.left_diverted,
         "warnings": outcome.warnings,
+        "app_log": outcome.app_log,
         "plan": outcome.plan,
     }
 
@@ -141,6 +145,10 @@ def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
         out.write(f"  health {h['url']}: {answer}\n")
     for warning in outcome.warnings:
         out.write(f"  warning: {warning}\n")
+    if outcome.app_log:
+        out.write("  the app's error log since the signal:\n")
+        for line in outcome.app_log:
+            out.write(f"    {line}\n")
     if outcome.unexpected is not None:
         out.write("  this is a bug in wsgi-drain; the traceback is on stderr\n")
 

@@ -15,13 +15,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
 from wsgi_drain import pyspy
 from wsgi_drain import routers as routers_mod
+from wsgi_drain.applog import RunLog
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import (
@@ -33,6 +34,7 @@ from wsgi_drain.discovery import (
 )
 from wsgi_drain.errorlog import Ending, ErrorLogTail, ending_of
 from wsgi_drain.errors import (
+    CrashLoopError,
     DrainError,
     NotFoundError,
     NotReplacedError,
@@ -64,6 +66,12 @@ HEALTH_WAIT = 15.0
 # dies within it, and the rolling restart stops instead of spreading it.
 SETTLE = 0.5
 DRAIN_SLICE = 0.25
+# New processes of the group that die after the signal before the verdict:
+# this many make a crash loop (the parent respawns a dead daemon within about
+# a second, so two deaths come within ~1-2 s of the first replacement).
+CRASH_EXITS = 2
+# How long to wait for the parent's log lines on those deaths (exit status).
+CRASH_WORDS_WAIT = 1.5
 
 
 @dataclass
@@ -83,6 +91,11 @@ class _Run:
     # configuration could not be proven to be the one on disk).
     expected: int = 0
     py_spy: Path | None = None
+    log: RunLog | None = None
+    signalled_at: float | None = None
+    # New members seen after the signal, and those of them seen gone again.
+    seen_new: set[int] = field(default_factory=set)
+    vanished: set[int] = field(default_factory=set)
 
 
 def restart(
@@ -124,6 +137,9 @@ def restart(
                         _settle(run)
         except DrainError as err:
             outcome.error = err
+            if run.signalled:
+                _endings_from_log(run)
+                _app_words(run)
         except Exception as err:  # a bug: still reported, routers still settled above
             outcome.unexpected = err
     outcome.duration = time.monotonic() - outcome.started
@@ -332,7 +348,7 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
             run.journal.before[spec] = "ready"
             rec.diverted = True
     run.journal.save(s.state_dir)
-    tail = _error_log_tail(run)
+    run.log = RunLog(_error_log_tail(run), run.group_procs.group.name)
     out.deadline = _deadline_seconds(run)
     deadline = Deadline(out.deadline)
 
@@ -358,7 +374,7 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
                 stuck = []
     else:
         stuck = _rolling(run, sig, deadline, force)
-    _endings_from_log(run, tail)
+    _endings_from_log(run)
     if stuck:
         raise _stuck_error(run, stuck)
     _verify(run)
@@ -454,6 +470,7 @@ def _signal_all(run: _Run, sig: signal.Signals) -> list[Handle]:
         run.journal.phase = "signal"
         run.journal.signalled = [h.pid for h in handles]
         run.journal.save(run.settings.state_dir)
+        run.signalled_at = time.monotonic()
         for handle in handles:
             run.signalled = True
             if handle.send(sig):
@@ -472,7 +489,7 @@ def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Han
         run.journal.save(run.settings.state_dir)
         stuck = wait_exits(handles, deadline, run.interrupts, _on_exit(run, sent_at))
         current = wait_replacements(
-            _reader(run), old, old, run.expected, deadline, run.interrupts, _on_new(run)
+            _watching_reader(run), old, old, run.expected, deadline, run.interrupts, _on_new(run)
         )
         _close([h for h in handles if h not in stuck])  # stuck ones may still need a SIGKILL
         out.new_pids = [pid for pid in current.pids if pid not in old]
@@ -523,6 +540,8 @@ def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) ->
             run.journal.save(run.settings.state_dir)
             run.signalled = True
             sent_at = time.monotonic()
+            if run.signalled_at is None:
+                run.signalled_at = sent_at
             handle.send(sig)
             rec.signals.append(sig.name)
             run.progress("signal", f"{sig.name} -> {proc.pid}")
@@ -605,6 +624,109 @@ def _reader(run: _Run) -> Callable[[], GroupProcesses]:
     return lambda: reread(instance, group)
 
 
+def _watching_reader(run: _Run) -> Callable[[], GroupProcesses]:
+    """`_reader`, which also stops the run as soon as the replacements crash-loop."""
+    read = _reader(run)
+
+    def read_and_check() -> GroupProcesses:
+        current = read()
+        _note_members(run, set(current.pids))
+        _check_crash_loop(run)
+        return current
+
+    return read_and_check
+
+
+def _note_members(run: _Run, pids: set[int]) -> None:
+    assert run.group_procs is not None
+    old = set(run.group_procs.pids)
+    run.vanished |= run.seen_new - pids
+    run.seen_new |= pids - old
+
+
+def _check_crash_loop(run: _Run) -> None:
+    """Raise CrashLoopError when new processes of the group keep dying.
+
+    Deaths come from the parent's "Process 'G' has died" lines (which see
+    even a daemon that dies before we could read it) and from members seen
+    once and gone since; the old processes' own exits never count.
+    """
+    assert run.group_procs is not None
+    old = set(run.group_procs.pids)
+    dead: dict[int, str] = {}
+    if run.log is not None:
+        run.log.poll()
+        dead = run.log.deaths(old)
+    for pid in run.vanished:
+        dead.setdefault(pid, "")
+    if len(dead) < CRASH_EXITS:
+        return
+    run.healthy = False
+    if run.log is not None and run.log.available:
+        # The parent logs a death (with its exit status) in its maintenance
+        # loop, up to about a second after we saw it: wait for those words.
+        wait = Deadline(CRASH_WORDS_WAIT)
+        while not all(dead.values()) and not wait.expired():
+            run.interrupts.sleep(0.1)
+            run.log.poll()
+            for pid, how in run.log.deaths(old).items():
+                if pid in dead or len(dead) < CRASH_EXITS:
+                    dead[pid] = how or dead.get(pid, "")
+    since = time.monotonic() - (run.signalled_at or run.outcome.started)
+    hows = sorted({how for how in dead.values() if how})
+    raise CrashLoopError(
+        f"crash loop: replacements die at start: {len(dead)} exits in {since:.1f} s"
+        + (f" ({', '.join(hows)})" if hows else "")
+        + f"; the backend stays diverted. Fix the app (its words are in the report), then "
+        f"run `wsgi-drain undrain --group {run.settings.group}`"
+    )
+
+
+def _settled_group(run: _Run) -> GroupProcesses:
+    """The group once every new member has lived SETTLE seconds; a crash loop raises.
+
+    Code that kills the interpreter as it loads (a preloaded app) lets the
+    replacements appear and die again within milliseconds, so "N/N up" at
+    one instant proves nothing.  A member that dies is waited for (its
+    respawn) and its successor watched the same way, until the deaths make a
+    crash loop or every member lives.
+    """
+    assert run.group_procs is not None
+    read = _watching_reader(run)
+    old = set(run.group_procs.pids)
+    limit = Deadline(RESPAWN_MARGIN)
+    current = read()
+    while True:
+        died = died_within(set(current.pids) - old, SETTLE, run.interrupts)
+        run.vanished |= died
+        _check_crash_loop(run)
+        if not died and len(current.pids) >= run.expected:
+            return current
+        if limit.expired():
+            return current
+        current = wait_replacements(
+            read, died, old | set(current.pids), run.expected, limit, run.interrupts, _on_new(run)
+        )
+
+
+def _new_pids(run: _Run) -> set[int]:
+    """Every process of the group started since the signal that we know of."""
+    pids = set(run.seen_new) | set(run.outcome.new_pids)
+    if run.log is not None:
+        pids |= run.log.started() | set(
+            run.log.deaths(set(run.group_procs.pids) if run.group_procs else set())
+        )
+    return pids
+
+
+def _app_words(run: _Run) -> None:
+    """Put what the group's new processes wrote to the error log into the report."""
+    if run.log is None or not run.log.available:
+        return
+    run.log.poll()
+    run.outcome.app_log = run.log.words(_new_pids(run))
+
+
 def _on_exit(run: _Run, sent_at: float) -> Callable[[Handle, float], None]:
     def on_exit(handle: Handle, when: float) -> None:
         rec = run.outcome.record(handle.pid)
@@ -627,11 +749,12 @@ def _on_new(run: _Run) -> Callable[[int, float], None]:
     return on_new
 
 
-def _endings_from_log(run: _Run, tail: ErrorLogTail | None) -> None:
+def _endings_from_log(run: _Run) -> None:
     """Tell drained / forced / aborted apart from mod_wsgi's own log lines."""
-    if tail is None:
+    if run.log is None or not run.log.available:
         return
-    events = tail.read_new()
+    run.log.poll()
+    events = run.log.events
     for rec in run.outcome.processes:
         if rec.ending != "exited":
             continue
@@ -700,7 +823,7 @@ def _verify(run: _Run) -> None:
     assert run.group_procs is not None
     group = run.group_procs.group
     with out.phase(Phase.VERIFY, run.progress) as ph:
-        current = _reader(run)()
+        current = _settled_group(run)
         old = {p.pid for p in run.group_procs.processes}
         survivors = sorted(set(current.pids) & old)
         if survivors or len(current.pids) < run.expected:
@@ -733,12 +856,29 @@ def _verify(run: _Run) -> None:
 
 
 def _probe_until_ok(run: _Run, wait: float) -> Probe:
-    """Probe the health URL until it answers 2xx or `wait` runs out (the app may be importing)."""
+    """Probe the health URL until it answers 2xx or `wait` runs out (the app may be importing).
+
+    Stops early, and says why, when the log shows the new code cannot load
+    (an exception at import: retrying cannot help) or the replacements
+    crash-loop.
+    """
     s = run.settings
     assert s.health_url is not None
     result = probe(s.health_url, s.health_timeout)
     health_deadline = Deadline(wait)
-    while not result.ok and not health_deadline.expired():
+    check = _watching_reader(run)
+    while not result.ok:
+        check()
+        failure = run.log.load_failure(_new_pids(run)) if run.log is not None else None
+        if failure is not None:
+            run.healthy = False
+            raise UnhealthyError(
+                f"the new code fails to load: {failure} ({s.health_url} answered "
+                f"{result.describe()}); the backend stays diverted. Fix the app (its traceback "
+                f"is in the report), then run `wsgi-drain undrain --group {s.group}`"
+            )
+        if health_deadline.expired():
+            break
         run.interrupts.sleep(0.2)
         result = probe(s.health_url, min(s.health_timeout, health_deadline.remaining() + 0.1))
     return result

@@ -322,6 +322,10 @@ class ApacheLab:
         """Make processes that import the app from now on exit at once (os._exit(3))."""
         self._flag(self.app_dir / "crash", crash)
 
+    def set_broken(self, broken: bool) -> None:
+        """New imports raise ModuleNotFoundError (the app's own module fails to load)."""
+        self._flag(self.app_dir / "broken", broken)
+
     def set_healthy(self, healthy: bool) -> None:
         """/health answers 200 while healthy, 503 otherwise (takes effect at once)."""
         self._flag(self.app_dir / "unhealthy", not healthy)

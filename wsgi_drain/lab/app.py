@@ -15,6 +15,8 @@ app directory; the control files it reads live next to the copy:
 - ``crash``: if present at import, the process exits at once with status 3,
   the way a deploy whose code kills the interpreter does (with preloading,
   every replacement then dies as it starts: a crash loop).
+- ``broken``: if present at import, the module raises ModuleNotFoundError (a
+  deploy that forgot a dependency): the process lives, every request is 500.
 
 Routes: ``/`` (200, the serving pid), ``/health``, ``/slow?s=SECONDS`` (sleeps,
 capped at 600 s, then 200), ``/version``.  Every response carries ``X-Pid``.
@@ -33,6 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VERSION_FILE = os.path.join(HERE, "version.txt")
 HANG_FILE = os.path.join(HERE, "hang")
 CRASH_FILE = os.path.join(HERE, "crash")
+BROKEN_FILE = os.path.join(HERE, "broken")
 UNHEALTHY_FILE = os.path.join(HERE, "unhealthy")
 MAX_SLOW = 600.0
 
@@ -58,6 +61,9 @@ def _hang_forever() -> None:
 
 if os.path.exists(CRASH_FILE):
     os._exit(3)
+
+if os.path.exists(BROKEN_FILE):
+    import lab_missing_dependency  # type: ignore[import-not-found]  # noqa: F401
 
 try:
     with open(os.path.join(HERE, "loaded", str(os.getpid())), "w") as _marker:

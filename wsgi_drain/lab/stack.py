@@ -35,9 +35,12 @@ def two_hosts(
     *,
     processes: int = 3,
     daemon_options: Mapping[str, str | int | float] | None = None,
+    preload: bool = False,
 ) -> Iterator[Stack]:
     """A fresh stack under `root`, stopped (everything it started, by pid) on exit.
 
+    `preload` loads the app as each daemon starts (WSGIScriptAlias with
+    process-group and application-group), instead of on its first request.
     Raises LabUnavailable when Apache, HAProxy or the chosen mod_wsgi build is
     missing.
     """
@@ -45,7 +48,11 @@ def two_hosts(
         hosts = []
         for name in ("a", "b"):
             host = ApacheLab(
-                root / name, modwsgi=modwsgi, processes=processes, daemon_options=daemon_options
+                root / name,
+                modwsgi=modwsgi,
+                processes=processes,
+                daemon_options=daemon_options,
+                preload=preload,
             )
             stop.callback(host.stop)
             host.start()
