@@ -100,6 +100,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     # What the group's new processes wrote to the error log, when the run failed after the signal.
     app_log: list[str] = field(default_factory=list)
+    # Set when Apache restarted the group itself during the run.
+    apache_restarted: str | None = None
     plan: list[str] = field(default_factory=list)
     left_diverted: bool = False
     error: DrainError | None = None

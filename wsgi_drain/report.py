@@ -53,6 +53,7 @@ def outcome_message(outcome: Outcome) -> str:
     return (
         f"group {outcome.group!r} restarted in {outcome.duration:.2f} s: "
         f"{replaced}/{len(outcome.processes)} processes replaced ({outcome.mode} mode)"
+        + (f"; {outcome.apache_restarted}" if outcome.apache_restarted else "")
     )
 
 
@@ -112,6 +113,7 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "left_diverted": outcome.left_diverted,
         "warnings": outcome.warnings,
         "app_log": outcome.app_log,
+        "apache_restarted": outcome.apache_restarted,
         "plan": outcome.plan,
     }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from wsgi_drain import pyspy
+from wsgi_drain import procfs, pyspy
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.applog import RunLog
 from wsgi_drain.config import Settings
@@ -70,6 +70,8 @@ DRAIN_SLICE = 0.25
 # this many make a crash loop (the parent respawns a dead daemon within about
 # a second, so two deaths come within ~1-2 s of the first replacement).
 CRASH_EXITS = 2
+# How long Apache may take to bring the group back after restarting itself.
+APACHE_RESTART_WAIT = 15.0
 # How long to wait for the parent's log lines on those deaths (exit status).
 CRASH_WORDS_WAIT = 1.5
 
@@ -92,6 +94,8 @@ class _Run:
     expected: int = 0
     py_spy: Path | None = None
     log: RunLog | None = None
+    apache_restarted: str | None = None
+    group_procs_pid_parent: int | None = None
     signalled_at: float | None = None
     # New members seen after the signal, and those of them seen gone again.
     seen_new: set[int] = field(default_factory=set)
@@ -161,6 +165,7 @@ def _discover(run: _Run) -> None:
                 f"group {group.name!r} has no live processes under {instance.describe()}"
             )
         run.instance, run.group_procs = instance, procs
+        run.group_procs_pid_parent = instance.pid
         out.apache_pid, out.apache_config = instance.pid, str(instance.config_path)
         run.expected = group.processes
         identity = procs.identity
@@ -619,9 +624,89 @@ def _healthy_between_steps(run: _Run, old: int, new: set[int], done: int, total:
 
 
 def _reader(run: _Run) -> Callable[[], GroupProcesses]:
-    instance, group = run.instance, run.group_procs
-    assert instance is not None and group is not None
-    return lambda: reread(instance, group)
+    """Re-read the group's members; follows Apache through a restart of its own."""
+    assert run.instance is not None and run.group_procs is not None
+
+    def read() -> GroupProcesses:
+        assert run.instance is not None and run.group_procs is not None
+        try:
+            current = reread(run.instance, run.group_procs)
+        except NotFoundError:
+            if _same_generation(run):
+                raise
+            current = _after_apache_restart(run)
+        if not run.apache_restarted and _generation_of(current) != _generation_of(run.group_procs):
+            _note_apache_restart(run, current)
+        return current
+
+    return read
+
+
+def _generation_of(procs: GroupProcesses) -> tuple[int | None, str | None]:
+    sock = procs.socket
+    return (sock.inode if sock else None, sock.generation if sock else None)
+
+
+def _same_generation(run: _Run) -> bool:
+    """Does the Apache parent still hold the socket the group was proven on?"""
+    assert run.instance is not None and run.group_procs is not None
+    sock = run.group_procs.socket
+    if sock is None or not psutil.pid_exists(run.instance.pid):
+        return False
+    try:
+        return sock.inode in procfs.socket_inodes(run.instance.pid)
+    except OSError:
+        return False
+
+
+def _after_apache_restart(run: _Run) -> GroupProcesses:
+    """The group once Apache, restarted under this run (`apachectl graceful`/`restart`,
+    or stopped and started), has brought it up again; found and proven afresh.
+
+    Apache re-reads its configuration when it restarts, so the instance and
+    the group are discovered again from scratch: the old proof means nothing
+    for the new generation.  Waits at most APACHE_RESTART_WAIT, then lets the
+    last NotFoundError through.
+    """
+    s = run.settings
+    wait = Deadline(APACHE_RESTART_WAIT)
+    while True:
+        try:
+            instance = find_apache(pidfile=s.apache_pidfile, config_path=s.apache_config)
+            current = group_processes(instance, instance.config.group(s.group))
+            if current.processes:
+                break
+        except NotFoundError:
+            if wait.expired():
+                raise
+        if wait.expired():
+            break
+        run.interrupts.sleep(0.2)
+    if instance.pid != (run.instance.pid if run.instance else None):
+        run.outcome.apache_pid = instance.pid
+    run.instance = instance
+    return current
+
+
+def _note_apache_restart(run: _Run, current: GroupProcesses) -> None:
+    """Say, once, that Apache restarted the group itself during the run."""
+    assert run.group_procs is not None and run.instance is not None
+    new_parent = run.instance.pid != run.group_procs_pid_parent
+    run.apache_restarted = (
+        "Apache was restarted during the run ("
+        + (f"new parent pid {run.instance.pid}" if new_parent else "new generation")
+        + "): the group was verified as it now stands"
+    )
+    # Later reads compare against the new generation.
+    run.group_procs = GroupProcesses(
+        current.group,
+        current.socket,
+        run.group_procs.processes,
+        current.method,
+        current.identity,
+    )
+    _warn(run, run.apache_restarted)
+    run.outcome.apache_restarted = run.apache_restarted
 
 
 def _watching_reader(run: _Run) -> Callable[[], GroupProcesses]:
