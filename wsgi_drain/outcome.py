@@ -50,6 +50,10 @@ class ProcessRecord:
     new_pid: int | None = None
     threads: int | None = None  # for stuck processes
     stack: str | None = None  # py-spy dump of a stuck process
+    # Alive after the signal with no request in flight: hanging in interpreter
+    # shutdown (inspected while it hung); the threads that block it, by name.
+    hung: bool = False
+    hang_threads: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +106,8 @@ class Outcome:
     app_log: list[str] = field(default_factory=list)
     # Set when Apache restarted the group itself during the run.
     apache_restarted: str | None = None
+    # Said after the verdict on the first line (e.g. a shutdown hang that slowed every restart).
+    notes: list[str] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
     left_diverted: bool = False
     error: DrainError | None = None

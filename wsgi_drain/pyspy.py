@@ -11,6 +11,7 @@ its full path), then on PATH.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,17 @@ def find(explicit: Path | None = None) -> tuple[str | None, str]:
         f"py-spy is not installed (looked in {beside.parent} and on PATH): "
         "`pip install py-spy` into wsgi-drain's environment, or pass --py-spy PATH"
     )
+
+
+# py-spy dump's thread header: 'Thread 1234 (idle): "lab-hang"' (0.3.x).
+_THREAD = re.compile(r'^Thread (?:0x)?[0-9a-fA-F]+ \([^)]*\): "(?P<name>[^"]*)"', re.MULTILINE)
+
+
+def thread_names(stack: str | None) -> list[str]:
+    """The names of the threads in a dump other than MainThread (the ones that block exit)."""
+    if not stack:
+        return []
+    return [m["name"] for m in _THREAD.finditer(stack) if m["name"] != "MainThread"]
 
 
 def dump(py_spy: str, pid: int) -> str | None:

@@ -54,6 +54,7 @@ def outcome_message(outcome: Outcome) -> str:
         f"group {outcome.group!r} restarted in {outcome.duration:.2f} s: "
         f"{replaced}/{len(outcome.processes)} processes replaced ({outcome.mode} mode)"
         + (f"; {outcome.apache_restarted}" if outcome.apache_restarted else "")
+        + "".join(f"; {note}" for note in outcome.notes)
     )
 
 
@@ -91,6 +92,8 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
                 "exited_after": None if p.exited_after is None else round(p.exited_after, 4),
                 "threads": p.threads,
                 "stack": p.stack,
+                "hung_in_shutdown": p.hung,
+                "hang_threads": p.hang_threads,
             }
             for p in outcome.processes
         ],

@@ -70,6 +70,10 @@ DRAIN_SLICE = 0.25
 # this many make a crash loop (the parent respawns a dead daemon within about
 # a second, so two deaths come within ~1-2 s of the first replacement).
 CRASH_EXITS = 2
+# A process still alive this long after SIGUSR1 with no request in flight is
+# hanging in interpreter shutdown (an idle daemon leaves within ~0.01 s): it
+# is inspected then, while it hangs, not at the deadline when it may be gone.
+HANG_INSPECT = 1.0
 # How long Apache may take to bring the group back after restarting itself.
 APACHE_RESTART_WAIT = 15.0
 # How long to wait for the parent's log lines on those deaths (exit status).
@@ -380,6 +384,7 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
     else:
         stuck = _rolling(run, sig, deadline, force)
     _endings_from_log(run)
+    _hang_notes(run)
     if stuck:
         raise _stuck_error(run, stuck)
     _verify(run)
@@ -492,7 +497,11 @@ def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Han
     with out.phase(Phase.WATCH, run.progress) as ph:
         run.journal.phase = "watch"
         run.journal.save(run.settings.state_dir)
-        stuck = wait_exits(handles, deadline, run.interrupts, _on_exit(run, sent_at))
+        on_exit = _on_exit(run, sent_at)
+        alive = wait_exits(handles, deadline.within(HANG_INSPECT), run.interrupts, on_exit)
+        if alive and _nothing_in_flight(run):
+            _inspect_hang(run, alive, time.monotonic() - sent_at)
+        stuck = wait_exits(alive, deadline, run.interrupts, on_exit) if alive else []
         current = wait_replacements(
             _watching_reader(run), old, old, run.expected, deadline, run.interrupts, _on_new(run)
         )
@@ -851,6 +860,19 @@ def _endings_from_log(run: _Run) -> None:
             rec.ending = "stopped"
             continue
         rec.ending = ending.value
+        if rec.hung and ending in (Ending.FORCED, Ending.ABORTED):
+            # "aborted" cuts requests only if there were any: say what showed there were none.
+            mine = [e for e in events if e.pid == rec.old_pid]
+            idle = any(e.kind == "completed" for e in mine)
+            threads = f" (thread {', '.join(rec.hang_threads)})" if rec.hang_threads else ""
+            _warn(
+                run,
+                f"{rec.old_pid} blocked interpreter shutdown for {rec.exited_after or 0:.1f} s"
+                f"{threads} until its shutdown-timeout {ending.value} it; no request was in "
+                "flight: the router had none at the signal"
+                + (" and mod_wsgi logged the process idle" if idle else ""),
+            )
+            continue
         if ending in (Ending.FORCED, Ending.ABORTED):
             _warn(
                 run,
@@ -861,6 +883,48 @@ def _endings_from_log(run: _Run) -> None:
                     else "it was still busy when its drain window ran out"
                 ),
             )
+
+
+def _nothing_in_flight(run: _Run) -> bool:
+    """Did every diverted router show no request in flight at the signal?"""
+    diverted = [rec for rec in run.outcome.routers if rec.diverted]
+    return bool(diverted) and all(rec.sessions_at_signal == 0 for rec in diverted)
+
+
+def _inspect_hang(run: _Run, alive: list[Handle], since: float) -> None:
+    """Look at processes hanging in shutdown while they still hang: threads and stacks."""
+    found, why_not = pyspy.find(run.py_spy)
+    for handle in alive:
+        rec = run.outcome.record(handle.pid)
+        rec.hung = True
+        try:
+            rec.threads = psutil.Process(handle.pid).num_threads()
+        except psutil.Error:
+            continue  # gone meanwhile: nothing to look at
+        rec.stack = pyspy.dump(found, handle.pid) if found else f"no stack: {why_not}"
+        rec.hang_threads = pyspy.thread_names(rec.stack)
+        run.progress(
+            "watch",
+            f"{handle.pid} still alive {since:.1f} s after the signal with no request in "
+            f"flight: blocked in interpreter shutdown, {rec.threads} threads"
+            + (f" (thread {', '.join(rec.hang_threads)})" if rec.hang_threads else "")
+            + ("" if found else f"; {why_not}"),
+        )
+
+
+def _hang_notes(run: _Run) -> None:
+    """One line for processes that blocked interpreter shutdown and then exited."""
+    hung = [r for r in run.outcome.processes if r.hung and r.exited_after is not None]
+    if not hung:
+        return
+    longest = max(r.exited_after or 0.0 for r in hung)
+    names = sorted({n for r in hung for n in r.hang_threads})
+    run.outcome.notes.append(
+        f"{len(hung)} process(es) blocked interpreter shutdown for {longest:.1f} s"
+        + (f" (thread {', '.join(names)})" if names else "")
+        + ": an application thread that is not a daemon thread keeps the interpreter "
+        "from exiting until shutdown-timeout"
+    )
 
 
 def _report_stuck(run: _Run, stuck: list[Handle]) -> None:

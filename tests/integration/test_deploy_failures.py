@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,3 +102,36 @@ def test_crash_loop_is_named_within_seconds_and_the_backend_stays_diverted(
         assert report["left_diverted"] is True
         assert stack.haproxy.server_states()["a"].status in ("DRAIN", "DOWN")
         assert_users_saw_nothing(load)
+
+
+def test_shutdown_hang_is_inspected_while_it_hangs_and_named(
+    tmp_path: Path, modwsgi: ModWsgi
+) -> None:
+    try:
+        with two_hosts(
+            tmp_path, modwsgi, hang=True, daemon_options={"shutdown-timeout": 3}
+        ) as stack:
+            # Each daemon loads the app (and its never-ending non-daemon thread)
+            # on its first request; make every one of `a`'s load it.
+            old = stack.a.daemon_pids()
+            deadline = time.monotonic() + 20
+            while not all((stack.a.app_dir / "loaded" / str(p)).exists() for p in old):
+                assert time.monotonic() < deadline, "the app never loaded in every process"
+                urllib.request.urlopen(stack.a.url + "/", timeout=5).read()
+            run, load = restart_under_load(stack)
+            state = stack.haproxy.server_states()["a"].status
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+
+    report = run.json()
+    assert run.returncode == 0, run.stderr
+    first = str(report["message"])
+    assert "blocked interpreter shutdown" in first and "lab-hang" in first, first
+    hung = [p for p in report["processes"] if p["hung_in_shutdown"]]  # type: ignore[union-attr]
+    assert len(hung) == 3
+    assert all("lab-hang" in p["hang_threads"] for p in hung), hung
+    warnings = "\n".join(report["warnings"])  # type: ignore[arg-type]
+    assert "requests still running were cut off" not in warnings
+    assert "no request was in flight" in warnings
+    assert state.startswith("UP")
+    assert_users_saw_nothing(load)

@@ -36,6 +36,7 @@ def two_hosts(
     processes: int = 3,
     daemon_options: Mapping[str, str | int | float] | None = None,
     preload: bool = False,
+    hang: bool = False,
 ) -> Iterator[Stack]:
     """A fresh stack under `root`, stopped (everything it started, by pid) on exit.
 
@@ -53,6 +54,7 @@ def two_hosts(
                 processes=processes,
                 daemon_options=daemon_options,
                 preload=preload,
+                hang=hang,
             )
             stop.callback(host.stop)
             host.start()
