@@ -134,13 +134,21 @@ def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
     if outcome.dry_run:
         for line in outcome.plan:
             out.write(f"  would: {line}\n")
+    shown: dict[tuple[str, ...], int] = {}  # hang threads -> the pid whose stack was shown
     for p in outcome.processes:
         new = str(p.new_pid) if p.new_pid else "-"
         after = f"exited after {p.exited_after:.2f} s" if p.exited_after is not None else ""
         signals = ",".join(p.signals) or "not signalled"
         out.write(f"  pid {p.old_pid:>7} -> {new:>7}  {p.ending:<8} {signals:<16} {after}\n")
-        if p.stack:
-            out.write("    " + p.stack.replace("\n", "\n    ") + "\n")
+        if not p.stack:
+            continue
+        # Every process of a group hangs on the same thread: show that stack once.
+        key = tuple(p.hang_threads)
+        if p.hung and key and key in shown:
+            out.write(f"    stack: like pid {shown[key]} (thread {', '.join(key)})\n")
+            continue
+        shown.setdefault(key, p.old_pid)
+        out.write("    " + p.stack.replace("\n", "\n    ") + "\n")
     for r in outcome.routers:
         state = "restored" if r.restored else ("LEFT DIVERTED" if r.diverted else "untouched")
         out.write(f"  router {r.name}: {state}\n")
