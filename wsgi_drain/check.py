@@ -247,9 +247,9 @@ def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds
 
 
 def _router_rule(result: CheckResult, settings: Settings, running: bool) -> None:
-    for spec in settings.haproxy:
+    for spec in routers_mod.specs(settings.haproxy, settings.routers):
         try:
-            router = routers_mod.build("haproxy", spec)
+            router = routers_mod.from_spec(spec)
             state = router.state()
         except DrainError as err:
             result.add(NagiosStatus.WARNING, f"router unreadable: {err}")

@@ -86,6 +86,16 @@ def group_options(f: F) -> F:
             "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
         ),
         click.option(
+            "--router",
+            "routers",
+            multiple=True,
+            metavar="KIND:SPEC",
+            help="A front-end router of this host (repeat; kinds mix): "
+            "haproxy:SOCKET:BACKEND/SERVER (SOCKET a path or ipv4@HOST:PORT), "
+            "command:'PROGRAM ARGS' (runs PROGRAM ARGS divert|restore|state, no shell). "
+            "--haproxy S is short for --router haproxy:S.",
+        ),
+        click.option(
             "--health-url",
             envvar="WSGI_DRAIN_HEALTH_URL",
             help="URL on Apache itself (not the router) that answers 2xx when the app is healthy.",
@@ -116,6 +126,7 @@ def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
         "apache_config": kwargs.pop("apache_config"),
         "apache_pidfile": kwargs.pop("apache_pidfile"),
         "haproxy": tuple(kwargs.pop("haproxy")),
+        "routers": tuple(kwargs.pop("routers")),
         "health_url": kwargs.pop("health_url"),
         "health_timeout": kwargs.pop("health_timeout"),
         "state_dir": kwargs.pop("state_dir"),

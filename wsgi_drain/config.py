@@ -9,6 +9,7 @@ for each group, its Apache instance, routers and health URL, so that a bare
     [groups.myapp]
     apache_pidfile = "/run/apache2/apache2.pid"
     haproxy = ["/run/haproxy/admin.sock:be_app/web1"]
+    routers = ["command:/usr/local/sbin/lb-hook web1"]   # any kind, "KIND:SPEC"
     health_url = "http://127.0.0.1:8080/health"
     mode = "drain"
     timeout = 60
@@ -40,6 +41,7 @@ class Settings:
     apache_config: Path | None = None
     apache_pidfile: Path | None = None
     haproxy: tuple[str, ...] = ()
+    routers: tuple[str, ...] = ()
     health_url: str | None = None
     health_timeout: float = 5.0
     mode: str = "drain"
@@ -117,7 +119,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return float(value)
         if key == "min_peers":
             return int(value)
-        if key == "haproxy":
+        if key in ("haproxy", "routers"):
             return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
         return str(value)
     except (TypeError, ValueError) as err:

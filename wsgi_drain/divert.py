@@ -39,14 +39,14 @@ class DivertResult:
 
 
 def _configured(settings: Settings) -> list[str]:
-    return [routers_mod.spec_of("haproxy", s) for s in settings.haproxy]
+    return routers_mod.specs(settings.haproxy, settings.routers)
 
 
 def _need_routers(group: str, specs: list[str]) -> None:
     if not specs:
         raise ConfigError(
-            f"no router for group {group!r}: pass --haproxy SOCKET:BACKEND/SERVER "
-            "or name it in /etc/wsgi-drain.toml"
+            f"no router for group {group!r}: pass --router KIND:SPEC (or --haproxy "
+            "SOCKET:BACKEND/SERVER), or name it in /etc/wsgi-drain.toml"
         )
 
 
@@ -64,7 +64,7 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
         locks.enter_context(group_lock(settings.state_dir, settings.group, what="drain"))
         for spec in specs:
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
-        routers = [(spec, routers_mod.from_journal(spec)) for spec in specs]
+        routers = [(spec, routers_mod.from_spec(spec, settings.group)) for spec in specs]
         journal = Journal.load(settings.state_dir, settings.group, "drain") or Journal(
             group=settings.group, pid=os.getpid(), started=time.time(), kind="drain"
         )
@@ -78,7 +78,11 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
             if state.admin != "ready":
                 result.notes.append(f"{router.name}: already in {state.admin}, left so")
                 continue
-            if state.peers_up < settings.min_peers:
+            if state.peers_up is None:
+                result.notes.append(
+                    f"{router.name} cannot tell how many other servers are UP: not checked"
+                )
+            elif state.peers_up < settings.min_peers:
                 raise RouterError(
                     router.name,
                     f"only {state.peers_up} other server(s) are UP: draining this one would fail "
@@ -127,7 +131,7 @@ def undrain(settings: Settings, progress: Progress) -> DivertResult:
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
         errors: list[str] = []
         for spec in specs:
-            router = routers_mod.from_journal(spec)
+            router = routers_mod.from_spec(spec, settings.group)
             try:
                 note = _undrain_one(router, spec, journals)
                 result.states.append(router.state())

@@ -139,9 +139,9 @@ def _group_status(
     except DrainError as err:
         gs.router_errors.append(str(err))
         return gs
-    for spec in settings.haproxy:
+    for spec in routers_mod.specs(settings.haproxy, settings.routers):
         try:
-            gs.routers.append(routers_mod.build("haproxy", spec).state())
+            gs.routers.append(routers_mod.from_spec(spec).state())
         except DrainError as err:
             gs.router_errors.append(str(err))
     return gs

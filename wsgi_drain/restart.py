@@ -220,8 +220,8 @@ def _read_routers(run: _Run) -> None:
     """
     s, out = run.settings, run.outcome
     run.routers = tuple(
-        (routers_mod.spec_of("haproxy", spec), routers_mod.build("haproxy", spec))
-        for spec in s.haproxy
+        (spec, routers_mod.from_spec(spec, s.group))
+        for spec in routers_mod.specs(s.haproxy, s.routers)
     )
     previous = Journal.load(s.state_dir, s.group)
     if previous is not None and lock_holder(s.state_dir, s.group) is None:
@@ -263,12 +263,20 @@ def _choose_mode(run: _Run) -> None:
         return
     if not run.routers:
         out.mode = "rolling"
-        _warn(run, "no router given (--haproxy): restarting in place, one process at a time")
+        _warn(
+            run, "no router given (--router/--haproxy): restarting in place, one process at a time"
+        )
         return
     for rec in out.routers:
         if rec.before != "ready":
             continue
-        if rec.peers_up is not None and rec.peers_up < run.settings.min_peers:
+        if rec.peers_up is None and run.settings.min_peers > 0:
+            _warn(
+                run,
+                f"{rec.name} cannot tell how many other servers are UP: --min-peers "
+                f"{run.settings.min_peers} is not checked for it",
+            )
+        elif rec.peers_up is not None and rec.peers_up < run.settings.min_peers:
             out.mode = "rolling"
             _warn(
                 run,
@@ -435,7 +443,8 @@ def _divert(run: _Run) -> None:
                 else:
                     rec.unconfirmed = True
                 raise
-            run.progress("divert", f"{router.name}: drain ({rec.peers_up} other server(s) UP)")
+            peers = "?" if rec.peers_up is None else str(rec.peers_up)
+            run.progress("divert", f"{router.name}: drain ({peers} other server(s) UP)")
         drain_deadline = Deadline(run.settings.drain_timeout)
         for (_spec, router), rec in _paired(run):
             # Short slices so SIGINT/SIGTERM is acted on promptly.
@@ -444,6 +453,13 @@ def _divert(run: _Run) -> None:
                 run.interrupts.check()
                 if (state.sessions == 0 and state.queued == 0) or drain_deadline.expired():
                     break
+            if not state.sessions_known:
+                _warn(
+                    run,
+                    f"{router.name} cannot count requests in flight: not waited for at the "
+                    "router; requests still running get the group's drain window",
+                )
+                continue
             rec.sessions_at_signal = state.sessions + state.queued
             if rec.sessions_at_signal:
                 _warn(

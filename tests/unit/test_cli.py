@@ -80,4 +80,4 @@ def test_undrain_without_router_says_how(tmp_path: Path) -> None:
         cli, ["undrain", "--group", "g", "--state-dir", str(tmp_path)], catch_exceptions=False
     )
     assert result.exit_code == 2
-    assert "pass --haproxy SOCKET:BACKEND/SERVER" in result.output
+    assert "pass --router KIND:SPEC (or --haproxy SOCKET:BACKEND/SERVER)" in result.output

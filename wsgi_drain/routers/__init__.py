@@ -7,10 +7,12 @@ entry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from wsgi_drain.deadline import Deadline
+from wsgi_drain.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,10 @@ class RouterState:
     the operational one as the router reports it ("UP", "DOWN", "DRAIN", "MAINT",
     "no check"...); `sessions`/`queued` the in-flight and queued requests;
     `peers_up` how many *other* servers of the same backend are UP and in
-    rotation (not drained, not in maintenance); `since` seconds since the last
-    status change when known.
+    rotation (not drained, not in maintenance), None when the router cannot
+    tell; `since` seconds since the last status change when known;
+    `sessions_known` False when the router cannot count requests in flight
+    (then `sessions` is 0 and means nothing).
     """
 
     name: str
@@ -30,8 +34,9 @@ class RouterState:
     status: str
     sessions: int
     queued: int
-    peers_up: int
+    peers_up: int | None
     since: float | None = None
+    sessions_known: bool = True
 
 
 class Router(Protocol):
@@ -63,16 +68,48 @@ class Router(Protocol):
         ...
 
 
-def build(kind: str, spec: str) -> Router:
+KINDS = ("haproxy", "command")
+
+
+def build(kind: str, spec: str, group: str | None = None) -> Router:
     """A router from its kind and spec, e.g. ("haproxy", "/run/haproxy.sock:be/web1").
 
     Modules are imported here, on use, so commands that need no router stay fast.
+    Raises ConfigError, naming the kinds, for an unknown kind or a bad spec.
     """
     if kind == "haproxy":
         from wsgi_drain.routers.haproxy import HAProxyRouter, parse_target
 
         return HAProxyRouter(parse_target(spec))
-    raise ValueError(f"unknown router kind {kind!r}")
+    if kind == "command":
+        from wsgi_drain.routers.command import CommandRouter, parse_command
+
+        return CommandRouter(parse_command(spec), group)
+    raise ConfigError(
+        f"unknown router kind {kind!r} in {kind}:{spec}: use one of "
+        + ", ".join(f"{k}:..." for k in KINDS)
+    )
+
+
+def parse_spec(entry: str) -> tuple[str, str]:
+    """ "KIND:SPEC" -> (kind, spec); the kind is everything before the first ':'."""
+    kind, sep, spec = entry.partition(":")
+    if not sep or not kind or not spec:
+        raise ConfigError(
+            f"router {entry!r} must be KIND:SPEC, e.g. haproxy:/run/haproxy/admin.sock:be_app/web1 "
+            f"(kinds: {', '.join(KINDS)})"
+        )
+    return kind, spec
+
+
+def specs(haproxy: Iterable[str], routers: Iterable[str]) -> list[str]:
+    """Every router of a group as "KIND:SPEC": --haproxy S is short for --router haproxy:S."""
+    found = [spec_of("haproxy", s) for s in haproxy]
+    for entry in routers:
+        parse_spec(entry)
+        if entry not in found:
+            found.append(entry)
+    return found
 
 
 def spec_of(kind: str, spec: str) -> str:
@@ -80,6 +117,10 @@ def spec_of(kind: str, spec: str) -> str:
     return f"{kind}:{spec}"
 
 
-def from_journal(entry: str) -> Router:
-    kind, _, spec = entry.partition(":")
-    return build(kind, spec)
+def from_spec(entry: str, group: str | None = None) -> Router:
+    """A router from its "KIND:SPEC" form (command line, configuration, journal).
+
+    `group` is told to routers that pass it on (the command router's environment).
+    """
+    kind, spec = parse_spec(entry)
+    return build(kind, spec, group)

@@ -88,6 +88,11 @@ def parse_target(spec: str) -> HAProxyTarget:
         )
 
     text = spec.strip()
+    # haproxy.cfg's own spelling of a TCP stats socket, for copy and paste.
+    for prefix in ("ipv4@", "ipv6@", "tcp@"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            break
     if text.startswith("/"):
         sock, rest = _split_unix(text)
     else:

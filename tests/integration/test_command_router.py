@@ -1,0 +1,160 @@
+"""The command router: the operator's own program diverts and restores, no shell.
+
+Proven by driving a real HAProxy through its runtime socket from an external
+program, as an F5 or cloud CLI would be driven; plus the failures: a program
+that hangs is killed at its timeout, a second router that fails rolls the
+first back, and nothing is signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import restart_args, run_cli
+from wsgi_drain.lab import LoadLoop, Outcome, Stack, slow_request
+
+pytestmark = pytest.mark.integration
+
+# The operator's program: `lb-hook SOCKET BACKEND/SERVER divert|restore|state`.
+# It hangs on the action named in $HANG_ON, and fails on $FAIL_ON, so the
+# failure tests can use the same program.
+HOOK = r"""#!/usr/bin/python3
+import csv, io, os, socket, subprocess, sys, time
+
+sock_path, target, action = sys.argv[1], sys.argv[2], sys.argv[3]
+backend, server = target.split("/")
+assert os.environ["WSGI_DRAIN_ACTION"] == action
+with open(os.environ["HOOK_LOG"], "a") as log:
+    log.write(f"{os.environ.get('WSGI_DRAIN_GROUP')} {action}\n")
+if os.environ.get("HANG_ON") == action:
+    child = subprocess.Popen(["/bin/sleep", "300"])
+    with open(os.environ["HOOK_LOG"] + ".child", "w") as f:
+        f.write(str(child.pid))
+    time.sleep(300)
+if os.environ.get("FAIL_ON") == action:
+    sys.exit("the load balancer said no")
+
+def command(line):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(sock_path)
+        s.sendall(line.encode() + b"\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode()
+
+if action in ("divert", "restore"):
+    state = "drain" if action == "divert" else "ready"
+    reply = command(f"set server {backend}/{server} state {state}")
+    sys.exit(1 if reply.strip() else 0)
+rows = list(csv.DictReader(io.StringIO(command(f"show stat {backend} 4 -1").lstrip("# "))))
+me = next(r for r in rows if r["svname"] == server)
+# The administrative state, not the status column: a drained server whose
+# check fails shows DOWN there, and must still read as drained.
+states = command(f"show servers state {backend}").splitlines()
+header = states[1].lstrip("# ").split()
+row = next(line.split() for line in states[2:] if line.split()[3:4] == [server])
+bits = int(row[header.index("srv_admin_state")])
+admin = "maint" if bits & 0x07 else "drain" if bits & 0x38 else "ready"
+peers = sum(1 for r in rows if r["svname"] != server and r["status"].startswith("UP"))
+print(f"admin={admin} sessions={me['scur']} queued={me['qcur']} peers_up={peers} "
+      f"status={me['status'].replace(' ', '_')}")
+"""
+
+
+def hook(tmp_path: Path) -> Path:
+    path = tmp_path / "lb-hook"
+    path.write_text(HOOK)
+    path.chmod(stat.S_IRWXU)
+    return path
+
+
+def command_router(stack: Stack, program: Path, timeout: str = "") -> str:
+    prefix = f"timeout={timeout}:" if timeout else ""
+    return f"command:{prefix}{program} {stack.haproxy.admin_socket} be_app/a"
+
+
+def test_command_router_diverts_through_the_operators_program_and_loses_nothing(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "hook.log"
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    old = set(stack.a.daemon_pids())
+    load = LoadLoop(stack.haproxy.url + "/", max_requests=3000, max_seconds=40)
+    load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        run = run_cli(
+            *restart_args(stack, "--json", haproxy=False),
+            "--router", command_router(stack, hook(tmp_path)),
+        )  # fmt: skip
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    report = run.json()
+    assert run.returncode == 0, run.stderr
+    assert report["mode"] == "drain"
+    assert slow.result(timeout=30).status == 200
+    summary = load.summary()
+    failed = {k: v for k, v in summary.counts.items() if k != Outcome.OK and v}
+    assert summary.total > 20 and not failed, summary
+    assert not set(stack.a.daemon_pids()) & old
+    actions = log.read_text().split("\n")
+    assert "myapp divert" in actions and "myapp restore" in actions
+    assert [r["diverted"] and r["restored"] for r in report["routers"]] == [True]
+    # The drain was waited for through the program's sessions= count: the
+    # 4 s request had finished before the signal.
+    assert report["routers"][0]["sessions_at_signal"] == 0
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+
+
+def test_command_router_that_hangs_is_killed_at_its_timeout_and_nothing_is_signalled(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "hook.log"
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    monkeypatch.setenv("HANG_ON", "divert")
+    old = set(stack.a.daemon_pids())
+    run = run_cli(
+        *restart_args(stack, "--json", haproxy=False),
+        "--router", command_router(stack, hook(tmp_path), timeout="1"),
+    )  # fmt: skip
+    report = run.json()
+    assert run.returncode == 4, run.stderr
+    assert "did not finish within 1 s and was killed" in str(report["message"])
+    assert set(stack.a.daemon_pids()) == old, "a process was signalled"
+    assert all(not p["signals"] for p in report["processes"])  # type: ignore[union-attr]
+    child = int((tmp_path / "hook.log.child").read_text())
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{child}"), "the program's own child was left running"
+
+
+def test_command_router_failing_second_puts_the_first_back_and_signals_nothing(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "hook.log"
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    monkeypatch.setenv("FAIL_ON", "divert")
+    old = set(stack.a.daemon_pids())
+    # The first router is the HAProxy itself; the second, the program, refuses.
+    run = run_cli(
+        *restart_args(stack, "--json"),
+        "--router", command_router(stack, hook(tmp_path)),
+    )  # fmt: skip
+    report = run.json()
+    assert run.returncode == 4, run.stderr
+    assert "the load balancer said no" in str(report["message"])
+    assert set(stack.a.daemon_pids()) == old
+    first = report["routers"][0]
+    assert first["diverted"] and first["restored"], report["routers"]
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
