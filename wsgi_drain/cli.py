@@ -92,6 +92,8 @@ def group_options(f: F) -> F:
             metavar="KIND:SPEC",
             help="A front-end router of this host (repeat; kinds mix): "
             "haproxy:SOCKET:BACKEND/SERVER (SOCKET a path or ipv4@HOST:PORT), "
+            "nginx:[pid=PIDFILE:]UPSTREAM_FILE:HOST:PORT (marks that server line down, "
+            "nginx -t, reload), "
             "command:'PROGRAM ARGS' (runs PROGRAM ARGS divert|restore|state, no shell). "
             "--haproxy S is short for --router haproxy:S.",
         ),

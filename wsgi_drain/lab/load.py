@@ -4,7 +4,14 @@ Failures are counted here, at the client, not in HAProxy's log: HAProxy closes
 a reused client connection without logging the request when the server dies
 before answering.  Each thread keeps one keep-alive connection, as real
 clients do (that reuse is where those silent closes happen), and opens a new
-one after any error.  A failed request is never retried.
+one after any error.  A failed request is never retried, with one exception a
+loop may opt into (`retry_reused_close`): a GET whose *reused* keep-alive
+connection was closed before any byte of the response is retried once on a
+new connection, as RFC 9112 section 9.3.1 lets clients do and browsers and
+client libraries do.  Reloading nginx or HAProxy closes idle keep-alive
+connections that way.  Such a request counts as ``retried`` (not ``ok``) when
+the retry succeeded, so the figure stays visible; any other failure, or a
+close on a fresh connection, still counts as a failure.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from wsgi_drain.lab.errors import LabError
 
 class Outcome(StrEnum):
     OK = "ok"  # 200
+    RETRIED = "retried"  # 200 after one retry: the reused connection closed before any byte
     HTTP_ERROR = "http_error"  # any other status
     REFUSED = "refused"  # connect() refused
     RESET = "reset"  # connection reset / broken pipe
@@ -42,6 +50,8 @@ class Sample:
     outcome: Outcome
     status: int | None = None
     pid: int | None = None  # X-Pid: the daemon process that answered
+    # Closed before any byte of the response (http.client's RemoteDisconnected).
+    closed_before_answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +107,8 @@ def request_once(conn: http.client.HTTPConnection, path: str) -> tuple[Sample, b
         resp = conn.getresponse()
         resp.read()
     except (OSError, http.client.HTTPException) as err:
-        return Sample(start, time.monotonic() - start, classify(err)), True
+        early = isinstance(err, http.client.RemoteDisconnected)
+        return Sample(start, time.monotonic() - start, classify(err), None, None, early), True
     pid_header = resp.getheader("X-Pid")
     pid = int(pid_header) if pid_header and pid_header.isdigit() else None
     outcome = Outcome.OK if resp.status == 200 else Outcome.HTTP_ERROR
@@ -120,7 +131,7 @@ def summarize(samples: list[Sample]) -> LoadSummary:
     return LoadSummary(
         counts=counts,
         total=len(samples),
-        failures=len(samples) - counts[Outcome.OK.value],
+        failures=len(samples) - counts[Outcome.OK.value] - counts[Outcome.RETRIED.value],
         p50=_percentile(latencies, 0.50),
         p99=_percentile(latencies, 0.99),
         max=latencies[-1] if latencies else 0.0,
@@ -146,6 +157,7 @@ class LoadLoop:
         clients: int = 4,
         pause: float = 0.055,
         request_timeout: float = 30.0,
+        retry_reused_close: bool = False,
     ) -> None:
         self.host, self.port, self.path = _loopback_target(url)
         if max_requests < 1 or max_seconds <= 0 or clients < 1:
@@ -156,6 +168,7 @@ class LoadLoop:
         self.clients = clients
         self.pause = pause
         self.request_timeout = request_timeout
+        self.retry_reused_close = retry_reused_close
         self._samples: list[Sample] = []
         self._sent = 0
         self._lock = threading.Lock()
@@ -185,13 +198,28 @@ class LoadLoop:
 
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
+        served = 0  # requests answered on `conn`: above 0 it is a reused connection
         try:
             while self._claim():
                 if conn is None:
                     conn = http.client.HTTPConnection(
                         self.host, self.port, timeout=self.request_timeout
                     )
+                    served = 0
                 sample, drop = request_once(conn, self.path)
+                if self.retry_reused_close and served and sample.closed_before_answer:
+                    conn.close()
+                    conn = http.client.HTTPConnection(
+                        self.host, self.port, timeout=self.request_timeout
+                    )
+                    served = 0
+                    retry, drop = request_once(conn, self.path)
+                    ok = retry.outcome == Outcome.OK
+                    sample = retry if not ok else Sample(
+                        sample.start, time.monotonic() - sample.start, Outcome.RETRIED,
+                        retry.status, retry.pid,
+                    )  # fmt: skip
+                served += 1
                 with self._lock:
                     self._samples.append(sample)
                 if drop:

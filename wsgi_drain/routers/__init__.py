@@ -68,7 +68,7 @@ class Router(Protocol):
         ...
 
 
-KINDS = ("haproxy", "command")
+KINDS = ("haproxy", "nginx", "command")
 
 
 def build(kind: str, spec: str, group: str | None = None) -> Router:
@@ -81,6 +81,11 @@ def build(kind: str, spec: str, group: str | None = None) -> Router:
         from wsgi_drain.routers.haproxy import HAProxyRouter, parse_target
 
         return HAProxyRouter(parse_target(spec))
+    if kind == "nginx":
+        from wsgi_drain.routers.nginx import NginxRouter
+        from wsgi_drain.routers.nginx import parse_target as parse_nginx
+
+        return NginxRouter(parse_nginx(spec))
     if kind == "command":
         from wsgi_drain.routers.command import CommandRouter, parse_command
 

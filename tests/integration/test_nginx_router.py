@@ -1,0 +1,94 @@
+"""The nginx router on real nginx (open source) in front of two Apache + mod_wsgi hosts.
+
+nginx reloads close idle keep-alive client connections; the load loop retries
+a GET once when a *reused* connection is closed before any byte of the
+answer (RFC 9112 9.3.1, as browsers do) and counts it as `retried`, not ok.
+Everything else (5xx, resets, timeouts, a closed fresh connection) fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import restart_args, run_cli
+from wsgi_drain.lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request
+from wsgi_drain.lab.nginx import NginxLab
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def nginx(stack: Stack, tmp_path: Path) -> Iterator[NginxLab]:
+    lab = NginxLab(
+        tmp_path / "nginx",
+        [("a", "127.0.0.1", stack.a.port), ("b", "127.0.0.1", stack.b.port)],
+    )
+    try:
+        lab.start()
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def nginx_router(nginx: NginxLab) -> str:
+    return f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{nginx.server_address('a')}"
+
+
+def test_nginx_router_restart_under_load_loses_nothing_and_leaves_the_file_identical(
+    stack: Stack, nginx: NginxLab
+) -> None:
+    original = nginx.upstream_file.read_bytes()
+    old = set(stack.a.daemon_pids())
+    load = LoadLoop(
+        nginx.url + "/", max_requests=3000, max_seconds=40, clients=8, retry_reused_close=True
+    )
+    load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(nginx.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        run = run_cli(
+            *restart_args(stack, "--json", haproxy=False), "--router", nginx_router(nginx)
+        )
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    report = run.json()
+    assert run.returncode == 0, run.stderr
+    assert report["mode"] == "drain"
+    assert slow.result(timeout=30).status == 200
+    summary = load.summary()
+    failed = {
+        k: v for k, v in summary.counts.items() if k not in (Outcome.OK, Outcome.RETRIED) and v
+    }
+    assert summary.total > 50, summary
+    assert not failed, f"failed requests: {failed} of {summary.total}"
+    assert not set(stack.a.daemon_pids()) & old
+    assert [r["diverted"] and r["restored"] for r in report["routers"]] == [True]
+    assert nginx.upstream_file.read_bytes() == original
+
+
+def test_nginx_router_config_failing_nginx_t_is_put_back_and_nothing_signalled(
+    stack: Stack, nginx: NginxLab
+) -> None:
+    original = nginx.upstream_file.read_bytes()
+    old = set(stack.a.daemon_pids())
+    workers = set(nginx.workers())
+    # Someone else's half-finished edit elsewhere in the configuration: our
+    # edit would be reloaded together with it, so `nginx -t` must stop us.
+    (nginx.conf_d / "broken.conf").write_text("this is not nginx;\n")
+    run = run_cli(*restart_args(stack, "--json", haproxy=False), "--router", nginx_router(nginx))
+    report = run.json()
+    assert run.returncode == 4, run.stderr
+    assert "nginx -t" in str(report["message"])
+    assert nginx.upstream_file.read_bytes() == original
+    assert set(stack.a.daemon_pids()) == old
+    assert all(not p["signals"] for p in report["processes"])  # type: ignore[union-attr]
+    assert set(nginx.workers()) == workers, "nginx was reloaded"
