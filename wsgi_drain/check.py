@@ -19,7 +19,7 @@ from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
 from wsgi_drain.errorlog import LifecycleEvent, recent_events
 from wsgi_drain.errors import DrainError, GroupNotFoundError
-from wsgi_drain.health import Probe, probe
+from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
@@ -233,7 +233,7 @@ def _log_rule(
 
 def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds) -> None:
     assert settings.health_url is not None
-    result.health = probe(settings.health_url, settings.health_timeout)
+    result.health = probe_for(settings)
     if not result.health.ok:
         result.add(
             NagiosStatus.CRITICAL, f"{settings.health_url} answered {result.health.describe()}"

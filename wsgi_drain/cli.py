@@ -109,6 +109,25 @@ def group_options(f: F) -> F:
             help="Seconds one health probe may take [default: 5].",
         ),
         click.option(
+            "--health-host",
+            metavar="NAME",
+            envvar="WSGI_DRAIN_HEALTH_HOST",
+            help="Host header for the health probe (and TLS server name for https), for an app "
+            "on a name-based virtual host; the probe still connects to --health-url's address.",
+        ),
+        click.option(
+            "--health-ca",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="WSGI_DRAIN_HEALTH_CA",
+            help="CA bundle (PEM) to verify an https health URL with [default: the system's].",
+        ),
+        click.option(
+            "--health-insecure",
+            is_flag=True,
+            default=None,
+            help="Do not verify the https health URL's certificate (said in the report).",
+        ),
+        click.option(
             "--state-dir",
             type=click.Path(file_okay=False, path_type=Path),
             envvar="WSGI_DRAIN_STATE_DIR",
@@ -131,14 +150,18 @@ def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
         "routers": tuple(kwargs.pop("routers")),
         "health_url": kwargs.pop("health_url"),
         "health_timeout": kwargs.pop("health_timeout"),
+        "health_host": kwargs.pop("health_host"),
+        "health_ca": kwargs.pop("health_ca"),
+        "health_insecure": kwargs.pop("health_insecure"),
         "state_dir": kwargs.pop("state_dir"),
         **extra,
     }
     settings = config.resolve(kwargs.pop("group"), given, data, str(path or "defaults"))
     if settings.health_url:
-        from wsgi_drain.health import validate_url
+        from wsgi_drain.health import validate_ca, validate_url
 
         validate_url(settings.health_url)
+        validate_ca(settings.health_ca)
     return settings
 
 

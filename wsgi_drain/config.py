@@ -11,23 +11,30 @@ for each group, its Apache instance, routers and health URL, so that a bare
     haproxy = ["/run/haproxy/admin.sock:be_app/web1"]
     routers = ["command:/usr/local/sbin/lb-hook web1"]   # any kind, "KIND:SPEC"
     health_url = "http://127.0.0.1:8080/health"
+    health_host = "myapp.example.com"      # Host header / SNI for a name-based vhost
     mode = "drain"
     timeout = 60
 
 Top-level keys are defaults for every group; a group's table overrides them.
-Unknown keys are an error, so a typo never silently drops a safety setting.
+Every key is checked (unknown key, wrong type, a mode or signal that does not
+exist, a timeout out of range, a `[groups.X]` table that looks like a typo of
+the group asked for): a typo is an error naming the key and the file, never a
+silent fall back that drops a safety setting.  Read as root, the file must
+not be writable by anyone but root.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from wsgi_drain.errors import ConfigError
+from wsgi_drain.errors import ConfigError, UsageError
 from wsgi_drain.state import DEFAULT_STATE_DIR
 
 DEFAULT_CONFIG = Path("/etc/wsgi-drain.toml")
@@ -44,6 +51,9 @@ class Settings:
     routers: tuple[str, ...] = ()
     health_url: str | None = None
     health_timeout: float = 5.0
+    health_host: str | None = None
+    health_ca: Path | None = None
+    health_insecure: bool = False
     mode: str = "drain"
     signal: str = "SIGUSR1"
     timeout: float | None = None
@@ -52,8 +62,13 @@ class Settings:
     state_dir: Path = DEFAULT_STATE_DIR
 
 
-_PATHS = {"apache_config", "apache_pidfile", "state_dir"}
-_FLOATS = {"timeout", "drain_timeout", "health_timeout"}
+_PATHS = {"apache_config", "apache_pidfile", "state_dir", "health_ca"}
+# Lowest accepted value of each number (the command line's ranges).
+_FLOATS = {"timeout": 0.0, "drain_timeout": 0.0, "health_timeout": 0.1}
+_STRINGS = {"health_url", "health_host", "mode", "signal"}
+_BOOLS = {"health_insecure"}
+_LISTS = {"haproxy", "routers"}
+MODES = ("drain", "rolling")
 _KEYS = {f.name for f in fields(Settings)} - {"group"}
 
 
@@ -75,6 +90,8 @@ def config_path(explicit: Path | None) -> Path | None:
 def read_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
+    if os.geteuid() == 0:
+        check_owner(path)
     try:
         with path.open("rb") as source:
             return tomllib.load(source)
@@ -82,6 +99,35 @@ def read_file(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+
+
+def check_owner(path: Path) -> None:
+    """As root, refuse a file (or its directory) that another user could have written.
+
+    The file names what root signals and which routers it drives.  The
+    resolved target is checked: /etc files may be symlinks (alternatives).
+    """
+    target = path.resolve()
+    try:
+        info = os.stat(target)
+        parent = os.stat(target.parent)
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+    if info.st_uid != 0:
+        raise ConfigError(
+            f"{path} is owned by uid {info.st_uid}, not root, and wsgi-drain runs as root: "
+            f"`chown root: {target}`"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{path} is writable by others (mode {stat.S_IMODE(info.st_mode):o}) and wsgi-drain "
+            f"runs as root: `chmod go-w {target}`"
+        )
+    if parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
+        raise ConfigError(
+            f"{target.parent} (holding {path}) is writable by everyone: anyone could replace "
+            "the file; keep the configuration in a root-only directory such as /etc"
+        )
 
 
 def groups_in(data: Mapping[str, Any]) -> list[str]:
@@ -95,7 +141,16 @@ def resolve(group: str, given: Mapping[str, Any], data: Mapping[str, Any], sourc
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
         raise ConfigError(f"{source}: [groups] must be a table of group tables")
+    if group not in groups:
+        near = difflib.get_close_matches(group, [str(g) for g in groups], n=1, cutoff=0.75)
+        if near:
+            raise ConfigError(
+                f"{source}: no [groups.{group}] table, but there is [groups.{near[0]}]: a typo? "
+                f"Rename the table (or pass --group {near[0]})"
+            )
     table = groups.get(group, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [groups.{group}] must be a table")
     merged: dict[str, Any] = {}
     for where, layer in ((source, top), (f"{source} [groups.{group}]", table)):
         unknown = set(layer) - _KEYS
@@ -105,22 +160,52 @@ def resolve(group: str, given: Mapping[str, Any], data: Mapping[str, Any], sourc
                 f"known: {', '.join(sorted(_KEYS))}"
             )
         merged.update(layer)
+    values = {k: _check(k, v, source) for k, v in merged.items()}
     for key, value in given.items():
         if value is not None and value != ():
-            merged[key] = value
-    return Settings(group=group, **{k: _coerce(k, v, source) for k, v in merged.items()})
+            values[key] = value
+    return Settings(group=group, **values)
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    try:
-        if key in _PATHS:
-            return Path(value)
-        if key in _FLOATS:
-            return float(value)
-        if key == "min_peers":
-            return int(value)
-        if key in ("haproxy", "routers"):
-            return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
-        return str(value)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{source}: bad value for {key}: {value!r}") from err
+def _check(key: str, value: Any, source: str) -> Any:
+    """One value from the file, type- and range-checked; ConfigError naming key and file."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} = {value!r}: expected {expected}")
+
+    if key in _PATHS:
+        if not isinstance(value, str) or not value:
+            raise bad("a path (a string)")
+        return Path(value)
+    if key in _FLOATS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number of seconds")
+        if value < _FLOATS[key] or (key == "timeout" and value <= 0):
+            low = _FLOATS[key]
+            raise bad(f"a number of seconds {'above 0' if not low else f'of at least {low:g}'}")
+        return float(value)
+    if key == "min_peers":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad("a whole number, 0 or more")
+        return value
+    if key in _BOOLS:
+        if not isinstance(value, bool):
+            raise bad("true or false (a TOML boolean, not a string)")
+        return value
+    if key in _LISTS:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
+            raise bad("a string or a list of strings")
+        return tuple(items)
+    if not isinstance(value, str):
+        raise bad("a string")
+    if key == "mode" and value not in MODES:
+        raise bad(" or ".join(repr(m) for m in MODES) + " (lower case)")
+    if key == "signal":
+        from wsgi_drain.signals import parse_signal
+
+        try:
+            parse_signal(value)
+        except UsageError as err:
+            raise ConfigError(f"{source}: signal = {value!r}: {err}") from err
+    return value

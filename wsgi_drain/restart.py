@@ -41,7 +41,7 @@ from wsgi_drain.errors import (
     RouterError,
     UnhealthyError,
 )
-from wsgi_drain.health import Probe, probe
+from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, Phase, Progress, RouterRecord
 from wsgi_drain.procfs import fds_readable
@@ -192,6 +192,8 @@ def _discover(run: _Run) -> None:
                 f"only {len(procs.processes)} of {run.expected} processes are up before "
                 "the restart (one may be respawning)",
             )
+        if s.health_url and s.health_insecure:
+            _warn(run, f"{s.health_url}: the certificate is not verified (--health-insecure)")
         if not s.health_url:
             _warn(
                 run,
@@ -1029,7 +1031,7 @@ def _probe_until_ok(run: _Run, wait: float) -> Probe:
     """
     s = run.settings
     assert s.health_url is not None
-    result = probe(s.health_url, s.health_timeout)
+    result = probe_for(s)
     health_deadline = Deadline(wait)
     check = _watching_reader(run)
     while not result.ok:
@@ -1045,7 +1047,7 @@ def _probe_until_ok(run: _Run, wait: float) -> Probe:
         if health_deadline.expired():
             break
         run.interrupts.sleep(0.2)
-        result = probe(s.health_url, min(s.health_timeout, health_deadline.remaining() + 0.1))
+        result = probe_for(s, min(s.health_timeout, health_deadline.remaining() + 0.1))
     return result
 
 
@@ -1060,7 +1062,7 @@ def _healthy_now(run: _Run) -> bool:
     or not yet replaced, stays out of rotation.
     """
     if run.settings.health_url:
-        return probe(run.settings.health_url, run.settings.health_timeout).ok
+        return probe_for(run.settings).ok
     if run.group_procs is None:
         return False
     try:

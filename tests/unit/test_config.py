@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,69 @@ def test_bad_toml_names_the_file(tmp_path: Path) -> None:
 def test_missing_explicit_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.config_path(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('mode = "Drain"', "'drain' or 'rolling'"),
+        ('mode = "dran"', "'drain' or 'rolling'"),
+        ('signal = "SIGUSR2"', "signal"),
+        ("health_timeout = 0", "at least 0.1"),
+        ("drain_timeout = -1", "seconds"),
+        ("timeout = 0", "above 0"),
+        ('timeout = "60"', "a number"),
+        ("timeout = true", "a number"),
+        ("min_peers = -1", "0 or more"),
+        ('health_insecure = "yes"', "TOML boolean"),
+        ("apache_pidfile = 7", "a path"),
+        ("haproxy = [1]", "list of strings"),
+    ],
+)
+def test_toml_value_typo_is_an_error_naming_key_and_file(
+    tmp_path: Path, line: str, why: str
+) -> None:
+    data = config.read_file(write(tmp_path, f"[groups.myapp]\n{line}\n"))
+    with pytest.raises(ConfigError, match=why) as err:
+        config.resolve("myapp", {}, data, "/etc/wsgi-drain.toml")
+    assert line.split(" =")[0] in str(err.value) and "/etc/wsgi-drain.toml" in str(err.value)
+
+
+def test_toml_misspelt_group_table_is_an_error_with_the_close_match(tmp_path: Path) -> None:
+    data = config.read_file(write(tmp_path, '[groups.myap]\nmode = "rolling"\n'))
+    with pytest.raises(
+        ConfigError, match=r"no \[groups.myapp\] table, but there is \[groups.myap\]"
+    ):
+        config.resolve("myapp", {}, data, "f")
+    # A group with no table and no near miss takes the top-level defaults.
+    assert config.resolve("billing", {}, data, "f").mode == "drain"
+
+
+def test_toml_health_host_ca_insecure(tmp_path: Path) -> None:
+    data = config.read_file(
+        write(
+            tmp_path,
+            '[groups.myapp]\nhealth_host = "app.example"\nhealth_ca = "/etc/ca.pem"\n'
+            "health_insecure = true\n",
+        )
+    )
+    s = config.resolve("myapp", {}, data, "f")
+    assert (s.health_host, s.health_ca, s.health_insecure) == (
+        "app.example",
+        Path("/etc/ca.pem"),
+        True,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rule applies when running as root")
+@pytest.mark.parametrize("how", ["group-writable", "world-writable", "foreign-owner"])
+def test_toml_file_others_can_write_is_refused_as_root(tmp_path: Path, how: str) -> None:
+    path = write(tmp_path, TOML)
+    if how == "group-writable":
+        path.chmod(0o664)
+    elif how == "world-writable":
+        path.chmod(0o666)
+    else:
+        os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="chmod go-w|chown root"):
+        config.read_file(path)
