@@ -1,16 +1,26 @@
 """The health check's rules: one verdict for cron and monitoring (Nagios conventions).
 
-Every rule adds a Finding; the verdict is the worst one.  The check never
-changes anything and never raises for a problem it is meant to report: a
-missing Apache is CRITICAL, not a crash.  Only an unusable request (the group
-is not configured, bad wsgi-drain settings) is UNKNOWN.
+Every rule adds a Finding; the verdict is the worst one (CRITICAL > WARNING >
+UNKNOWN > OK).  The check never changes anything and never raises for a
+problem it is meant to report: a missing Apache is CRITICAL, not a crash.
+
+Monitoring agents (NRPE, Icinga) run as an unprivileged user.  Every rule
+that user can evaluate is evaluated; what it cannot read (the state
+directory, the error log, a router's admin socket, the daemons' sockets when
+the group sets no display-name) is UNKNOWN, naming what and why, never a
+CRITICAL it did not see.  An unusable request (the group is not configured,
+bad settings) is UNKNOWN too, by the caller.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from wsgi_drain import procfs
 from wsgi_drain import routers as routers_mod
@@ -18,7 +28,7 @@ from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
 from wsgi_drain.errorlog import LifecycleEvent, recent_events
-from wsgi_drain.errors import DrainError, GroupNotFoundError
+from wsgi_drain.errors import DrainError, GroupNotFoundError, IdentityError, RouterError
 from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
@@ -59,6 +69,7 @@ class CheckResult:
     processes: list[ProcessInfo] = field(default_factory=list)
     expected: int | None = None
     health: Probe | None = None
+    health_timeout: float | None = None
     forced: int | None = None
     routers_drained: dict[str, bool] = field(default_factory=dict)
     journal: bool = False
@@ -66,7 +77,9 @@ class CheckResult:
 
     @property
     def status(self) -> NagiosStatus:
-        return max((f.level for f in self.findings), default=NagiosStatus.OK)
+        return max(
+            (f.level for f in self.findings), key=lambda s: s.severity, default=NagiosStatus.OK
+        )
 
     def add(self, level: NagiosStatus, message: str) -> None:
         self.findings.append(Finding(level, message))
@@ -87,7 +100,7 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     group = instance.config.group(settings.group)  # unknown group: UNKNOWN, by the caller
     result.expected = group.processes
     procs = _processes_rule(result, instance, group, thresholds, running)
-    log = instance.error_log_of(group)
+    log = _readable_log(result, instance.error_log_of(group))
     if log is not None:
         # One read of the log's tail serves both log rules.
         since = time.time() - max(STUCK_LOOKBACK, thresholds.log_window)
@@ -103,16 +116,53 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     return result
 
 
+def _readable_log(result: CheckResult, log: Path | None) -> Path | None:
+    """The error log if the log rules can read it; otherwise say why they are off."""
+    if log is None:
+        result.ok_notes.append("error log is a pipe or syslog: stuck and forced-exit rules off")
+        return None
+    try:
+        info = os.stat(log)
+    except FileNotFoundError:
+        return None  # nothing logged yet
+    except OSError as err:
+        result.add(NagiosStatus.UNKNOWN, _unreadable(f"the error log {log}", err))
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        result.ok_notes.append(f"error log {log} is not a file: stuck and forced-exit rules off")
+        return None
+    if not os.access(log, os.R_OK):
+        result.add(NagiosStatus.UNKNOWN, _unreadable(f"the error log {log}", PermissionError()))
+        return None
+    return log
+
+
+def _unreadable(what: str, err: OSError) -> str:
+    reason = err.strerror or "permission denied"
+    return (
+        f"cannot read {what} as uid {os.geteuid()} ({reason}): the rules that need it were "
+        "not evaluated; run the check as root (sudoers example in the README) or grant read access"
+    )
+
+
 def _journal_rule(result: CheckResult, settings: Settings) -> bool:
     """A journal with no run holding the lock is a run killed outright. Returns: run active."""
+    if settings.state_dir.exists() and not os.access(settings.state_dir, os.R_OK | os.X_OK):
+        result.add(
+            NagiosStatus.UNKNOWN,
+            _unreadable(f"the state directory {settings.state_dir}", PermissionError()),
+        )
+        return False
+    running = lock_holder(settings.state_dir, settings.group) is not None
+    _drain_journal_rule(result, settings, running)
     try:
         journal = Journal.load(settings.state_dir, settings.group)
     except DrainError as err:
         result.add(NagiosStatus.CRITICAL, str(err))
         return False
     if journal is None:
-        return False
-    if lock_holder(settings.state_dir, settings.group) is not None:
+        return running
+    if running:
         result.ok_notes.append(f"a restart is running (pid {journal.pid}, phase {journal.phase})")
         return True
     result.journal = True
@@ -129,6 +179,23 @@ def _journal_rule(result: CheckResult, settings: Settings) -> bool:
     return False
 
 
+def _drain_journal_rule(result: CheckResult, settings: Settings, running: bool) -> None:
+    """A host taken out by hand (`wsgi-drain drain`) and not put back."""
+    try:
+        journal = Journal.load(settings.state_dir, settings.group, "drain")
+    except DrainError as err:
+        result.add(NagiosStatus.CRITICAL, str(err))
+        return
+    if journal is None or running or not journal.still_diverted:
+        return
+    result.journal = True
+    result.add(
+        NagiosStatus.WARNING,
+        f"the backend was taken out by hand (`wsgi-drain drain`, {_ago(journal.started)} ago) "
+        f"and is still out; put it back with: wsgi-drain undrain --group {settings.group}",
+    )
+
+
 def _processes_rule(
     result: CheckResult,
     instance: ApacheInstance,
@@ -140,8 +207,15 @@ def _processes_rule(
     while True:
         try:
             procs = group_processes(instance, group)
+        except IdentityError as err:
+            # Cannot prove which processes are the group's: not seen, so not CRITICAL.
+            result.add(NagiosStatus.UNKNOWN, str(err))
+            return None
         except DrainError as err:
-            result.add(NagiosStatus.CRITICAL, str(err))
+            level = (
+                NagiosStatus.CRITICAL if procfs.fds_readable(instance.pid) else NagiosStatus.UNKNOWN
+            )
+            result.add(level, str(err))
             return None
         # A process being respawned must not make the check flap: look again.
         if len(procs.processes) >= group.processes or time.monotonic() >= deadline:
@@ -198,6 +272,11 @@ def _stuck_rule(
             continue
         if procfs.state_of(pid) in (None, "Z"):
             continue
+        try:
+            if psutil.Process(pid).create_time() >= when:
+                continue  # a newer process reusing the pid the log named
+        except psutil.Error:
+            continue
         late = now - when
         if late > limit:
             result.add(
@@ -234,6 +313,7 @@ def _log_rule(
 def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds) -> None:
     assert settings.health_url is not None
     result.health = probe_for(settings)
+    result.health_timeout = settings.health_timeout
     if not result.health.ok:
         result.add(
             NagiosStatus.CRITICAL, f"{settings.health_url} answered {result.health.describe()}"
@@ -252,7 +332,11 @@ def _router_rule(result: CheckResult, settings: Settings, running: bool) -> None
             router = routers_mod.from_spec(spec)
             state = router.state()
         except DrainError as err:
-            result.add(NagiosStatus.WARNING, f"router unreadable: {err}")
+            denied = isinstance(err, RouterError) and isinstance(err.__cause__, PermissionError)
+            if denied:
+                result.add(NagiosStatus.UNKNOWN, _unreadable(f"router {spec}", PermissionError()))
+            else:
+                result.add(NagiosStatus.WARNING, f"router unreadable: {err}")
             continue
         drained = state.admin != "ready"
         result.routers_drained[router.name] = drained

@@ -7,10 +7,12 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +25,23 @@ from wsgi_drain.status import ExitStatus, NagiosStatus
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class NagiosCommand(click.Command):
+    """A command whose usage errors are one UNKNOWN line on stdout, exit 3 (plugin rules).
+
+    Monitoring shows a plugin's first stdout line; click's usage text on
+    stderr with exit 2 would read as CRITICAL with no message.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            click.echo(
+                f"WSGI-DRAIN UNKNOWN - usage: {err.format_message()} (see wsgi-drain check --help)"
+            )
+            sys.exit(int(NagiosStatus.UNKNOWN))
 
 
 def _fail(err: DrainError, as_json: bool) -> None:
@@ -129,7 +148,9 @@ def group_options(f: F) -> F:
         ),
         click.option(
             "--state-dir",
-            type=click.Path(file_okay=False, path_type=Path),
+            # Not checked for readability here: `check` as the monitoring user
+            # reports an unreadable state directory as UNKNOWN, by name.
+            type=click.Path(file_okay=False, readable=False, path_type=Path),
             envvar="WSGI_DRAIN_STATE_DIR",
             help="Where locks and run journals live [default: /run/wsgi-drain].",
         ),
@@ -355,8 +376,18 @@ def _print_divert(result: Any, as_json: bool) -> None:
             click.echo(f"  {note}")
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.command(context_settings=CONTEXT, cls=NagiosCommand)
 @group_options
+@click.option(
+    "-t",
+    "--timeout",
+    "check_timeout",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds the whole check may take; past them it says UNKNOWN and exits 3 "
+    "(Nagios plugin guidelines).",
+)
 @click.option(
     "--health-warn",
     type=click.FloatRange(min=0),
@@ -378,7 +409,8 @@ def _print_divert(result: Any, as_json: bool) -> None:
 @click.option(
     "--textfile",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write Prometheus metrics here (node_exporter textfile collector; atomic).",
+    help="Also write Prometheus metrics here (node_exporter textfile collector; atomic), "
+    "rewritten on every run, UNKNOWN included.",
 )
 def check(**kwargs: Any) -> None:
     """Health check for cron and monitoring (Nagios plugin conventions).
@@ -394,16 +426,20 @@ def check(**kwargs: Any) -> None:
               health URL, router left drained, processes forced out by a
               timeout recently, configuration traps, --rss-warn/--age-warn.
 
+    UNKNOWN:  what this user may not read (the check works as the monitoring
+              user; what needs root is named), bad options, unknown group,
+              timeout, internal error.
+
     \b
-    Exit statuses: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad options,
-    unknown group, internal error).
+    Exit statuses: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. The worst finding
+    wins: CRITICAL > WARNING > UNKNOWN > OK.
     """
-    from wsgi_drain.check import Thresholds, run_check
-    from wsgi_drain.state import write_atomic
+    from wsgi_drain.check import CheckResult, Thresholds, run_check
     from wsgi_drain.status import NagiosStatus
 
     as_json = kwargs.pop("as_json")
     textfile = kwargs.pop("textfile")
+    limit = kwargs.pop("check_timeout")
     rss_warn = kwargs.pop("rss_warn")
     thresholds = Thresholds(
         health_warn=kwargs.pop("health_warn"),
@@ -413,10 +449,14 @@ def check(**kwargs: Any) -> None:
     )
     group = kwargs["group"]
     try:
-        result = run_check(_settings(kwargs, {}), thresholds)
-    except Exception as err:  # a DrainError, or a bug: monitoring must see UNKNOWN
-        if not isinstance(err, DrainError):
+        with _alarm(limit):
+            result = run_check(_settings(kwargs, {}), thresholds)
+    except Exception as err:  # a DrainError, a timeout, or a bug: monitoring must see UNKNOWN
+        if not isinstance(err, (DrainError, _CheckTimeout)):
             traceback.print_exception(err, file=sys.stderr)
+        unknown = CheckResult(group)
+        unknown.add(NagiosStatus.UNKNOWN, str(err))
+        _write_textfile(textfile, unknown)
         line = f"WSGI-DRAIN UNKNOWN - {group}: {err}"
         if as_json:
             report.print_json(
@@ -426,13 +466,50 @@ def check(**kwargs: Any) -> None:
         else:
             click.echo(line)
         sys.exit(int(NagiosStatus.UNKNOWN))
-    if textfile is not None:
-        write_atomic(textfile, report.prometheus_text(result))
+    _write_textfile(textfile, result)
     if as_json:
         report.print_json(report.check_dict(result, thresholds))
     else:
         report.print_check(result, thresholds)
     sys.exit(int(result.status))
+
+
+class _CheckTimeout(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"check timed out after {seconds:g} s (-t/--timeout)")
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise _CheckTimeout if the block runs past `seconds` (a SIGALRM backstop)."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise _CheckTimeout(seconds)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _write_textfile(path: Path | None, result: Any) -> None:
+    """Rewrite the metrics file; a failure is the check's UNKNOWN, never a traceback."""
+    if path is None:
+        return
+    from wsgi_drain.state import write_atomic
+    from wsgi_drain.status import NagiosStatus
+
+    try:
+        write_atomic(path, report.prometheus_text(result))
+    except OSError as err:
+        click.echo(
+            f"WSGI-DRAIN UNKNOWN - {result.group}: cannot write --textfile {path}: "
+            f"{err.strerror or err} (does the directory exist, and may this user write it?)"
+        )
+        sys.exit(int(NagiosStatus.UNKNOWN))
 
 
 @cli.command(context_settings=CONTEXT)

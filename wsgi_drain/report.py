@@ -171,11 +171,18 @@ CHECK_SCHEMA = "wsgi-drain/check/v1"
 
 def check_perfdata(result: CheckResult, thresholds: Thresholds) -> str:
     """Nagios performance data: 'label'=value[UOM];[warn];[crit];[min];[max] ..."""
+    # Thresholds in Nagios range syntax, the same limits the rules apply:
+    # processes WARNING below processes=, CRITICAL at 0 ("N:" alerts below N);
+    # health WARNING above --health-warn, CRITICAL when the probe fails (its
+    # timeout); forced exits WARNING above 0.
     parts = []
     if result.expected is not None:
-        parts.append(f"processes={len(result.processes)};;;0;{result.expected}")
+        parts.append(f"processes={len(result.processes)};{result.expected}:;1:;0;{result.expected}")
     if result.health is not None:
-        parts.append(f"health_time={result.health.latency:.4f}s;{thresholds.health_warn:g};;0;")
+        crit = "" if result.health_timeout is None else f"{result.health_timeout:g}"
+        parts.append(
+            f"health_time={result.health.latency:.4f}s;{thresholds.health_warn:g};{crit};0;"
+        )
     rss = [p.rss for p in result.processes if p.rss]
     if rss:
         warn = thresholds.rss_warn or ""
@@ -184,7 +191,7 @@ def check_perfdata(result: CheckResult, thresholds: Thresholds) -> str:
         warn_age = "" if thresholds.age_warn is None else f"{thresholds.age_warn:g}"
         parts.append(f"age_max={max(p.age for p in result.processes):.0f}s;{warn_age};;0;")
     if result.forced is not None:
-        parts.append(f"forced_exits={result.forced};1;;0;")
+        parts.append(f"forced_exits={result.forced};0;;0;")
     return " ".join(parts)
 
 
@@ -249,10 +256,14 @@ def prometheus_text(result: CheckResult) -> str:
     """Metrics for node_exporter's textfile collector."""
     label = f'group="{_escape(result.group)}"'
     lines = []
+    described: set[str] = set()
 
     def metric(name: str, help_text: str, value: float, labels: str = label) -> None:
-        lines.append(f"# HELP wsgi_drain_{name} {help_text}")
-        lines.append(f"# TYPE wsgi_drain_{name} gauge")
+        # HELP and TYPE once per metric name, however many series (routers) it has.
+        if name not in described:
+            described.add(name)
+            lines.append(f"# HELP wsgi_drain_{name} {help_text}")
+            lines.append(f"# TYPE wsgi_drain_{name} gauge")
         lines.append(f"wsgi_drain_{name}{{{labels}}} {value}")
 
     metric(
@@ -265,7 +276,7 @@ def prometheus_text(result: CheckResult) -> str:
     if result.expected is not None:
         metric("processes_expected", "The group's processes= setting.", result.expected)
     if result.health is not None:
-        metric("health_ok", "1 if the health URL answered 2xx/3xx.", int(result.health.ok))
+        metric("health_ok", "1 if the health URL answered 2xx.", int(result.health.ok))
         metric("health_seconds", "Health probe latency.", round(result.health.latency, 4))
     rss = [p.rss for p in result.processes if p.rss]
     if rss:

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import stat
+import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -265,19 +266,29 @@ def lock_holder(state_dir: Path, group: str) -> int | None:
     """
     try:
         info = (state_dir / _file_name(group, ".lock")).stat()
-        lines = Path("/proc/locks").read_text().splitlines()
+        text = Path("/proc/locks").read_text()
     except OSError:
         return None
-    for line in lines:
-        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"
+    return flock_holder(text, info.st_dev, info.st_ino)
+
+
+def flock_holder(locks: str, device: int, inode: int) -> int | None:
+    """The pid holding a flock on (device, inode), from the text of /proc/locks.
+
+    Lines look like "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF": the
+    device as hexadecimal major:minor, then the inode.  Both must match: the
+    same inode number on another filesystem is another file.
+    """
+    want = (os.major(device), os.minor(device), inode)
+    for line in locks.splitlines():
         parts = line.split()
         if len(parts) < 6 or parts[1] != "FLOCK" or parts[0] == "->":
             continue
         try:
-            dev_inode = parts[5].rsplit(":", 1)
-            if int(dev_inode[1]) == info.st_ino:
+            major, minor, ino = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == want:
                 return int(parts[4])
-        except (ValueError, IndexError):
+        except ValueError:
             continue
     return None
 
@@ -288,12 +299,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     A reader (node_exporter scraping a textfile) sees the old file or the new
     one, never half of one.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    # mkstemp: O_EXCL and an unpredictable name, so nobody can plant a
+    # symlink or a file there first; the mode is set on the descriptor.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as out:
             out.write(text)
-        os.chmod(tmp, mode)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

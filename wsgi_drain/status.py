@@ -24,3 +24,12 @@ class NagiosStatus(IntEnum):
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3
+
+    @property
+    def severity(self) -> int:
+        """How bad, for the worst-of rule: CRITICAL > WARNING > UNKNOWN > OK.
+
+        UNKNOWN (something could not be read) must not hide a CRITICAL that
+        was read, nor outrank a real WARNING.
+        """
+        return {0: 0, 3: 1, 1: 2, 2: 3}[int(self)]

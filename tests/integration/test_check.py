@@ -49,7 +49,8 @@ def test_healthy_group_is_ok_with_perfdata(lab: ApacheLab, tmp_path: Path) -> No
     assert run.returncode == 0, run.stdout
     line = first_line(run)
     assert line.startswith("WSGI-DRAIN OK - myapp: 3/3 processes up, health HTTP 200")
-    assert " | processes=3;;;0;3 health_time=" in line
+    # Thresholds as the rules apply them: WARNING below 3, CRITICAL below 1.
+    assert " | processes=3;3:;1:;0;3 health_time=" in line
     metrics = textfile.read_text()
     assert 'wsgi_drain_check_status{group="myapp"} 0\n' in metrics
     assert 'wsgi_drain_processes{group="myapp"} 3\n' in metrics
@@ -221,7 +222,8 @@ def test_unknown_group_and_bad_usage_are_unknown(lab: ApacheLab, tmp_path: Path)
     assert first_line(run).startswith("WSGI-DRAIN UNKNOWN - nosuch: group 'nosuch' not found")
     bad = run_cli("check", "--group", "myapp", "--health-warn", "soon")
     assert bad.returncode == 3
-    assert "Invalid value for '--health-warn'" in bad.stderr
+    # Nagios shows the first stdout line: one UNKNOWN line, not click's usage on stderr.
+    assert bad.stdout.startswith("WSGI-DRAIN UNKNOWN - usage: Invalid value for '--health-warn'")
 
 
 def test_status_lists_groups_processes_and_journals(lab: ApacheLab, tmp_path: Path) -> None:

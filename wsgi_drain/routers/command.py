@@ -115,7 +115,14 @@ class CommandRouter:
             raise RouterError(self.name, f"cannot run it: {err.strerror or err}") from err
         try:
             out, err_text = proc.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
+        except BaseException as interrupted:
+            if not isinstance(interrupted, subprocess.TimeoutExpired):
+                # Interrupted (Ctrl-C, the check's -t): end what we started.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()  # reaps it and closes the pipes
+                raise
+
             with contextlib.suppress(ProcessLookupError):  # exited just before the kill
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
