@@ -34,6 +34,7 @@ from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
 from wsgi_drain.traps import find_traps
+from wsgi_drain.traps import split as split_traps
 
 # How long a process count below `processes=` may last before it counts: the
 # parent respawns a dead daemon within about a second.
@@ -111,8 +112,12 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     if settings.health_url:
         _health_rule(result, settings, thresholds)
     _router_rule(result, settings, running)
-    for trap in find_traps(group, fds_readable=procfs.fds_readable(instance.pid)):
-        result.add(NagiosStatus.WARNING, trap.message)
+    found = find_traps(group, fds_readable=procfs.fds_readable(instance.pid))
+    warned, acknowledged = split_traps(found, settings.ack_traps)
+    for trap in warned:
+        result.add(NagiosStatus.WARNING, trap.advice)
+    if acknowledged:
+        result.ok_notes.append("acknowledged: " + ", ".join(t.key for t in acknowledged))
     return result
 
 

@@ -128,6 +128,14 @@ def group_options(f: F) -> F:
             help="Seconds one health probe may take [default: 5].",
         ),
         click.option(
+            "--ack-trap",
+            "ack_traps",
+            multiple=True,
+            metavar="KEY",
+            help="Acknowledge a configuration trap chosen on purpose (its key is in the "
+            "warning, e.g. script-reloading): a note instead of a WARNING; repeat for several.",
+        ),
+        click.option(
             "--health-host",
             metavar="NAME",
             envvar="WSGI_DRAIN_HEALTH_HOST",
@@ -169,6 +177,7 @@ def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
         "apache_pidfile": kwargs.pop("apache_pidfile"),
         "haproxy": tuple(kwargs.pop("haproxy")),
         "routers": tuple(kwargs.pop("routers")),
+        "ack_traps": tuple(kwargs.pop("ack_traps")),
         "health_url": kwargs.pop("health_url"),
         "health_timeout": kwargs.pop("health_timeout"),
         "health_host": kwargs.pop("health_host"),
@@ -183,6 +192,10 @@ def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
 
         validate_url(settings.health_url)
         validate_ca(settings.health_ca)
+    if settings.ack_traps:
+        from wsgi_drain.traps import check_keys
+
+        check_keys(settings.ack_traps)
     return settings
 
 

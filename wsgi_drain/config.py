@@ -54,6 +54,7 @@ class Settings:
     health_host: str | None = None
     health_ca: Path | None = None
     health_insecure: bool = False
+    ack_traps: tuple[str, ...] = ()
     mode: str = "drain"
     signal: str = "SIGUSR1"
     timeout: float | None = None
@@ -67,7 +68,7 @@ _PATHS = {"apache_config", "apache_pidfile", "state_dir", "health_ca"}
 _FLOATS = {"timeout": 0.0, "drain_timeout": 0.0, "health_timeout": 0.1}
 _STRINGS = {"health_url", "health_host", "mode", "signal"}
 _BOOLS = {"health_insecure"}
-_LISTS = {"haproxy", "routers"}
+_LISTS = {"haproxy", "routers", "ack_traps"}
 MODES = ("drain", "rolling")
 _KEYS = {f.name for f in fields(Settings)} - {"group"}
 
@@ -196,6 +197,13 @@ def _check(key: str, value: Any, source: str) -> Any:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
             raise bad("a string or a list of strings")
+        if key == "ack_traps":
+            from wsgi_drain.traps import check_keys
+
+            try:
+                check_keys(items)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: ack_traps: {err}") from err
         return tuple(items)
     if not isinstance(value, str):
         raise bad("a string")

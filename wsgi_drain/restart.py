@@ -49,6 +49,7 @@ from wsgi_drain.routers import Router
 from wsgi_drain.signals import Handle, check_support, open_handle, parse_signal
 from wsgi_drain.state import Journal, group_lock, lock_holder, router_lock
 from wsgi_drain.traps import find_traps
+from wsgi_drain.traps import split as split_traps
 from wsgi_drain.watch import died_within, wait_exits, wait_replacements
 
 # The Apache parent respawns a daemon 0.2-1 s after it exits (DESIGN.md); allow
@@ -184,8 +185,9 @@ def _discover(run: _Run) -> None:
                     f"the processes={group.processes} on disk is not proven to be what runs",
                 )
         out.processes_expected = run.expected
-        for trap in find_traps(group, fds_readable=fds_readable(instance.pid)):
-            _warn(run, trap.message)
+        found = find_traps(group, fds_readable=fds_readable(instance.pid))
+        for trap in split_traps(found, s.ack_traps)[0]:
+            _warn(run, trap.advice)
         if len(procs.processes) < run.expected:
             _warn(
                 run,

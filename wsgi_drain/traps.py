@@ -1,6 +1,9 @@
 """Configuration traps that make a restart slow, blind or unsafe, each with its fix.
 
-Shared by `restart` (pre-flight warnings) and `check` (WARNING lines).
+Shared by `restart` (pre-flight warnings) and `check` (WARNING lines).  An
+operator who chose one on purpose acknowledges it by its key (`--ack-trap
+KEY`, TOML `ack_traps = [...]`): it is then a note, not a warning, and every
+other rule still applies.
 """
 
 from __future__ import annotations
@@ -10,12 +13,45 @@ from dataclasses import dataclass
 from wsgi_drain.apacheconf import DaemonGroup
 
 _QUIET_LEVELS = {"emerg", "alert", "crit", "error", "warn", "notice"}
+KEYS = (
+    "no-drain-timeout",
+    "shutdown-timeout-zero",
+    "no-graceful-timer",
+    "no-monitor-thread",
+    "script-reloading",
+    "log-level",
+    "no-identity",
+)
 
 
 @dataclass(frozen=True)
 class Trap:
     key: str
     message: str
+
+    @property
+    def advice(self) -> str:
+        """The message, with how to silence it when the choice is deliberate."""
+        return f"{self.message} [trap {self.key}: if deliberate, --ack-trap {self.key}]"
+
+
+def check_keys(keys: tuple[str, ...] | list[str]) -> None:
+    """ConfigError naming the known keys for an unknown one."""
+    from wsgi_drain.errors import ConfigError
+
+    unknown = [k for k in keys if k not in KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown trap(s) {', '.join(unknown)} to acknowledge; known: {', '.join(KEYS)}"
+        )
+
+
+def split(traps: list[Trap], acknowledged: tuple[str, ...]) -> tuple[list[Trap], list[Trap]]:
+    """(still warned, acknowledged) traps."""
+    return (
+        [t for t in traps if t.key not in acknowledged],
+        [t for t in traps if t.key in acknowledged],
+    )
 
 
 def find_traps(group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:

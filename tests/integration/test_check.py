@@ -246,3 +246,23 @@ def test_status_lists_groups_processes_and_journals(lab: ApacheLab, tmp_path: Pa
     assert "group myapp  processes=3 threads=5 drain=15s shutdown=5s  (3/3 up, by socket)" in (
         text.stdout
     )
+
+
+def test_check_acknowledged_trap_is_a_note_not_a_warning(tmp_path: Path) -> None:
+    # No graceful-timeout: the no-drain-timeout trap, chosen on purpose here.
+    lab = ApacheLab(tmp_path / "a", daemon_options={"shutdown-timeout": 5})
+    try:
+        start(lab)
+        warned = check(lab, tmp_path)
+        acked = check(lab, tmp_path, "--ack-trap", "no-drain-timeout")
+        typo = check(lab, tmp_path, "--ack-trap", "no-drain-timeouts")
+        lab.set_healthy(False)
+        still = check(lab, tmp_path, "--ack-trap", "no-drain-timeout")
+    finally:
+        lab.stop()
+    assert warned.returncode == 1 and "--ack-trap no-drain-timeout" in warned.stdout
+    assert acked.returncode == 0, acked.stdout
+    assert "acknowledged: no-drain-timeout" in first_line(acked)
+    assert typo.returncode == 3 and "known: no-drain-timeout" in typo.stdout
+    # The other rules still apply.
+    assert still.returncode == 2, still.stdout

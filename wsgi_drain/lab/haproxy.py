@@ -100,6 +100,7 @@ class HAProxyLab:
         pin: dict[str, str] | None = None,
         inter: str = "200ms",
         start_timeout: float = 10.0,
+        admin_tcp: bool = False,
     ) -> None:
         if not servers:
             raise ValueError("HAProxyLab needs at least one server")
@@ -115,6 +116,10 @@ class HAProxyLab:
         self.conf_path = self.root / "haproxy.cfg"
         self.log_path = self.root / "haproxy.log"
         self.admin_socket = self.root / "admin.sock"
+        # Also a TCP runtime API on loopback, as a central load-balancer host
+        # offers it (`stats socket ipv4@...`); `admin_address` is HOST:PORT.
+        self.admin_tcp = admin_tcp
+        self.admin_port = 0
         self.port = 0
         self._sock_dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -123,6 +128,13 @@ class HAProxyLab:
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def admin_address(self) -> str:
+        """HOST:PORT of the TCP runtime API (admin_tcp=True)."""
+        if not self.admin_tcp:
+            raise LabError("this HAProxyLab has no TCP runtime API (admin_tcp=False)")
+        return f"{LOOPBACK}:{self.admin_port}"
 
     @property
     def pid(self) -> int:
@@ -143,6 +155,11 @@ class HAProxyLab:
         self.stop()
 
     def _config(self) -> str:
+        tcp = (
+            f"    stats socket ipv4@{LOOPBACK}:{self.admin_port} level admin\n"
+            if self.admin_tcp
+            else ""
+        )
         pins = "\n".join(
             f"    use-server {name} if {{ path_beg {path} }}" for path, name in self.pin.items()
         )
@@ -153,7 +170,7 @@ class HAProxyLab:
 # Written by wsgi_drain.lab.HAProxyLab.
 global
     stats socket {self.admin_socket} mode 600 level admin
-    stats timeout 30s
+{tcp}    stats timeout 30s
 
 defaults
     mode http
@@ -200,6 +217,8 @@ backend {BACKEND}
             self._sock_dir = Path(tempfile.mkdtemp(prefix="wsgi-drain-haproxy-"))
             self.admin_socket = self._sock_dir / "admin.sock"
         self.port = free_port()
+        if self.admin_tcp:
+            self.admin_port = free_port()
         self.conf_path.write_text(self._config(), encoding="utf-8")
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
