@@ -112,7 +112,8 @@ def group_options(f: F) -> F:
             help="A front-end router of this host (repeat; kinds mix): "
             "haproxy:SOCKET:BACKEND/SERVER (SOCKET a path or ipv4@HOST:PORT), "
             "nginx:[pid=PIDFILE:]UPSTREAM_FILE:HOST:PORT (marks that server line down, "
-            "nginx -t, reload), "
+            "nginx -t, reload), health-file:PATH (its presence fails the health URL; "
+            "with --lb-detect), "
             "command:'PROGRAM ARGS' (runs PROGRAM ARGS divert|restore|state, no shell). "
             "--haproxy S is short for --router haproxy:S.",
         ),
@@ -126,6 +127,14 @@ def group_options(f: F) -> F:
             type=click.FloatRange(min=0.1),
             envvar="WSGI_DRAIN_HEALTH_TIMEOUT",
             help="Seconds one health probe may take [default: 5].",
+        ),
+        click.option(
+            "--lb-detect",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="For a health-file router: how long the load balancer takes to stop sending "
+            "once the health URL fails (check interval x unhealthy threshold + deregistration "
+            "delay).",
         ),
         click.option(
             "--ack-trap",
@@ -178,6 +187,7 @@ def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
         "haproxy": tuple(kwargs.pop("haproxy")),
         "routers": tuple(kwargs.pop("routers")),
         "ack_traps": tuple(kwargs.pop("ack_traps")),
+        "lb_detect": kwargs.pop("lb_detect"),
         "health_url": kwargs.pop("health_url"),
         "health_timeout": kwargs.pop("health_timeout"),
         "health_host": kwargs.pop("health_host"),

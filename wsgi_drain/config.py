@@ -55,6 +55,7 @@ class Settings:
     health_ca: Path | None = None
     health_insecure: bool = False
     ack_traps: tuple[str, ...] = ()
+    lb_detect: float | None = None
     mode: str = "drain"
     signal: str = "SIGUSR1"
     timeout: float | None = None
@@ -65,7 +66,7 @@ class Settings:
 
 _PATHS = {"apache_config", "apache_pidfile", "state_dir", "health_ca"}
 # Lowest accepted value of each number (the command line's ranges).
-_FLOATS = {"timeout": 0.0, "drain_timeout": 0.0, "health_timeout": 0.1}
+_FLOATS = {"timeout": 0.0, "drain_timeout": 0.0, "health_timeout": 0.1, "lb_detect": 0.0}
 _STRINGS = {"health_url", "health_host", "mode", "signal"}
 _BOOLS = {"health_insecure"}
 _LISTS = {"haproxy", "routers", "ack_traps"}

@@ -64,7 +64,10 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
         locks.enter_context(group_lock(settings.state_dir, settings.group, what="drain"))
         for spec in specs:
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
-        routers = [(spec, routers_mod.from_spec(spec, settings.group)) for spec in specs]
+        routers = [
+            (spec, routers_mod.from_spec(spec, settings.group, settings.lb_detect))
+            for spec in specs
+        ]
         journal = Journal.load(settings.state_dir, settings.group, "drain") or Journal(
             group=settings.group, pid=os.getpid(), started=time.time(), kind="drain"
         )
@@ -131,7 +134,7 @@ def undrain(settings: Settings, progress: Progress) -> DivertResult:
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
         errors: list[str] = []
         for spec in specs:
-            router = routers_mod.from_spec(spec, settings.group)
+            router = routers_mod.from_spec(spec, settings.group, settings.lb_detect)
             try:
                 note = _undrain_one(router, spec, journals)
                 result.states.append(router.state())

@@ -130,6 +130,25 @@ def unix_socket_paths(*, listening_only: bool = False) -> dict[int, str]:
     return paths
 
 
+def unix_connections(path: str) -> int | None:
+    """How many accepted connections to the unix socket at `path` are open now.
+
+    For a mod_wsgi daemon socket each is one request in flight between an
+    Apache worker and a daemon (mod_wsgi opens one connection per request and
+    closes it at the end).  None when /proc/net/unix cannot be read.
+    """
+    try:
+        lines = (PROC / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    count = 0
+    for line in lines:
+        parts = line.split(None, 7)
+        if len(parts) == 8 and parts[7] == path and not int(parts[3], 16) & _SO_ACCEPTCON:
+            count += 1
+    return count
+
+
 def cmdline(pid: int) -> list[str]:
     """argv as the kernel shows it now (a daemon's display-name rewrites it)."""
     try:

@@ -203,6 +203,7 @@ def _discover(run: _Run) -> None:
                 "routers are put back once every process is replaced",
             )
         _read_routers(run)
+        _measure_in_flight(run)
         _choose_mode(run)
         proof = f"{identity.proof}" if identity is not None else f"by {procs.method}"
         ph.detail = (
@@ -224,7 +225,7 @@ def _read_routers(run: _Run) -> None:
     """
     s, out = run.settings, run.outcome
     run.routers = tuple(
-        (spec, routers_mod.from_spec(spec, s.group))
+        (spec, routers_mod.from_spec(spec, s.group, s.lb_detect))
         for spec in routers_mod.specs(s.haproxy, s.routers)
     )
     previous = Journal.load(s.state_dir, s.group)
@@ -253,6 +254,19 @@ def _read_routers(run: _Run) -> None:
                 f"{router.name} is in {state.admin} before the restart, and not by "
                 "wsgi-drain: it is left exactly so (not diverted, not put back)",
             )
+
+
+def _measure_in_flight(run: _Run) -> None:
+    """Give routers that measure in-flight requests on the host (health-file) the means.
+
+    Each request between Apache and the daemons is one accepted connection on
+    the group's socket (docs/mod_wsgi.md).
+    """
+    sock = run.group_procs.socket if run.group_procs is not None else None
+    for _spec, router in run.routers:
+        if hasattr(router, "in_flight") and sock is not None:
+            path = str(sock.path)
+            router.in_flight = lambda path=path: procfs.unix_connections(path)
 
 
 def _choose_mode(run: _Run) -> None:
@@ -449,7 +463,10 @@ def _divert(run: _Run) -> None:
                 raise
             peers = "?" if rec.peers_up is None else str(rec.peers_up)
             run.progress("divert", f"{router.name}: drain ({peers} other server(s) UP)")
-        drain_deadline = Deadline(run.settings.drain_timeout)
+        # A router the LB watches from afar (health-file) needs its detection
+        # time on top of the drain timeout.
+        settle = max((getattr(r, "settle_delay", 0.0) for _s, r in run.routers), default=0.0)
+        drain_deadline = Deadline(run.settings.drain_timeout + settle)
         for (_spec, router), rec in _paired(run):
             # Short slices so SIGINT/SIGTERM is acted on promptly.
             while True:

@@ -101,6 +101,7 @@ class HAProxyLab:
         inter: str = "200ms",
         start_timeout: float = 10.0,
         admin_tcp: bool = False,
+        check_path: str = "/health",
     ) -> None:
         if not servers:
             raise ValueError("HAProxyLab needs at least one server")
@@ -119,6 +120,7 @@ class HAProxyLab:
         # Also a TCP runtime API on loopback, as a central load-balancer host
         # offers it (`stats socket ipv4@...`); `admin_address` is HOST:PORT.
         self.admin_tcp = admin_tcp
+        self.check_path = check_path
         self.admin_port = 0
         self.port = 0
         self._sock_dir: Path | None = None
@@ -194,7 +196,7 @@ frontend {FRONTEND}
 
 backend {BACKEND}
     balance roundrobin
-    option httpchk GET /health
+    option httpchk GET {self.check_path}
     http-check expect status 200
     # Short checks so tests see UP/DOWN within about half a second.
     default-server inter {self.inter} fall 2 rise 1

@@ -68,10 +68,10 @@ class Router(Protocol):
         ...
 
 
-KINDS = ("haproxy", "nginx", "command")
+KINDS = ("haproxy", "nginx", "health-file", "command")
 
 
-def build(kind: str, spec: str, group: str | None = None) -> Router:
+def build(kind: str, spec: str, group: str | None = None, lb_detect: float | None = None) -> Router:
     """A router from its kind and spec, e.g. ("haproxy", "/run/haproxy.sock:be/web1").
 
     Modules are imported here, on use, so commands that need no router stay fast.
@@ -86,6 +86,10 @@ def build(kind: str, spec: str, group: str | None = None) -> Router:
         from wsgi_drain.routers.nginx import parse_target as parse_nginx
 
         return NginxRouter(parse_nginx(spec))
+    if kind == "health-file":
+        from wsgi_drain.routers.healthfile import HealthFileRouter, parse_path
+
+        return HealthFileRouter(parse_path(spec), lb_detect)
     if kind == "command":
         from wsgi_drain.routers.command import CommandRouter, parse_command
 
@@ -122,10 +126,10 @@ def spec_of(kind: str, spec: str) -> str:
     return f"{kind}:{spec}"
 
 
-def from_spec(entry: str, group: str | None = None) -> Router:
+def from_spec(entry: str, group: str | None = None, lb_detect: float | None = None) -> Router:
     """A router from its "KIND:SPEC" form (command line, configuration, journal).
 
     `group` is told to routers that pass it on (the command router's environment).
     """
     kind, spec = parse_spec(entry)
-    return build(kind, spec, group)
+    return build(kind, spec, group, lb_detect)
