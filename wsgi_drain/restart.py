@@ -910,6 +910,18 @@ def _endings_from_log(run: _Run) -> None:
                 + (" and mod_wsgi logged the process idle" if idle else ""),
             )
             continue
+        if ending in (Ending.FORCED, Ending.ABORTED) and run.apache_restarted:
+            # Apache's own restart stopped it, not its drain window running out.
+            _warn(
+                run,
+                f"{rec.old_pid} was stopped by Apache's own restart before it went idle: "
+                + (
+                    "requests still running were cut off"
+                    if ending is Ending.ABORTED
+                    else "its requests had shutdown-timeout to finish"
+                ),
+            )
+            continue
         if ending in (Ending.FORCED, Ending.ABORTED):
             _warn(
                 run,
