@@ -17,6 +17,7 @@ first poll that no longer sees the pid (so at most one interval late).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -38,14 +39,21 @@ from wsgi_drain import procfs
 from wsgi_drain.lab import ApacheLab, LoadLoop, ModWsgi, Outcome, Sample, Stack, slow_request
 from wsgi_drain.lab import two_hosts as stack
 from wsgi_drain.lab import wsgi_drain_command as drain_cmd
+from wsgi_drain.lab.nginx import NginxLab
 
-METHODS = ("sigusr1", "graceful", "drain", "rolling")
+METHODS = ("sigusr1", "graceful", "drain", "rolling", "nginx")
 LABELS = {
     "sigusr1": "SIGUSR1 to the daemons",
     "graceful": "apachectl graceful",
     "drain": "wsgi-drain restart (HAProxy)",
     "rolling": "wsgi-drain restart --mode rolling",
+    "nginx": "wsgi-drain restart (nginx router)",
 }
+# Methods whose load goes through nginx instead of HAProxy: its reloads close
+# idle keep-alive client connections, so the load loop retries a GET once when
+# a reused connection closes before any byte (counted as "retried", RFC 9112
+# 9.3.1), and the figures report that count apart from failures.
+NGINX_METHODS = ("nginx",)
 WATCH_INTERVAL = 0.02
 THROUGHPUT_WINDOW = 0.25
 # Every wait below is bounded: a method that never replaces its processes ends
@@ -175,7 +183,9 @@ def _sigusr1(lab: ApacheLab) -> None:
             os.close(fd)
 
 
-def _wsgi_drain(s: Stack, method: str) -> subprocess.CompletedProcess[str]:
+def _wsgi_drain(
+    s: Stack, method: str, nginx: NginxLab | None = None
+) -> subprocess.CompletedProcess[str]:
     args = [
         *drain_cmd(),
         "restart",
@@ -192,6 +202,12 @@ def _wsgi_drain(s: Stack, method: str) -> subprocess.CompletedProcess[str]:
     ]
     if method == "drain":
         args += ["--haproxy", f"{s.haproxy.admin_socket}:be_app/a"]
+    elif method == "nginx":
+        assert nginx is not None
+        args += [
+            "--router",
+            f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{nginx.server_address('a')}",
+        ]
     else:
         # Rolling is the mode for a host without a router: one process at a
         # time, the other two serve.  No --haproxy, so HAProxy keeps sending
@@ -202,7 +218,7 @@ def _wsgi_drain(s: Stack, method: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def run_method(s: Stack, method: str) -> CommandResult:
+def run_method(s: Stack, method: str, nginx: NginxLab | None = None) -> CommandResult:
     """Run one restart method against host `a`; returns when its command returns."""
     start = time.monotonic()
     if method == "graceful":
@@ -211,8 +227,8 @@ def run_method(s: Stack, method: str) -> CommandResult:
     if method == "sigusr1":
         _sigusr1(s.a)
         return CommandResult(start, time.monotonic(), 0)
-    if method in ("drain", "rolling"):
-        done = _wsgi_drain(s, method)
+    if method in ("drain", "rolling", "nginx"):
+        done = _wsgi_drain(s, method, nginx)
         end = time.monotonic()
         try:
             report = json.loads(done.stdout)
@@ -256,12 +272,26 @@ def _warm(s: Stack, processes: int) -> None:
 
 def run_trial(root: Path, modwsgi: ModWsgi, method: str, rep: int, timing: Timing) -> Trial:
     processes = 3
-    with stack(root, modwsgi, processes=processes) as s:
+    with stack(root, modwsgi, processes=processes) as s, contextlib.ExitStack() as more:
         _warm(s, processes)
+        front = s.haproxy.url
+        nginx = None
+        if method in NGINX_METHODS:
+            nginx = NginxLab(
+                root / "nginx", [("a", "127.0.0.1", s.a.port), ("b", "127.0.0.1", s.b.port)]
+            )
+            more.callback(nginx.stop)
+            nginx.start()
+            front = nginx.url
         old = sorted(s.a.daemon_pids())
         watcher = PidWatcher(s.a)
         budget = timing.steady + timing.slow + REPLACE_TIMEOUT + COMMAND_TIMEOUT + timing.tail
-        load = LoadLoop(s.haproxy.url + "/", max_requests=200_000, max_seconds=budget)
+        load = LoadLoop(
+            front + "/",
+            max_requests=200_000,
+            max_seconds=budget,
+            retry_reused_close=nginx is not None,
+        )
         errors: list[str] = []
         slow: Future[Sample] | None = None
         watcher.start()
@@ -270,9 +300,9 @@ def run_trial(root: Path, modwsgi: ModWsgi, method: str, rep: int, timing: Timin
         try:
             offset = random.Random(f"{method}-{rep}").uniform(0.0, timing.jitter)
             time.sleep(timing.steady + offset - timing.slow_lead)
-            slow = slow_request(s.haproxy.url + "/slow", timing.slow)
+            slow = slow_request(front + "/slow", timing.slow)
             time.sleep(timing.slow_lead)
-            command = run_method(s, method)
+            command = run_method(s, method, nginx)
             if command.returncode not in (0, None):
                 errors.append(f"exit {command.returncode}: {command.stderr.strip()}")
             replaced_at = _wait_replaced(watcher, set(old), processes, REPLACE_TIMEOUT)
@@ -388,8 +418,13 @@ def figures(trial: Trial) -> dict[str, Any]:
         "rep": trial.rep,
         "total": len(trial.samples),
         "counts": counts,
-        "failed": len(trial.samples) - counts[Outcome.OK.value],
-        "failed_in_window": len(window) - window_failures[Outcome.OK.value],
+        "failed": len(trial.samples) - counts[Outcome.OK.value] - counts[Outcome.RETRIED.value],
+        "failed_in_window": len(window)
+        - window_failures[Outcome.OK.value]
+        - window_failures[Outcome.RETRIED.value],
+        # Closed by a front-end reload on a reused keep-alive connection, then
+        # answered on one retry (nginx methods only).
+        "reload_closed_retried": counts[Outcome.RETRIED.value],
         "in_flight": None
         if slow is None
         else {
@@ -496,7 +531,10 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "reps": len(trials),
         "total": spread(pick("total")),
         "failed": spread(pick("failed")),
-        "failed_by_class": {o: spread(pick("counts", o)) for o in outcomes if o != "ok"},
+        "failed_by_class": {
+            o: spread(pick("counts", o)) for o in outcomes if o not in ("ok", "retried")
+        },
+        "reload_closed_retried": spread(pick("reload_closed_retried")),
         "in_flight_ok": sum(
             1 for t in trials if t["in_flight"] and t["in_flight"]["outcome"] == "ok"
         ),
