@@ -287,22 +287,27 @@ def restart(**kwargs: Any) -> None:
     """Restart one daemon group gracefully, losing no request.
 
     \b
-    1. find Apache and the group's processes (proven by their socket)
-    2. take a lock on the group (a second run exits 7 at once)
-    3. divert: set each --haproxy server to drain; wait for in-flight requests
+    1. find Apache and the group's processes, proven by what they run as
+       (never a guess: a group that cannot be proven is exit 3, with why)
+    2. take a lock on the group and its routers (a second run exits 7 at once)
+    3. divert: take this host out of every --router/--haproxy that has it in
+       rotation (one an operator took out is left exactly so); wait for
+       in-flight requests
     4. signal: SIGUSR1 to every old process, through a pidfd
     5. watch: each old process exits, the Apache parent spawns replacements
-    6. verify: all replacements up, --health-url answers 2xx on Apache directly
-    7. restore: set each server back to ready
+    6. verify: replacements up and alive, --health-url answers 2xx on Apache
+    7. restore: put back what this run took out
 
     With no router, or when this server is the only one UP, it restarts in place,
-    one process at a time. If the app is unhealthy afterwards, the backend stays
-    diverted and `wsgi-drain undrain` puts it back once fixed.
+    one process at a time, stopping at the first step that fails. If the new
+    code is broken (import error, crash loop) the run says so in the app's own
+    words and the backend stays diverted; `wsgi-drain undrain` puts it back.
 
     \b
     Exit statuses: 0 success, 1 unexpected error, 2 usage, 3 Apache or group not
-    found, 4 router error, 5 processes not replaced in time, 6 unhealthy after
-    restart, 7 another run holds the lock, 130 interrupted.
+    found or not provable, 4 router error, 5 processes not replaced in time,
+    6 unhealthy after restart (crash loop, import error), 7 another run holds
+    the lock, 130 interrupted (SIGINT, SIGTERM, SIGHUP).
     """
     from wsgi_drain.restart import restart as run_restart
 
