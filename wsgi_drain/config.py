@@ -28,12 +28,12 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wsgi_drain._compat import tomllib
 from wsgi_drain.errors import ConfigError, UsageError
 from wsgi_drain.state import DEFAULT_STATE_DIR
 

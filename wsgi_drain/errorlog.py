@@ -79,8 +79,9 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
+
+from wsgi_drain._compat import StrEnum
 
 __all__ = [
     "KINDS",

@@ -11,8 +11,8 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from wsgi_drain._compat import StrEnum
 from wsgi_drain.errors import DrainError
 from wsgi_drain.status import ExitStatus
 

@@ -1174,7 +1174,7 @@ def _put_back(run: _Run, router: Router, rec: RouterRecord) -> None:
 def _paired(run: _Run) -> list[tuple[tuple[str, Router], RouterRecord]]:
     """Each router with its record (built together in _read_routers, so always as many)."""
     assert len(run.routers) == len(run.outcome.routers)
-    return list(zip(run.routers, run.outcome.routers))  # noqa: B905 - lengths asserted (3.9)
+    return list(zip(run.routers, run.outcome.routers))
 
 
 def _close(handles: list[Handle]) -> None:

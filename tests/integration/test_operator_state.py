@@ -54,7 +54,7 @@ def server_admin(stack: Stack) -> str:
     lines = [line for line in reply.splitlines() if line and not line.startswith("#")]
     header = reply.splitlines()[1].lstrip("# ").split()
     for line in lines[1:]:
-        fields = dict(zip(header, line.split()))  # noqa: B905 (3.9)
+        fields = dict(zip(header, line.split()))
         if fields["srv_name"] == "a":
             bits = int(fields["srv_admin_state"])
             return "maint" if bits & 0x27 else "drain" if bits & 0x18 else "ready"

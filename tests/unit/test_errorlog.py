@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -26,7 +27,7 @@ from wsgi_drain.errorlog import (
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "errorlog"
 
-Row = tuple[int, str | None, str] | None
+Row = Optional[tuple[int, Optional[str], str]]  # a runtime alias: no `|` before 3.10
 
 
 def _rows(name: str) -> list[Row]:

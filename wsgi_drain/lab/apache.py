@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 import psutil
 
@@ -342,7 +342,7 @@ class ApacheLab:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ApacheLab:
         self.start()
         return self
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.lab import procs
@@ -32,7 +32,7 @@ FRONTEND = "fe_app"
 _MAX_SOCKET_PATH = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ServerStat:
     """One server's line of ``show stat``: state, last check, sessions now and queued."""
 
@@ -144,7 +144,7 @@ class HAProxyLab:
             raise LabError("HAProxy is not running")
         return self._proc.pid
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> HAProxyLab:
         self.start()
         return self
 

@@ -24,9 +24,9 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from enum import StrEnum
 from urllib.parse import urlsplit
 
+from wsgi_drain._compat import StrEnum
 from wsgi_drain.lab.errors import LabError
 
 
@@ -41,7 +41,7 @@ class Outcome(StrEnum):
     OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Sample:
     """One request: when it started (time.monotonic), how long it took, how it ended."""
 
@@ -54,7 +54,7 @@ class Sample:
     closed_before_answer: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LoadSummary:
     counts: dict[str, int]  # by Outcome value, every outcome present
     total: int
@@ -86,15 +86,15 @@ def _loopback_target(url: str) -> tuple[str, int, str]:
 def classify(err: BaseException) -> Outcome:
     """The outcome of a request that raised `err`."""
     # RemoteDisconnected is a ConnectionResetError too: test it first.
-    if isinstance(err, http.client.RemoteDisconnected | http.client.BadStatusLine):
+    if isinstance(err, (http.client.RemoteDisconnected, http.client.BadStatusLine)):
         return Outcome.CLOSED
     if isinstance(err, http.client.IncompleteRead):
         return Outcome.CLOSED
     if isinstance(err, ConnectionRefusedError):
         return Outcome.REFUSED
-    if isinstance(err, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+    if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return Outcome.RESET
-    if isinstance(err, TimeoutError | socket.timeout):
+    if isinstance(err, (TimeoutError, socket.timeout)):
         return Outcome.TIMEOUT
     return Outcome.OTHER
 
