@@ -58,10 +58,8 @@ RUN_USER = "www-data"
 
 # Only what the configuration needs: the MPM and Require.  log_config and
 # unixd are built into Debian's apache2.
-_BASE_MODULES = (
-    ("mpm_event_module", "mod_mpm_event.so"),
-    ("authz_core_module", "mod_authz_core.so"),
-)
+_BASE_MODULES = (("authz_core_module", "mod_authz_core.so"),)
+MPMS = ("event", "worker", "prefork")
 
 _WSGI_HOME = re.compile(r'^\s*WSGIPythonHome\s+"?([^"\s]+)"?\s*$', re.MULTILINE)
 
@@ -212,6 +210,7 @@ class ApacheLab:
     import the app when it starts (``process-group``/``application-group`` on
     WSGIScriptAlias) instead of on its first request.  `args` are added to
     httpd's command line at start (e.g. ``["-C", "WSGIDaemonProcess x"]``);
+    `mpm` is the MPM module (event, worker or prefork).
     `error_log` replaces the ErrorLog directive's argument (``"|cmd"``,
     ``/dev/stderr``).
     """
@@ -235,6 +234,7 @@ class ApacheLab:
         version: str = "1",
         hang: bool = False,
         start_timeout: float = 20.0,
+        mpm: str = "event",
     ) -> None:
         if modwsgi not in ("debian", "pypi"):
             raise ValueError(f"modwsgi must be 'debian' or 'pypi', got {modwsgi!r}")
@@ -254,6 +254,9 @@ class ApacheLab:
             1 for line in before_config.splitlines() if line.strip().startswith("WSGIDaemonProcess")
         )
         self.start_timeout = start_timeout
+        if mpm not in MPMS:
+            raise ValueError(f"mpm must be one of {MPMS}, got {mpm!r}")
+        self.mpm = mpm
         self.as_root = os.geteuid() == 0
         self.conf_path = self.root / "httpd.conf"
         self.pid_file = self.root / "httpd.pid"
@@ -424,9 +427,8 @@ class ApacheLab:
         return module_config.strip()
 
     def _config(self, module_config: str) -> str:
-        modules = "\n".join(
-            f'LoadModule {name} "{APACHE_MODULES / so}"' for name, so in _BASE_MODULES
-        )
+        loaded = ((f"mpm_{self.mpm}_module", f"mod_mpm_{self.mpm}.so"), *_BASE_MODULES)
+        modules = "\n".join(f'LoadModule {name} "{APACHE_MODULES / so}"' for name, so in loaded)
         user = f"User {RUN_USER}\nGroup {RUN_USER}\n" if self.as_root else ""
         options = " ".join(f"{k}={v}" for k, v in self.daemon_options.items())
         script = self.app_dir / "app.py"

@@ -37,6 +37,7 @@ def two_hosts(
     daemon_options: Mapping[str, str | int | float] | None = None,
     preload: bool = False,
     hang: bool = False,
+    mpm: str = "event",
 ) -> Iterator[Stack]:
     """A fresh stack under `root`, stopped (everything it started, by pid) on exit.
 
@@ -55,6 +56,7 @@ def two_hosts(
                 daemon_options=daemon_options,
                 preload=preload,
                 hang=hang,
+                mpm=mpm,
             )
             stop.callback(host.stop)
             host.start()
