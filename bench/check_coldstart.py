@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wsgi_drain.lab import ApacheLab
+from lab import ApacheLab
 
 
 def timed(argv: list[str]) -> float:

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import percentile
+from lab import ApacheLab, ModWsgi
 from wsgi_drain.discovery import find_apache, group_processes, running_parents
-from wsgi_drain.lab import ApacheLab, ModWsgi
 
 SLEEP_SECONDS = 300
 BATCH = 250

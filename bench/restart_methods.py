@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import IMG_DIR, percentile, spread
+from lab import ApacheLab, LoadLoop, ModWsgi, Outcome, Sample, Stack, slow_request
+from lab import two_hosts as stack
+from lab import wsgi_drain_command as drain_cmd
+from lab.nginx import NginxLab
 from wsgi_drain import procfs
-from wsgi_drain.lab import ApacheLab, LoadLoop, ModWsgi, Outcome, Sample, Stack, slow_request
-from wsgi_drain.lab import two_hosts as stack
-from wsgi_drain.lab import wsgi_drain_command as drain_cmd
-from wsgi_drain.lab.nginx import NginxLab
 
 METHODS = ("sigusr1", "graceful", "drain", "rolling", "nginx")
 LABELS = {

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
 
 from bench import discovery_scale, exit_detection, restart_methods
 from bench.common import IMG_DIR, RESULTS_DIR, environment
-from wsgi_drain.lab import ModWsgi
+from lab import ModWsgi
 
 
 def run(

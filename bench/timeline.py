@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # before pyplot: never try to open a display
 
 import matplotlib.pyplot as plt
 
-from wsgi_drain.lab import Outcome
+from lab import Outcome
 
 if TYPE_CHECKING:
     from bench.restart_methods import Trial

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wsgi_drain.lab import LabError, LoadLoop, slow_request, two_hosts, wsgi_drain_command
+from lab import LabError, LoadLoop, slow_request, two_hosts, wsgi_drain_command
 
 
 def main() -> int:

@@ -35,11 +35,13 @@ from wsgi_drain.identity import (
 
 APACHE_NAMES = frozenset({"apache2", "httpd", "apache", "httpd2"})
 
-# Where the packaged httpd looks when started without -f/-d (`apache2 -V`:
-# HTTPD_ROOT + SERVER_CONFIG_FILE).
-_DEFAULT_CONFIGS = {
-    "apache2": Path("/etc/apache2/apache2.conf"),
-    "httpd": Path("/etc/httpd/conf/httpd.conf"),
+# The packaged httpd's compiled-in ServerRoot and configuration file, used
+# when it runs without -d/-f (`httpd -V`: HTTPD_ROOT, SERVER_CONFIG_FILE).  The
+# file is relative to the ServerRoot, so `-d ROOT` alone moves it too: that is
+# how Debian's apache2ctl starts a second instance (APACHE_CONFDIR).
+_DEFAULT_LAYOUTS = {
+    "apache2": (Path("/etc/apache2"), Path("apache2.conf")),  # Debian, Ubuntu
+    "httpd": (Path("/etc/httpd"), Path("conf/httpd.conf")),  # RHEL, Fedora
 }
 
 
@@ -182,13 +184,19 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
         raise NotFoundError(f"{source} names pid {pid}, which is {name!r}, not Apache")
 
     server_root, argv_config, defines, before, after = _parse_argv(argv)
-    exe_name = Path(exe).name if exe else name
+    # The name it runs as first: a RHEL-style `httpd` may be a link to apache2.
+    layout_name = name if name in _DEFAULT_LAYOUTS else Path(exe).name
+    default_root, default_file = _DEFAULT_LAYOUTS.get(layout_name, _DEFAULT_LAYOUTS["apache2"])
+    if server_root is None:
+        server_root = default_root
     if config_path is None:
-        config_path = argv_config or _DEFAULT_CONFIGS.get(
-            exe_name, Path("/etc/apache2/apache2.conf")
-        )
-        if not config_path.is_absolute() and server_root is not None:
+        config_path = argv_config or default_file
+        if not config_path.is_absolute():
             config_path = server_root / config_path
+    if environ is os.environ and (config_path.parent / "envvars").is_file():
+        # Not allowed to read Apache's environment: Debian's envvars sets what
+        # its configuration's ${APACHE_*} need (apache2ctl sources it).
+        environ = load_envvars(config_path.parent / "envvars", environ)
     if not config_path.is_file():
         raise NotFoundError(
             f"Apache pid {pid} runs with configuration {config_path}, which cannot be read; "

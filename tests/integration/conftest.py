@@ -9,8 +9,9 @@ install step.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from wsgi_drain import lab
-from wsgi_drain.lab import (
+import lab
+from lab import (
     ApacheLab,
     HAProxyLab,
     LabUnavailable,
@@ -51,13 +52,15 @@ class Run:
         return data
 
 
-def run_cli(*args: str, timeout: float = 120.0) -> Run:
+def run_cli(*args: str, timeout: float = 120.0, env: Mapping[str, str] | None = None) -> Run:
+    """The installed command with `args`; `env` is added to this process's environment."""
     done = subprocess.run(
         [*wsgi_drain_command(), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
     return Run(done.returncode, done.stdout, done.stderr)
 

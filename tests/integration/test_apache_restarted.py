@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+from lab import LoadLoop, Outcome, Stack, slow_request
 from tests.integration.conftest import restart_args, wsgi_drain_command
-from wsgi_drain.lab import LoadLoop, Outcome, Stack, slow_request
 
 pytestmark = pytest.mark.integration
 

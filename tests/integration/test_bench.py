@@ -16,7 +16,7 @@ import pytest
 
 from bench import restart_methods
 from bench import run as bench_run
-from wsgi_drain.lab import LabUnavailable, Outcome, skip_or_fail
+from lab import LabUnavailable, Outcome, skip_or_fail
 
 pytestmark = pytest.mark.integration
 

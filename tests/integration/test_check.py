@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import ApacheLab, HAProxyLab, LoadLoop, ModWsgi, slow_request
 from tests.integration.conftest import Run, run_cli, start
-from wsgi_drain.lab import ApacheLab, HAProxyLab, LoadLoop, ModWsgi, slow_request
 from wsgi_drain.state import Journal
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import ApacheLab
 from tests.integration.conftest import start
-from wsgi_drain.lab import ApacheLab
 from wsgi_drain.state import Journal
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import LoadLoop, Outcome, Stack, slow_request
 from tests.integration.conftest import restart_args, run_cli
-from wsgi_drain.lab import LoadLoop, Outcome, Stack, slow_request
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from lab import LabUnavailable, LoadLoop, ModWsgi, Outcome, Stack, skip_or_fail
+from lab.stack import two_hosts
 from tests.integration.conftest import Run, restart_args, run_cli
-from wsgi_drain.lab import LabUnavailable, LoadLoop, ModWsgi, Outcome, Stack, skip_or_fail
-from wsgi_drain.lab.stack import two_hosts
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import ApacheLab, HAProxyLab, LoadLoop, Outcome, slow_request
 from tests.integration.conftest import run_cli, start
-from wsgi_drain.lab import ApacheLab, HAProxyLab, LoadLoop, Outcome, slow_request
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from wsgi_drain.lab import (
+from lab import (
     ApacheLab,
     HAProxyLab,
     LabUnavailable,
@@ -20,7 +20,7 @@ from wsgi_drain.lab import (
     skip_or_fail,
     slow_request,
 )
-from wsgi_drain.lab import apache as apache_module
+from lab import apache as apache_module
 
 VARIANTS: list[ModWsgi] = ["debian", "pypi"]
 
@@ -152,7 +152,7 @@ def test_load_loop_refuses_non_loopback_targets() -> None:
 
 
 def test_load_loop_counts_refused_connections() -> None:
-    from wsgi_drain.lab import free_port
+    from lab import free_port
 
     load = LoadLoop(
         f"http://127.0.0.1:{free_port()}/", max_requests=5, max_seconds=5.0, clients=1, pause=0

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request
+from lab.stack import two_hosts
 from tests.integration.conftest import restart_args, run_cli
-from wsgi_drain.lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request
-from wsgi_drain.lab.stack import two_hosts
 
 pytestmark = pytest.mark.integration
 

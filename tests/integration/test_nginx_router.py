@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request
+from lab.nginx import NginxLab
 from tests.integration.conftest import restart_args, run_cli
-from wsgi_drain.lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request
-from wsgi_drain.lab.nginx import NginxLab
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import restart_args, run_cli, start, wsgi_drain_command
-from wsgi_drain.lab import (
+from lab import (
     ApacheLab,
     HAProxyLab,
     LabUnavailable,
@@ -31,6 +30,7 @@ from wsgi_drain.lab import (
     slow_request,
     two_hosts,
 )
+from tests.integration.conftest import restart_args, run_cli, start, wsgi_drain_command
 from wsgi_drain.state import Journal
 
 pytestmark = pytest.mark.integration

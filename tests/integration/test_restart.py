@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import ApacheLab, LoadLoop, Outcome, Stack, slow_request
 from tests.integration.conftest import restart_args, run_cli, wsgi_drain_command
-from wsgi_drain.lab import ApacheLab, LoadLoop, Outcome, Stack, slow_request
 from wsgi_drain.state import Journal, group_lock
 
 pytestmark = pytest.mark.integration
@@ -86,8 +86,8 @@ def test_rolling_restart_without_router_loses_nothing(stack: Stack) -> None:
 
 
 def test_only_server_in_backend_restarts_in_place(tmp_path: Path, apache: ApacheLab) -> None:
+    from lab import HAProxyLab
     from tests.integration.conftest import start
-    from wsgi_drain.lab import HAProxyLab
 
     haproxy = HAProxyLab(tmp_path / "haproxy", [("a", "127.0.0.1", apache.port)])
     try:
@@ -278,8 +278,8 @@ def warm_up(lab: ApacheLab, pids: set[int]) -> None:
 
 
 def test_stuck_process_is_reported_and_killed_only_with_force(tmp_path: Path) -> None:
+    from lab import HAProxyLab
     from tests.integration.conftest import start
-    from wsgi_drain.lab import HAProxyLab
 
     # An app thread that never exits, and no shutdown-timeout to abort it:
     # after SIGUSR1 the daemons stop accepting and never leave on their own.

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from lab import ApacheLab, ModWsgi, Stack, slow_request
 from tests.integration.conftest import restart_args, run_cli, start, wsgi_drain_command
 from wsgi_drain.config import Settings
-from wsgi_drain.lab import ApacheLab, ModWsgi, Stack, slow_request
 from wsgi_drain.restart import restart
 from wsgi_drain.state import Journal
 

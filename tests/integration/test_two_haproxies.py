@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab import HAProxyLab, LoadLoop, Outcome, Stack, slow_request
 from tests.integration.conftest import restart_args, run_cli, start
-from wsgi_drain.lab import HAProxyLab, LoadLoop, Outcome, Stack, slow_request
 
 pytestmark = pytest.mark.integration
 

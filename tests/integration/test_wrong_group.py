@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from lab import ApacheLab, ModWsgi
+from lab.apache import APACHE_MODULES, DEBIAN_MOD_WSGI
 from tests.integration.conftest import run_cli, start
-from wsgi_drain.lab import ApacheLab, ModWsgi
-from wsgi_drain.lab.apache import APACHE_MODULES, DEBIAN_MOD_WSGI
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,6 @@ def test_every_module_imports_on_this_python() -> None:
     found = pkgutil.walk_packages(wsgi_drain.__path__, "wsgi_drain.")
     # __main__ runs the command line when imported.
     names = [m.name for m in found if not m.name.endswith("__main__")]
-    assert "wsgi_drain.restart" in names and "wsgi_drain.lab.apache" in names
+    assert "wsgi_drain.restart" in names and "wsgi_drain.routers.nginx" in names
     for name in names:
         importlib.import_module(name)

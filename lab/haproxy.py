@@ -20,10 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from lab import procs
+from lab.errors import LabError, LabUnavailable
+from lab.ports import LOOPBACK, accepts, free_port
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.lab import procs
-from wsgi_drain.lab.errors import LabError, LabUnavailable
-from wsgi_drain.lab.ports import LOOPBACK, accepts, free_port
 
 BACKEND = "be_app"
 FRONTEND = "fe_app"
@@ -169,7 +169,7 @@ class HAProxyLab:
             f"    server {name} {host}:{port} check" for name, host, port in self.servers
         )
         return f"""\
-# Written by wsgi_drain.lab.HAProxyLab.
+# Written by lab.HAProxyLab.
 global
     stats socket {self.admin_socket} mode 600 level admin
 {tcp}    stats timeout 30s

@@ -37,17 +37,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 import psutil
 
+from lab import procs
+from lab.errors import LabError, LabUnavailable
+from lab.ports import LOOPBACK, free_port, wait_accepting
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.lab import procs
-from wsgi_drain.lab.errors import LabError, LabUnavailable
-from wsgi_drain.lab.ports import LOOPBACK, free_port, wait_accepting
 
 ModWsgi = Literal["debian", "pypi"]
 
@@ -298,9 +297,18 @@ class ApacheLab:
         return self._parent.pid
 
     @property
+    def argv0(self) -> str:
+        """The Apache parent's argv[0]: display-name titles are cut to its length."""
+        return self._command("start")[0][0]
+
+    def title_of(self, group: str) -> str:
+        """A group's daemons' title: ``(wsgi:GROUP)`` cut to the length of argv[0]."""
+        return f"(wsgi:{group})"[: len(self.argv0)]
+
+    @property
     def title(self) -> str:
-        """The daemons' title: ``(wsgi:GROUP)`` cut to the length of argv[0]."""
-        return f"(wsgi:{self.group})"[: len(str(APACHE2))]
+        """This lab's group's title (see `title_of`)."""
+        return self.title_of(self.group)
 
     # -- control files read by the app --------------------------------------
 
@@ -374,7 +382,7 @@ class ApacheLab:
         deadline = Deadline(self.start_timeout)
         self._setup_dirs()
         self.port = free_port()
-        self.conf_path.write_text(self._config(wsgi_config), encoding="utf-8")
+        self._write_config(wsgi_config)
         try:
             self._launch(deadline)
             self._wait_ready(deadline)
@@ -393,12 +401,12 @@ class ApacheLab:
             self._public = Path(tempfile.mkdtemp(prefix="wsgi-drain-lab-"))
             self._public_is_temp = True
         for directory in (self.public, self.app_dir, self.socket_prefix.parent):
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o755)
         # Written by the daemons (www-data when root): a lab-only, throwaway directory.
         (self.app_dir / "loaded").mkdir(exist_ok=True)
         (self.app_dir / "loaded").chmod(0o777)
-        app_source = resources.files("wsgi_drain.lab").joinpath("app.py").read_text()
+        app_source = (Path(__file__).parent / "app.py").read_text(encoding="utf-8")
         self._write(self.app_dir / "app.py", app_source)
         self.set_version(self._version)
         self.set_hang(self._hang)
@@ -426,17 +434,19 @@ class ApacheLab:
             return _WSGI_HOME.sub(f'WSGIPythonHome "{mirror}"', module_config).strip()
         return module_config.strip()
 
-    def _config(self, module_config: str) -> str:
+    def _write_config(self, module_config: str) -> None:
+        """Write the configuration Apache starts with (one file here; a tree in layouts)."""
+        self.conf_path.write_text(self._config(module_config), encoding="utf-8")
+
+    def _module_lines(self) -> str:
+        """LoadModule lines of the MPM and the base modules (not mod_wsgi)."""
         loaded = ((f"mpm_{self.mpm}_module", f"mod_mpm_{self.mpm}.so"), *_BASE_MODULES)
-        modules = "\n".join(f'LoadModule {name} "{APACHE_MODULES / so}"' for name, so in loaded)
+        return "\n".join(f'LoadModule {name} "{APACHE_MODULES / so}"' for name, so in loaded)
+
+    def _config(self, module_config: str) -> str:
         user = f"User {RUN_USER}\nGroup {RUN_USER}\n" if self.as_root else ""
-        options = " ".join(f"{k}={v}" for k, v in self.daemon_options.items())
-        script = self.app_dir / "app.py"
-        preload = (
-            f" process-group={self.group} application-group=%{{GLOBAL}}" if self.preload else ""
-        )
         return f"""\
-# Written by wsgi_drain.lab.ApacheLab: a private instance, not the system's Apache.
+# Written by lab.ApacheLab: a private instance, not the system's Apache.
 ServerRoot "{self.root}"
 ServerName {LOOPBACK}
 PidFile "{self.pid_file}"
@@ -444,13 +454,30 @@ DefaultRuntimeDir "{self.socket_prefix.parent}"
 ErrorLog "{self.error_log_directive or self.error_log}"
 LogLevel warn wsgi:info
 Listen {LOOPBACK}:{self.port}
-{modules}
+{self._module_lines()}
 {self._wsgi_load_lines(module_config)}
 {user}
+WSGISocketPrefix "{self.socket_prefix}"
+{self._group_config()}"""
+
+    def _group_config(self) -> str:
+        """The daemon group, its script and the extra configuration (server context)."""
+        return f"""\
 # No Python in the MPM workers: every request goes to the daemon group.
 WSGIRestrictEmbedded On
-WSGISocketPrefix "{self.socket_prefix}"
 {self.before_config}
+{self._daemon_directives()}
+{self.extra_config}
+"""
+
+    def _daemon_directives(self) -> str:
+        """WSGIDaemonProcess, its script and directory: valid in a server or a VirtualHost."""
+        options = " ".join(f"{k}={v}" for k, v in self.daemon_options.items())
+        script = self.app_dir / "app.py"
+        preload = (
+            f" process-group={self.group} application-group=%{{GLOBAL}}" if self.preload else ""
+        )
+        return f"""\
 WSGIDaemonProcess {self.group} processes={self.processes} threads={self.threads} \
 {"display-name=%{GROUP}" if self.display_name else ""} {options}
 WSGIProcessGroup {self.group}
@@ -459,19 +486,30 @@ WSGIScriptReloading Off
 WSGIScriptAlias / "{script}"{preload}
 <Directory "{self.app_dir}">
     Require all granted
-</Directory>
-{self.extra_config}
-"""
+</Directory>"""
 
     def _env(self) -> dict[str, str]:
         # Every path in the configuration is absolute, so Debian's envvars
         # (APACHE_RUN_DIR, ...) are not needed; a small env keeps runs repeatable.
         return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
 
+    def _command(self, action: str) -> tuple[list[str], str | None]:
+        """The argv that runs ``-k action`` and the executable, if not argv[0]."""
+        return [
+            str(APACHE2),
+            "-f",
+            str(self.conf_path),
+            *self._start_args(action),
+            "-k",
+            action,
+        ], None
+
     def _apache(self, action: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        argv, executable = self._command(action)
         try:
             return subprocess.run(
-                [str(APACHE2), "-f", str(self.conf_path), *self._start_args(action), "-k", action],
+                argv,
+                executable=executable,
                 capture_output=True,
                 text=True,
                 env=self._env(),

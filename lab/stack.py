@@ -13,9 +13,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from wsgi_drain.lab.apache import ApacheLab, ModWsgi
-from wsgi_drain.lab.errors import LabUnavailable
-from wsgi_drain.lab.haproxy import HAProxyLab
+from lab.apache import ApacheLab, ModWsgi
+from lab.errors import LabUnavailable
+from lab.haproxy import HAProxyLab
 
 
 @dataclass

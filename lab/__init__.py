@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
-from wsgi_drain.lab.apache import ApacheLab, ModWsgi, pypi_module_config
-from wsgi_drain.lab.errors import LabError, LabUnavailable
-from wsgi_drain.lab.haproxy import HAProxyLab, ServerStat
-from wsgi_drain.lab.load import LoadLoop, LoadSummary, Outcome, Sample, slow_request
-from wsgi_drain.lab.ports import free_port
-from wsgi_drain.lab.stack import Stack, two_hosts, wsgi_drain_command
+from lab.apache import ApacheLab, ModWsgi, pypi_module_config
+from lab.errors import LabError, LabUnavailable
+from lab.haproxy import HAProxyLab, ServerStat
+from lab.load import LoadLoop, LoadSummary, Outcome, Sample, slow_request
+from lab.ports import free_port
+from lab.stack import Stack, two_hosts, wsgi_drain_command
 
 __all__ = [
     "ApacheLab",

@@ -11,5 +11,5 @@ class LabUnavailable(LabError):
     """A component the lab needs (apache2, haproxy, the PyPI mod_wsgi) is not installed.
 
     The message says how to install it.  Tests turn it into a skip, or a
-    failure under CI (see `wsgi_drain.lab.skip_or_fail`).
+    failure under CI (see `lab.skip_or_fail`).
     """

@@ -26,8 +26,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from lab.errors import LabError
 from wsgi_drain._compat import StrEnum
-from wsgi_drain.lab.errors import LabError
 
 
 class Outcome(StrEnum):

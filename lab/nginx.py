@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from lab import procs
+from lab.errors import LabError, LabUnavailable
+from lab.ports import LOOPBACK, accepts, free_port
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.lab import procs
-from wsgi_drain.lab.errors import LabError, LabUnavailable
-from wsgi_drain.lab.ports import LOOPBACK, accepts, free_port
 
 
 class NginxLab:
@@ -85,7 +85,7 @@ class NginxLab:
             for name, host, port in self.servers
         )
         return f"""\
-# This host's app servers (written by wsgi_drain.lab.NginxLab); wsgi-drain's
+# This host's app servers (written by lab.NginxLab); wsgi-drain's
 # nginx router marks one `down` and back.
 upstream app {{
 {lines}
@@ -97,7 +97,7 @@ upstream app {{
         first = self.servers[0]
         temp = self.root / "tmp"
         return f"""\
-# Written by wsgi_drain.lab.NginxLab.
+# Written by lab.NginxLab.
 daemon off;
 worker_processes 2;
 # Old workers finish their requests after a reload, for at most this long.
