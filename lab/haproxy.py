@@ -276,6 +276,23 @@ backend {BACKEND}
         """The backend's servers as ``show stat`` reports them now."""
         return parse_stat(self.command("show stat"))
 
+    def admin_state(self, server: str, backend: str = "be_app") -> str:
+        """`server`'s administrative state (ready / drain / maint), from `show servers state`.
+
+        Exact where ``show stat``'s status column is not: a drained server
+        whose health checks fail shows DOWN there.
+        """
+        reply = self.command(f"show servers state {backend}")
+        rows = reply.splitlines()
+        header = rows[1].lstrip("# ").split() if len(rows) > 1 else []
+        for line in rows[2:]:
+            fields = dict(zip(header, line.split()))
+            if fields.get("srv_name") == server:
+                bits = int(fields["srv_admin_state"])
+                return "maint" if bits & 0x27 else "drain" if bits & 0x18 else "ready"
+        msg = f"no server {server} in {backend}: {reply!r}"
+        raise LabError(msg)
+
     def wait_status(self, server: str, status: str, timeout: float = 5.0) -> ServerStat:
         """Wait until `server`'s status starts with `status` (UP, DOWN, DRAIN, MAINT)."""
         deadline = Deadline(timeout)

@@ -365,17 +365,33 @@ def drain(**kwargs: Any) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @group_options
+@click.option(
+    "--wait-ready",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="First wait up to SECONDS until the group has all its processes and the health URL "
+    "answers 2xx; if not, restore nothing and exit 6. For after an Apache reload "
+    "(scripts/certbot-deploy-hook).",
+)
 @handles_errors
 def undrain(**kwargs: Any) -> None:
     """Put this host's backend back in rotation; repairs an interrupted restart.
 
     Restores every router given or configured, and every router a left-behind
-    run journal names, then removes the journal. Exit 0, or 4 on a router error.
+    run journal names, then removes the journal. Exit 0, 4 on a router error,
+    6 when --wait-ready ran out before the group was ready.
+
+    \b
+    After an Apache reload (which restarts every daemon group abruptly):
+      wsgi-drain drain --group myapp
+      apache2ctl graceful
+      wsgi-drain undrain --group myapp --wait-ready 60
     """
     from wsgi_drain.divert import undrain as run_undrain
 
     as_json = kwargs.pop("as_json")
-    result = run_undrain(_settings(kwargs, {}), report.ProgressPrinter())
+    wait_ready = kwargs.pop("wait_ready")
+    result = run_undrain(_settings(kwargs, {}), report.ProgressPrinter(), wait_ready)
     _print_divert(result, as_json)
 
 

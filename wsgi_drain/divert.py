@@ -110,17 +110,26 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
     return result
 
 
-def undrain(settings: Settings, progress: Progress) -> DivertResult:
+def undrain(
+    settings: Settings, progress: Progress, wait_ready: float | None = None
+) -> DivertResult:
     """Put back what wsgi-drain took out: the routers of the options, the file, the journals.
 
     Refuses (LockedError, exit 7) while a restart of the group runs.  A
     journal that cannot be read blocks nothing when routers are named: those
-    are handled, and the broken journal is moved aside (and said so).
+    are handled, and the broken journal is moved aside (and said so).  With
+    `wait_ready`, first waits up to that many seconds until the group has all
+    its processes and its health URL answers 2xx (`ready.wait_ready`); if it
+    does not, nothing is restored (UnhealthyError, exit 6).
     """
     result = DivertResult(settings.group, "undrain")
     configured = _configured(settings)
     with contextlib.ExitStack() as locks:
         locks.enter_context(group_lock(settings.state_dir, settings.group, what="undrain"))
+        if wait_ready is not None:
+            from wsgi_drain.ready import wait_ready as wait
+
+            result.notes.append(f"ready: {wait(settings, wait_ready, progress)}")
         journals = [
             j
             for kind in ("restart", "drain")

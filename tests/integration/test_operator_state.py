@@ -50,15 +50,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 def server_admin(stack: Stack) -> str:
     """Server a's administrative state as HAProxy has it (ready / drain / maint)."""
-    reply = stack.haproxy.command("show servers state be_app")
-    lines = [line for line in reply.splitlines() if line and not line.startswith("#")]
-    header = reply.splitlines()[1].lstrip("# ").split()
-    for line in lines[1:]:
-        fields = dict(zip(header, line.split()))
-        if fields["srv_name"] == "a":
-            bits = int(fields["srv_admin_state"])
-            return "maint" if bits & 0x27 else "drain" if bits & 0x18 else "ready"
-    raise AssertionError(f"no server a in {reply!r}")
+    return stack.haproxy.admin_state("a")
 
 
 def undrain(stack: Stack, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,230 @@
+"""The distribution's own restarts, made safe: logrotate, certbot, and the systemd check unit.
+
+Debian's logrotate and certbot hooks reload Apache, and any Apache reload
+stops every mod_wsgi daemon (SIGTERM, SIGKILL ~3 s later): the first test
+shows that on the real stack.  The shipped examples are then run for real:
+scripts/logrotate.d-apache2 (copytruncate, no reload) by the real logrotate,
+scripts/certbot-deploy-hook (drain, reload, undrain --wait-ready) under load
+through HAProxy, and the ExecStart of scripts/systemd/wsgi-drain-check@.service.
+Settings the examples read from /etc/wsgi-drain.toml come from WSGI_DRAIN_*
+variables here, so the test never touches /etc.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import (
+    ApacheLab,
+    LabUnavailable,
+    LoadLoop,
+    Outcome,
+    Stack,
+    skip_or_fail,
+    slow_request,
+    two_hosts,
+    wsgi_drain_command,
+)
+from tests.integration.conftest import run_cli, start
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+TIMEOUTS = {"graceful-timeout": 5, "shutdown-timeout": 5}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    try:
+        with two_hosts(tmp_path, daemon_options=TIMEOUTS) as running:
+            yield running
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+
+
+def _env(stack: Stack, state: Path) -> dict[str, str]:
+    """What /etc/wsgi-drain.toml would say for host a, as WSGI_DRAIN_* variables."""
+    return {
+        "WSGI_DRAIN_APACHE_PIDFILE": str(stack.a.pid_file),
+        "WSGI_DRAIN_HAPROXY": f"{stack.haproxy.admin_socket}:be_app/a",
+        "WSGI_DRAIN_HEALTH_URL": f"{stack.a.url}/health",
+        "WSGI_DRAIN_STATE_DIR": str(state),
+    }
+
+
+def _graceful_command(lab: ApacheLab) -> str:
+    """`apache2 -f CONF -k graceful` for this lab: what `apache2ctl graceful` runs."""
+    return f"/usr/sbin/apache2 -f {lab.conf_path} -k graceful"
+
+
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=10) as response:  # loopback only
+        assert response.status == 200
+        response.read()
+
+
+def _failed(load: LoadLoop) -> dict[Outcome, int]:
+    return {k: v for k, v in load.summary().counts.items() if k != Outcome.OK and v}
+
+
+def test_apache_reload_without_the_hook_cuts_the_request_in_flight(stack: Stack) -> None:
+    old = set(stack.a.daemon_pids())
+    slow = slow_request(stack.haproxy.url + "/slow?s=5", 5)
+    time.sleep(0.5)
+    stack.a.apachectl_graceful()
+    result = slow.result(timeout=30)
+    assert result.status != 200, "the reload let the 5 s request finish: the premise is wrong"
+    deadline = time.monotonic() + 20
+    while set(stack.a.daemon_pids()) & old and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not set(stack.a.daemon_pids()) & old, "the reload did not restart the daemons"
+
+
+def test_certbot_deploy_hook_reloads_apache_without_losing_a_request(
+    stack: Stack, tmp_path: Path
+) -> None:
+    old = set(stack.a.daemon_pids())
+    env = {
+        **os.environ,
+        **_env(stack, tmp_path / "state"),
+        "WSGI_DRAIN": wsgi_drain_command()[0],
+        "WSGI_DRAIN_GROUPS": "myapp",
+        "APACHE_RELOAD": _graceful_command(stack.a),
+        "WSGI_DRAIN_READY_TIMEOUT": "30",
+    }
+    load = LoadLoop(stack.haproxy.url + "/", max_requests=3000, max_seconds=40)
+    load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(stack.haproxy.url + "/slow?s=3", 3)
+        time.sleep(0.3)
+        hook = subprocess.run(
+            [str(SCRIPTS / "certbot-deploy-hook")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert hook.returncode == 0, hook.stdout + hook.stderr
+    assert slow.result(timeout=30).status == 200
+    assert load.summary().total > 20 and not _failed(load), load.summary()
+    # Apache did reload (every daemon is new) and the host is back in rotation.
+    new = set(stack.a.daemon_pids())
+    assert len(new) == 3 and not new & old
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+    assert "ready: 3/3 processes up; HTTP 200" in hook.stdout
+
+
+def test_undrain_wait_ready_keeps_an_unhealthy_group_out_of_rotation(
+    stack: Stack, tmp_path: Path
+) -> None:
+    env = _env(stack, tmp_path / "state")
+    drained = run_cli("drain", "--group", "myapp", env=env)
+    assert drained.returncode == 0, drained.stderr
+    stack.a.set_healthy(False)
+    run = run_cli("undrain", "--group", "myapp", "--wait-ready", "1.5", env=env)
+    assert run.returncode == 6, run.stdout + run.stderr
+    assert "not ready 1.5 s after undrain began" in run.stderr
+    assert "HTTP 503" in run.stderr and "wsgi-drain undrain --group myapp" in run.stderr
+    assert stack.haproxy.admin_state("a") == "drain"
+    stack.a.set_healthy(True)
+    run = run_cli("undrain", "--group", "myapp", "--wait-ready", "10", env=env)
+    assert run.returncode == 0, run.stderr
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+
+
+@pytest.fixture
+def logged(tmp_path: Path) -> Iterator[ApacheLab]:
+    """Host with an access log beside its error log, as /var/log/apache2 has."""
+    logs = tmp_path / "a"
+    lab = ApacheLab(logs, extra_config=f'CustomLog "{logs / "access.log"}" common\n')
+    start(lab)
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def test_logrotate_copytruncate_rotates_without_restarting_the_daemons(
+    logged: ApacheLab, tmp_path: Path
+) -> None:
+    logrotate = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if logrotate is None:
+        skip_or_fail("logrotate not found: apt-get install logrotate")
+    access = logged.root / "access.log"
+    for _ in range(5):
+        _get(logged.url + "/")
+    before = access.read_bytes()
+    assert before.count(b"\n") >= 5
+    parent, daemons = logged.parent_pid, set(logged.daemon_pids())
+
+    snippet = (SCRIPTS / "logrotate.d-apache2").read_text()
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(snippet.replace("/var/log/apache2/*.log", f"{logged.root}/*.log"))
+    conf.chmod(0o644)
+    done = subprocess.run(
+        [logrotate, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (logged.root / "access.log.1").read_bytes() == before
+
+    for _ in range(3):
+        _get(logged.url + "/")
+    after = access.read_bytes()
+    # Apache kept writing to the truncated file, from its start (O_APPEND: no hole).
+    assert after.count(b"\n") == 3 and not after.startswith(b"\0"), after[:80]
+    assert logged.parent_pid == parent and set(logged.daemon_pids()) == daemons
+
+
+def test_systemd_check_unit_runs_the_check_and_writes_the_textfile(
+    stack: Stack, tmp_path: Path
+) -> None:
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(SCRIPTS / "systemd" / "wsgi-drain-check@.service")
+    service = unit["Service"]
+    assert service["Type"] == "oneshot"
+    ok_statuses = {0, *(int(s) for s in service["SuccessExitStatus"].split())}
+    textdir = tmp_path / "node-exporter"
+    textdir.mkdir()
+    command = (
+        service["ExecStart"]
+        .replace("%i", "myapp")
+        .replace("/usr/local/bin/wsgi-drain", wsgi_drain_command()[0])
+        .replace("/var/lib/prometheus/node-exporter", str(textdir))
+    )
+    timer = configparser.ConfigParser(interpolation=None)
+    timer.read(SCRIPTS / "systemd" / "wsgi-drain-check@.timer")
+    assert timer["Install"]["WantedBy"] == "timers.target"
+
+    done = subprocess.run(
+        shlex.split(command),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_env(stack, tmp_path / "state")},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode in ok_statuses, done.stdout + done.stderr
+    assert done.stdout.startswith("WSGI-DRAIN OK"), done.stdout
+    metrics = (textdir / "wsgi_drain_myapp.prom").read_text()
+    assert 'wsgi_drain_check_status{group="myapp"} 0' in metrics
