@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -34,21 +35,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import IMG_DIR, percentile, spread
+from bench.common import IMG_DIR, REPO, percentile, spread
 from lab import ApacheLab, LoadLoop, ModWsgi, Outcome, Sample, Stack, slow_request
 from lab import two_hosts as stack
 from lab import wsgi_drain_command as drain_cmd
+from lab.hooks import write_haproxy_hook
 from lab.nginx import NginxLab
 from wsgi_drain import procfs
 
-METHODS = ("sigusr1", "graceful", "drain", "rolling", "nginx")
+METHODS = ("sigusr1", "graceful", "drain", "rolling", "nginx", "health-file", "command")
 LABELS = {
     "sigusr1": "SIGUSR1 to the daemons",
     "graceful": "apachectl graceful",
     "drain": "wsgi-drain restart (HAProxy)",
     "rolling": "wsgi-drain restart --mode rolling",
     "nginx": "wsgi-drain restart (nginx router)",
+    "health-file": "wsgi-drain restart (health-file, httpchk-only LB)",
+    "command": "wsgi-drain restart (command router)",
 }
+# Rows that divert at a router, then restart every process at once.
+DIVERTING = ("drain", "nginx", "health-file", "command")
+# The health-file row: the LB (HAProxy with `option httpchk` only) takes a
+# host out once /lb-health fails: 2 checks 200 ms apart, so 1.5 s is ample.
+LB_DETECT = 1.5
+HEALTH_FILE_SNIPPET = REPO / "apache-conf" / "health-file.conf"
 # Methods whose load goes through nginx instead of HAProxy: its reloads close
 # idle keep-alive client connections, so the load loop retries a GET once when
 # a reused connection closes before any byte (counted as "retried", RFC 9112
@@ -183,8 +193,17 @@ def _sigusr1(lab: ApacheLab) -> None:
             os.close(fd)
 
 
+@dataclass
+class Extras:
+    """What a router row needs beyond the stack: nginx, the health file, the hook program."""
+
+    nginx: NginxLab | None = None
+    marker: Path | None = None
+    hook: Path | None = None
+
+
 def _wsgi_drain(
-    s: Stack, method: str, nginx: NginxLab | None = None
+    s: Stack, method: str, extras: Extras | None = None
 ) -> subprocess.CompletedProcess[str]:
     args = [
         *drain_cmd(),
@@ -203,11 +222,18 @@ def _wsgi_drain(
     if method == "drain":
         args += ["--haproxy", f"{s.haproxy.admin_socket}:be_app/a"]
     elif method == "nginx":
-        assert nginx is not None
+        assert extras is not None and extras.nginx is not None
+        nginx = extras.nginx
         args += [
             "--router",
             f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{nginx.server_address('a')}",
         ]
+    elif method == "health-file":
+        assert extras is not None and extras.marker is not None
+        args += ["--router", f"health-file:{extras.marker}", "--lb-detect", str(LB_DETECT)]
+    elif method == "command":
+        assert extras is not None and extras.hook is not None
+        args += ["--router", f"command:{extras.hook} {s.haproxy.admin_socket} be_app/a"]
     else:
         # Rolling is the mode for a host without a router: one process at a
         # time, the other two serve.  No --haproxy, so HAProxy keeps sending
@@ -218,7 +244,7 @@ def _wsgi_drain(
     )
 
 
-def run_method(s: Stack, method: str, nginx: NginxLab | None = None) -> CommandResult:
+def run_method(s: Stack, method: str, extras: Extras | None = None) -> CommandResult:
     """Run one restart method against host `a`; returns when its command returns."""
     start = time.monotonic()
     if method == "graceful":
@@ -227,8 +253,8 @@ def run_method(s: Stack, method: str, nginx: NginxLab | None = None) -> CommandR
     if method == "sigusr1":
         _sigusr1(s.a)
         return CommandResult(start, time.monotonic(), 0)
-    if method in ("drain", "rolling", "nginx"):
-        done = _wsgi_drain(s, method, nginx)
+    if method in ("drain", "rolling", "nginx", "health-file", "command"):
+        done = _wsgi_drain(s, method, extras)
         end = time.monotonic()
         try:
             report = json.loads(done.stdout)
@@ -270,9 +296,33 @@ def _warm(s: Stack, processes: int) -> None:
         load.wait(10)
 
 
+def _health_file_config(marker: Path) -> str:
+    """apache-conf/health-file.conf for `marker`, with mod_rewrite loaded."""
+    rules = HEALTH_FILE_SNIPPET.read_text().replace(
+        "/run/wsgi-drain-health/myapp.down", str(marker)
+    )
+    return f'LoadModule rewrite_module "/usr/lib/apache2/modules/mod_rewrite.so"\n{rules}'
+
+
 def run_trial(root: Path, modwsgi: ModWsgi, method: str, rep: int, timing: Timing) -> Trial:
     processes = 3
-    with stack(root, modwsgi, processes=processes) as s, contextlib.ExitStack() as more:
+    with contextlib.ExitStack() as more:
+        extras = Extras()
+        options: dict[str, Any] = {}
+        if method == "health-file":
+            # Apache's workers stat the file: a directory they can traverse.
+            where = Path(tempfile.mkdtemp(prefix="wsgi-drain-health-", dir="/tmp"))
+            where.chmod(0o755)
+            more.callback(shutil.rmtree, where, ignore_errors=True)
+            extras.marker = where / "a.down"
+            options = {
+                "extra_config": {
+                    "a": _health_file_config(extras.marker),
+                    "b": _health_file_config(where / "b.down"),
+                },
+                "check_path": "/lb-health",
+            }
+        s = more.enter_context(stack(root, modwsgi, processes=processes, **options))
         _warm(s, processes)
         front = s.haproxy.url
         nginx = None
@@ -283,6 +333,9 @@ def run_trial(root: Path, modwsgi: ModWsgi, method: str, rep: int, timing: Timin
             more.callback(nginx.stop)
             nginx.start()
             front = nginx.url
+            extras.nginx = nginx
+        if method == "command":
+            extras.hook = write_haproxy_hook(root / "lb-hook")
         old = sorted(s.a.daemon_pids())
         watcher = PidWatcher(s.a)
         budget = timing.steady + timing.slow + REPLACE_TIMEOUT + COMMAND_TIMEOUT + timing.tail
@@ -302,7 +355,7 @@ def run_trial(root: Path, modwsgi: ModWsgi, method: str, rep: int, timing: Timin
             time.sleep(timing.steady + offset - timing.slow_lead)
             slow = slow_request(front + "/slow", timing.slow)
             time.sleep(timing.slow_lead)
-            command = run_method(s, method, nginx)
+            command = run_method(s, method, extras)
             if command.returncode not in (0, None):
                 errors.append(f"exit {command.returncode}: {command.stderr.strip()}")
             replaced_at = _wait_replaced(watcher, set(old), processes, REPLACE_TIMEOUT)
@@ -481,9 +534,11 @@ def add_overheads(per_method: dict[str, list[dict[str, Any]]], processes: int = 
     The respawn reference is the median, over every process of this run's
     raw-SIGUSR1 trials, of the time from a daemon's exit to its replacement's
     appearance: Apache's own part, which no tool can shorten.
-    drain: unavoidable = R + r, R the in-flight request's remaining time at the
-    command's start, r the respawn: the router drains while R runs out, then
-    every process restarts at once.
+    drain (and every router row: nginx, command): unavoidable = R + r, R the
+    in-flight request's remaining time at the command's start, r the respawn:
+    the router drains while R runs out, then every process restarts at once.
+    health-file: max(R, D) + r, D the --lb-detect wait (the load balancer
+    notices the failing health URL only after its checks).
     rolling: unavoidable = max(R, (N - 1) r) + r: one process at a time, so
     the N respawns run in series, but the idle processes can go first while the
     busy one finishes its request.
@@ -496,17 +551,20 @@ def add_overheads(per_method: dict[str, list[dict[str, Any]]], processes: int = 
     for method, trials in per_method.items():
         for f in trials:
             f["overhead"] = f["unavoidable"] = f["reaction"] = None
-            if method not in ("drain", "rolling"):
+            if method not in DIVERTING and method != "rolling":
                 continue
             inflight = f["in_flight"]
             remaining = inflight["remaining_at_command"] if inflight else None
             exits = list(f["events"]["exits"].values())
-            if method == "drain" and remaining is not None and exits:
+            if method in DIVERTING and remaining is not None and exits:
                 f["reaction"] = max(exits) - remaining
             if remaining is None or f["wall_replaced"] is None or respawn is None:
                 continue
             remaining = max(remaining, 0.0)
-            if method == "drain":
+            if method == "health-file":
+                # The LB must notice the failing health URL first: LB_DETECT.
+                f["unavoidable"] = max(remaining, LB_DETECT) + respawn
+            elif method in DIVERTING:
                 f["unavoidable"] = remaining + respawn
             else:
                 f["unavoidable"] = max(remaining, (processes - 1) * respawn) + respawn

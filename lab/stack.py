@@ -38,11 +38,15 @@ def two_hosts(
     preload: bool = False,
     hang: bool = False,
     mpm: str = "event",
+    extra_config: Mapping[str, str] | None = None,
+    check_path: str = "/health",
 ) -> Iterator[Stack]:
     """A fresh stack under `root`, stopped (everything it started, by pid) on exit.
 
     `preload` loads the app as each daemon starts (WSGIScriptAlias with
     process-group and application-group), instead of on its first request.
+    `extra_config` maps a host name ("a", "b") to configuration appended to its
+    httpd.conf; `check_path` is what HAProxy's health checks request.
     Raises LabUnavailable when Apache, HAProxy or the chosen mod_wsgi build is
     missing.
     """
@@ -57,6 +61,7 @@ def two_hosts(
                 preload=preload,
                 hang=hang,
                 mpm=mpm,
+                extra_config=(extra_config or {}).get(name, ""),
             )
             stop.callback(host.stop)
             host.start()
@@ -66,6 +71,7 @@ def two_hosts(
             root / "haproxy",
             [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)],
             pin={"/slow": "a"},
+            check_path=check_path,
         )
         stop.callback(haproxy.stop)
         haproxy.start()

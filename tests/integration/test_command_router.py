@@ -9,70 +9,20 @@ first back, and nothing is signalled.
 from __future__ import annotations
 
 import os
-import stat
 import time
 from pathlib import Path
 
 import pytest
 
 from lab import LoadLoop, Outcome, Stack, slow_request
+from lab.hooks import write_haproxy_hook
 from tests.integration.conftest import restart_args, run_cli
 
 pytestmark = pytest.mark.integration
 
-# The operator's program: `lb-hook SOCKET BACKEND/SERVER divert|restore|state`.
-# It hangs on the action named in $HANG_ON, and fails on $FAIL_ON, so the
-# failure tests can use the same program.
-HOOK = r"""#!/usr/bin/python3
-import csv, io, os, socket, subprocess, sys, time
-
-sock_path, target, action = sys.argv[1], sys.argv[2], sys.argv[3]
-backend, server = target.split("/")
-assert os.environ["WSGI_DRAIN_ACTION"] == action
-with open(os.environ["HOOK_LOG"], "a") as log:
-    log.write(f"{os.environ.get('WSGI_DRAIN_GROUP')} {action}\n")
-if os.environ.get("HANG_ON") == action:
-    child = subprocess.Popen(["/bin/sleep", "300"])
-    with open(os.environ["HOOK_LOG"] + ".child", "w") as f:
-        f.write(str(child.pid))
-    time.sleep(300)
-if os.environ.get("FAIL_ON") == action:
-    sys.exit("the load balancer said no")
-
-def command(line):
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(sock_path)
-        s.sendall(line.encode() + b"\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return data.decode()
-
-if action in ("divert", "restore"):
-    state = "drain" if action == "divert" else "ready"
-    reply = command(f"set server {backend}/{server} state {state}")
-    sys.exit(1 if reply.strip() else 0)
-rows = list(csv.DictReader(io.StringIO(command(f"show stat {backend} 4 -1").lstrip("# "))))
-me = next(r for r in rows if r["svname"] == server)
-# The administrative state, not the status column: a drained server whose
-# check fails shows DOWN there, and must still read as drained.
-states = command(f"show servers state {backend}").splitlines()
-header = states[1].lstrip("# ").split()
-row = next(line.split() for line in states[2:] if line.split()[3:4] == [server])
-bits = int(row[header.index("srv_admin_state")])
-admin = "maint" if bits & 0x07 else "drain" if bits & 0x38 else "ready"
-peers = sum(1 for r in rows if r["svname"] != server and r["status"].startswith("UP"))
-print(f"admin={admin} sessions={me['scur']} queued={me['qcur']} peers_up={peers} "
-      f"status={me['status'].replace(' ', '_')}")
-"""
-
 
 def hook(tmp_path: Path) -> Path:
-    path = tmp_path / "lb-hook"
-    path.write_text(HOOK)
-    path.chmod(stat.S_IRWXU)
-    return path
+    return write_haproxy_hook(tmp_path / "lb-hook")
 
 
 def command_router(stack: Stack, program: Path, timeout: str = "") -> str:
