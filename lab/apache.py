@@ -337,6 +337,13 @@ class ApacheLab:
         """New imports raise ModuleNotFoundError (the app's own module fails to load)."""
         self._flag(self.app_dir / "broken", broken)
 
+    def set_import_delay(self, seconds: float) -> None:
+        """Processes that import the app from now on sleep `seconds` while importing."""
+        if seconds > 0:
+            self._write(self.app_dir / "import-delay", f"{seconds}\n")
+        else:
+            (self.app_dir / "import-delay").unlink(missing_ok=True)
+
     def set_healthy(self, healthy: bool) -> None:
         """/health answers 200 while healthy, 503 otherwise (takes effect at once)."""
         self._flag(self.app_dir / "unhealthy", not healthy)
@@ -411,6 +418,7 @@ class ApacheLab:
         self.set_version(self._version)
         self.set_hang(self._hang)
         self.set_crash(False)
+        self.set_import_delay(0)
         self.set_healthy(True)
         if len(str(self.socket_prefix)) + 40 > 107:
             msg = f"WSGISocketPrefix {self.socket_prefix} is too long for unix socket paths"

@@ -17,9 +17,14 @@ app directory; the control files it reads live next to the copy:
   every replacement then dies as it starts: a crash loop).
 - ``broken``: if present at import, the module raises ModuleNotFoundError (a
   deploy that forgot a dependency): the process lives, every request is 500.
+- ``import-delay``: if present at import, holds seconds the import sleeps (an
+  app with a slow import: with lazy loading, the first request of each new
+  process waits that long).
 
 Routes: ``/`` (200, the serving pid), ``/health``, ``/slow?s=SECONDS`` (sleeps,
-capped at 600 s, then 200), ``/version``.  Every response carries ``X-Pid``.
+capped at 600 s, then 200), ``/busy?s=SECONDS`` (the same, for load the lab's
+HAProxy balances: it pins ``/slow`` to one server; ``/slow/NAME`` too, pinned
+to server NAME in a fleet), ``/version``.  Every response carries ``X-Pid``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,17 @@ def _hang_forever() -> None:
 if os.path.exists(CRASH_FILE):
     os._exit(3)
 
+
+def _import_delay() -> float:
+    try:
+        with open(os.path.join(HERE, "import-delay"), encoding="utf-8") as f:
+            return min(max(float(f.read().strip() or 0), 0.0), 60.0)
+    except (OSError, ValueError):
+        return 0.0
+
+
+time.sleep(_import_delay())
+
 if os.path.exists(BROKEN_FILE):
     import lab_missing_dependency  # type: ignore[import-not-found]  # noqa: F401
 
@@ -94,7 +110,9 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
             status, body = "503 Service Unavailable", "unhealthy\n"
         else:
             body = "ok\n"
-    elif path == "/slow":
+    elif path in ("/slow", "/busy") or path.startswith("/slow/"):
+        # /busy is /slow that the lab's HAProxy does not pin to one server;
+        # /slow/NAME is /slow that a fleet's HAProxy pins to server NAME.
         seconds = _slow_seconds(environ.get("QUERY_STRING", ""))
         time.sleep(seconds)
         body = f"slept {seconds} pid {pid}\n"

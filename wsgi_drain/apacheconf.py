@@ -188,7 +188,8 @@ class DaemonGroup:
     <VirtualHost>, else of the main server.  `inputs` are the files and
     directories read before this directive (their contents and listings decide
     its position); `uncertain` is why its position cannot be known from the
-    text (see the module docstring), None when it can.
+    text (see the module docstring), None when it can.  `preloaded` is whether
+    a script is loaded as each process starts (see `_Reader._preload`).
     """
 
     name: str
@@ -204,6 +205,9 @@ class DaemonGroup:
     log_level: str
     source: str
     script_reloading: bool = True
+    # A script is loaded into the group as each daemon starts; False: each
+    # process loads it on its first request (mod_wsgi's default).
+    preloaded: bool = False
     inputs: tuple[Path, ...] = field(default=(), hash=False, compare=False, repr=False)
     uncertain: str | None = None
 
@@ -576,6 +580,9 @@ class _Reader:
         self.socket_prefix: str | None = None
         self.socket_rotation = True
         self.listen: list[str] = []
+        # Groups a script is preloaded into (WSGIImportScript, or WSGIScriptAlias
+        # with process-group= and application-group=).
+        self.preloaded: set[str] = set()
 
     # -- files --
 
@@ -838,6 +845,8 @@ class _Reader:
                 ctx.scope.log_words.append(word)
         elif key == "wsgiscriptreloading":
             ctx.scope.script_reloading = _on_off(rest, line, "WSGIScriptReloading")
+        elif key in ("wsgiscriptalias", "wsgiscriptaliasmatch", "wsgiimportscript"):
+            self._preload(key, self._resolve(rest))
         elif ctx.in_vhost:
             # The rest are main-server only; httpd refuses them in a vhost.
             return
@@ -859,6 +868,20 @@ class _Reader:
             self.socket_rotation = _on_off(rest, line, "WSGISocketRotation")
         elif key == "listen":
             self.listen.append(" ".join(_args(rest, line, "Listen", 1, None)))
+
+    def _preload(self, key: str, rest: str) -> None:
+        """Note the group a script is loaded into as its daemons start.
+
+        mod_wsgi preloads a WSGIScriptAlias(Match) target only when both
+        process-group= and application-group= are given on it (the group and
+        interpreter are then known without a request); WSGIImportScript
+        always preloads (it requires both).  Otherwise the script is loaded
+        by each process on its first request.
+        """
+        options = dict(w.split("=", 1) for w in _words(rest) if "=" in w)
+        group = options.get("process-group")
+        if group and "application-group" in options:
+            self.preloaded.add(group)
 
     def _include(self, name: str, optional: bool, line: _Line, ctx: _Context) -> None:
         target = self._root_relative(name)
@@ -1002,6 +1025,7 @@ class _Reader:
                     error_log=_error_log(root, scope.error_log or main_error_log),
                     log_level=_vhost_log_level(self.main, scope),
                     script_reloading=reloading,
+                    preloaded=pending.name in self.preloaded,
                 )
             )
         return ApacheConfig(
@@ -1092,6 +1116,7 @@ def _daemon_group(
     error_log: Path | None,
     log_level: str,
     script_reloading: bool,
+    preloaded: bool,
 ) -> DaemonGroup:
     options = pending.options
 
@@ -1113,6 +1138,7 @@ def _daemon_group(
         log_level=log_level,
         source=pending.source,
         script_reloading=script_reloading,
+        preloaded=preloaded,
         inputs=pending.inputs,
         uncertain=pending.uncertain,
     )

@@ -33,7 +33,7 @@ from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
-from wsgi_drain.traps import find_traps
+from wsgi_drain.traps import RESTART_ONLY, find_traps
 from wsgi_drain.traps import split as split_traps
 
 # How long a process count below `processes=` may last before it counts: the
@@ -112,7 +112,11 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     if settings.health_url:
         _health_rule(result, settings, thresholds)
     _router_rule(result, settings, running)
-    found = find_traps(group, fds_readable=procfs.fds_readable(instance.pid))
+    found = [
+        t
+        for t in find_traps(group, fds_readable=procfs.fds_readable(instance.pid))
+        if t.key not in RESTART_ONLY
+    ]
     warned, acknowledged = split_traps(found, settings.ack_traps)
     for trap in warned:
         result.add(NagiosStatus.WARNING, trap.advice)

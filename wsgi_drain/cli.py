@@ -272,6 +272,21 @@ def cli() -> None:
     help="Divert only if at least this many other servers are UP; else restart in place "
     "[default: 1].",
 )
+@click.option(
+    "--if-few-peers",
+    "few_peers",
+    type=click.Choice(["rolling", "refuse"]),
+    help="When fewer than --min-peers other servers are UP: restart in place, one process at "
+    "a time (rolling, default), or refuse, exit 4, naming the servers that are out (refuse: a "
+    "fleet rollout must never take a second host out).",
+)
+@click.option(
+    "--lb-up-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="After putting the server back, wait this long for the router to see it UP (its "
+    "health checks pass); not UP by then is exit 6 [default: 30; 0: do not wait].",
+)
 @click.option("--dry-run", is_flag=True, help="Discover and show the plan; change nothing.")
 @click.option("--force", is_flag=True, help="SIGKILL a process still alive past the deadline.")
 @click.option(
@@ -321,6 +336,8 @@ def restart(**kwargs: Any) -> None:
         "timeout": kwargs.pop("timeout"),
         "drain_timeout": kwargs.pop("drain_timeout"),
         "min_peers": kwargs.pop("min_peers"),
+        "few_peers": kwargs.pop("few_peers"),
+        "lb_up_timeout": kwargs.pop("lb_up_timeout"),
     }
     settings = _settings(kwargs, extra)
     progress = report.ProgressPrinter(quiet=quiet)

@@ -61,16 +61,28 @@ class Settings:
     timeout: float | None = None
     drain_timeout: float = 30.0
     min_peers: int = 1
+    # Fewer than min_peers other servers UP: "rolling" restarts in place,
+    # "refuse" exits 4 without touching anything (a fleet rollout's choice).
+    few_peers: str = "rolling"
+    # After the restore, how long to wait for the router to see the server UP.
+    lb_up_timeout: float = 30.0
     state_dir: Path = DEFAULT_STATE_DIR
 
 
 _PATHS = {"apache_config", "apache_pidfile", "state_dir", "health_ca"}
 # Lowest accepted value of each number (the command line's ranges).
-_FLOATS = {"timeout": 0.0, "drain_timeout": 0.0, "health_timeout": 0.1, "lb_detect": 0.0}
-_STRINGS = {"health_url", "health_host", "mode", "signal"}
+_FLOATS = {
+    "timeout": 0.0,
+    "drain_timeout": 0.0,
+    "health_timeout": 0.1,
+    "lb_detect": 0.0,
+    "lb_up_timeout": 0.0,
+}
+_STRINGS = {"health_url", "health_host", "mode", "signal", "few_peers"}
 _BOOLS = {"health_insecure"}
 _LISTS = {"haproxy", "routers", "ack_traps"}
 MODES = ("drain", "rolling")
+FEW_PEERS = ("rolling", "refuse")
 _KEYS = {f.name for f in fields(Settings)} - {"group"}
 
 
@@ -210,6 +222,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         raise bad("a string")
     if key == "mode" and value not in MODES:
         raise bad(" or ".join(repr(m) for m in MODES) + " (lower case)")
+    if key == "few_peers" and value not in FEW_PEERS:
+        raise bad(" or ".join(repr(m) for m in FEW_PEERS) + " (lower case)")
     if key == "signal":
         from wsgi_drain.signals import parse_signal
 

@@ -24,6 +24,7 @@ class Phase(StrEnum):
     SIGNAL = "signal"
     WATCH = "watch"
     VERIFY = "verify"
+    WARM = "warm"
     RESTORE = "restore"
 
 
@@ -54,6 +55,8 @@ class ProcessRecord:
     # shutdown (inspected while it hung); the threads that block it, by name.
     hung: bool = False
     hang_threads: list[str] = field(default_factory=list)
+    # Requests it had in flight when signalled, counted on the host (None: unreadable).
+    in_flight_at_signal: int | None = None
 
 
 @dataclass
@@ -76,6 +79,10 @@ class RouterRecord:
     before: str | None = None
     adopted: bool = False
     unconfirmed: bool = False
+    # Seconds from its restore until the router saw the server UP (its checks
+    # passed); None when not waited for or not seen.
+    up_after: float | None = None
+    peers_out: tuple[str, ...] = ()
 
     @property
     def ours(self) -> bool:
@@ -110,6 +117,11 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
     left_diverted: bool = False
+    # Drain mode: requests still in flight on the host when the group was
+    # signalled, counted at the daemons (those that bypassed the router).
+    host_in_flight_at_signal: int | None = None
+    # Lazily loaded app: which replacements were warmed before traffic returned.
+    warm: dict[str, object] | None = None
     error: DrainError | None = None
     unexpected: BaseException | None = None
     started: float = field(default_factory=time.monotonic)

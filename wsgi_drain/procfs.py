@@ -137,16 +137,45 @@ def unix_connections(path: str) -> int | None:
     Apache worker and a daemon (mod_wsgi opens one connection per request and
     closes it at the end).  None when /proc/net/unix cannot be read.
     """
+    inodes = unix_connection_inodes(path)
+    return None if inodes is None else len(inodes)
+
+
+def unix_connection_inodes(path: str) -> set[int] | None:
+    """Inodes of the accepted (server-side) connections to the unix socket at `path`.
+
+    The kernel gives an accepted socket its listener's address, so each shows
+    `path` in /proc/net/unix without the listening flag; the client side is
+    unbound and shows no path.  None when /proc/net/unix cannot be read.
+    """
     try:
         lines = (PROC / "net" / "unix").read_text().splitlines()[1:]
     except OSError:
         return None
-    count = 0
+    inodes: set[int] = set()
     for line in lines:
         parts = line.split(None, 7)
         if len(parts) == 8 and parts[7] == path and not int(parts[3], 16) & _SO_ACCEPTCON:
-            count += 1
-    return count
+            inodes.add(int(parts[6]))
+    return inodes
+
+
+def read_chars(pid: int) -> int | None:
+    """Bytes the process has read so far (`rchar` of /proc/PID/io); None if unreadable.
+
+    Needs root or the process's user (a ptrace access check).  An idle
+    mod_wsgi daemon reads nothing (its threads wait in accept and sleep), so a
+    rise means it read a request.
+    """
+    try:
+        text = (PROC / str(pid) / "io").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "rchar":
+            return int(value)
+    return None
 
 
 def cmdline(pid: int) -> list[str]:

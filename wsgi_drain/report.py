@@ -94,6 +94,7 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
                 "stack": p.stack,
                 "hung_in_shutdown": p.hung,
                 "hang_threads": p.hang_threads,
+                "in_flight_at_signal": p.in_flight_at_signal,
             }
             for p in outcome.processes
         ],
@@ -108,12 +109,16 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
                 "unconfirmed": r.unconfirmed,
                 "sessions_at_signal": r.sessions_at_signal,
                 "peers_up": r.peers_up,
+                "peers_out": list(r.peers_out),
+                "up_after": None if r.up_after is None else round(r.up_after, 3),
                 "error": r.error,
             }
             for r in outcome.routers
         ],
         "health": outcome.health,
         "left_diverted": outcome.left_diverted,
+        "host_in_flight_at_signal": outcome.host_in_flight_at_signal,
+        "warm": outcome.warm,
         "warnings": outcome.warnings,
         "app_log": outcome.app_log,
         "apache_restarted": outcome.apache_restarted,

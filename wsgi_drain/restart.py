@@ -20,13 +20,14 @@ from pathlib import Path
 
 import psutil
 
-from wsgi_drain import procfs, pyspy
+from wsgi_drain import inflight, procfs, pyspy
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.applog import RunLog
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import (
     ApacheInstance,
+    DaemonProcess,
     GroupProcesses,
     find_apache,
     group_processes,
@@ -36,6 +37,7 @@ from wsgi_drain.errorlog import Ending, ErrorLogTail, ending_of
 from wsgi_drain.errors import (
     CrashLoopError,
     DrainError,
+    Interrupted,
     NotFoundError,
     NotReplacedError,
     RouterError,
@@ -50,6 +52,7 @@ from wsgi_drain.signals import Handle, check_support, open_handle, parse_signal
 from wsgi_drain.state import Journal, group_lock, lock_holder, router_lock
 from wsgi_drain.traps import find_traps
 from wsgi_drain.traps import split as split_traps
+from wsgi_drain.warm import warm
 from wsgi_drain.watch import died_within, wait_exits, wait_replacements
 
 # The Apache parent respawns a daemon 0.2-1 s after it exits (DESIGN.md); allow
@@ -59,6 +62,9 @@ RESPAWN_MARGIN = 10.0
 # we conclude load keeps it busy.  mod_wsgi checks for "no active requests"
 # when a request ends and from its monitor thread about once a second.
 IDLE_WAIT = 2.0
+# With its requests visible on the host, an idle process is known idle at
+# once: it leaves within ~0.01 s of SIGUSR1; this is the margin for that.
+IDLE_EXIT = 0.25
 # After the replacements are up, how long the app may take to answer its first
 # health probe (a lazily loaded app imports on its first request).
 HEALTH_WAIT = 15.0
@@ -67,6 +73,10 @@ HEALTH_WAIT = 15.0
 # dies within it, and the rolling restart stops instead of spreading it.
 SETTLE = 0.5
 DRAIN_SLICE = 0.25
+# How often requests in flight are read on the host (/proc) while waiting for them.
+HOST_POLL = 0.02
+# How often the router is asked whether it sees the restored server UP.
+LB_UP_POLL = 0.1
 # New processes of the group that die after the signal before the verdict:
 # this many make a crash loop (the parent respawns a dead daemon within about
 # a second, so two deaths come within ~1-2 s of the first replacement).
@@ -237,7 +247,9 @@ def _read_routers(run: _Run) -> None:
         if check_admin is not None:
             check_admin()
         state = router.state()
-        rec = RouterRecord(name=router.name, peers_up=state.peers_up, before=state.admin)
+        rec = RouterRecord(
+            name=router.name, peers_up=state.peers_up, before=state.admin, peers_out=state.peers_out
+        )
         out.routers.append(rec)
         if state.admin != "ready" and spec in left:
             assert run.previous is not None
@@ -295,6 +307,8 @@ def _choose_mode(run: _Run) -> None:
                 f"{run.settings.min_peers} is not checked for it",
             )
         elif rec.peers_up is not None and rec.peers_up < run.settings.min_peers:
+            if run.settings.few_peers == "refuse":
+                raise RouterError(rec.name, _too_few_peers(run, rec.peers_up, rec.peers_out))
             out.mode = "rolling"
             _warn(
                 run,
@@ -303,6 +317,18 @@ def _choose_mode(run: _Run) -> None:
                 "restarting in place, one process at a time, without diverting",
             )
             return
+
+
+def _too_few_peers(run: _Run, up: int, out: tuple[str, ...]) -> str:
+    """Why a fleet-safe run (--if-few-peers refuse) will not take this host out."""
+    s = run.settings
+    named = f": out of rotation: {', '.join(out)}" if out else ""
+    return (
+        f"{up} other server(s) UP, --min-peers {s.min_peers} needed{named}; refusing to take "
+        "this host out too (--if-few-peers refuse). If a host was left out by an earlier "
+        f"run, repair it there (`wsgi-drain undrain --group {s.group}`) or find why its "
+        "checks fail, then rerun"
+    )
 
 
 def _plan(run: _Run, sig: signal.Signals) -> None:
@@ -328,13 +354,29 @@ def _plan(run: _Run, sig: signal.Signals) -> None:
                 )
         out.plan.append(f"send {sig.name} to {' '.join(map(str, procs.pids))} at once")
     else:
+        counts = (
+            inflight.by_process(procs.pids, procs.socket.path) if procs.socket is not None else None
+        )
+        if counts is None:
+            order = f"{' '.join(map(str, procs.pids))}: {sig.name}, then SIGTERM after "
+            order += f"{IDLE_WAIT:g} s if still busy"
+        else:
+            now = ", ".join(f"{pid}: {len(counts.get(pid, ()))}" for pid in procs.pids)
+            order = (
+                f"idle first, by requests in flight now ({now}): {sig.name}, then SIGTERM once "
+                "the requests it had are done"
+            )
         out.plan.append(
-            f"one process at a time ({' '.join(map(str, procs.pids))}): {sig.name}, then "
-            f"SIGTERM after {IDLE_WAIT:g} s if still "
-            f"busy (in-flight requests get shutdown-timeout {group.shutdown_window:g} s), wait "
-            "for its replacement"
+            f"one process at a time ({order}; requests it takes meanwhile get shutdown-timeout "
+            f"{group.shutdown_window:g} s), wait for its replacement"
             + (" and a healthy answer" if run.settings.health_url else "")
             + ", stop at the first that fails"
+        )
+        out.plan.append(
+            "no router: a request running when its process is signalled gets at most the drain "
+            f"window + shutdown-timeout ({group.drain_window:g} + {group.shutdown_window:g} s), "
+            f"one arriving later at least shutdown-timeout ({group.shutdown_window:g} s); a "
+            "longer one is cut. Only a router (drain mode) lets it finish"
         )
     out.plan.append(f"wait up to {out.deadline:g} s for {run.expected} new processes")
     if run.settings.health_url:
@@ -414,6 +456,33 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
     if stuck:
         raise _stuck_error(run, stuck)
     _verify(run)
+    _warm(run)
+
+
+def _warm(run: _Run) -> None:
+    """Drain mode, lazily loaded app: every replacement loads it before traffic returns."""
+    out, s = run.outcome, run.settings
+    assert run.group_procs is not None
+    group = run.group_procs.group
+    if out.mode != "drain" or group.preloaded:
+        return
+    if not s.health_url:
+        _warn(
+            run,
+            "the app loads lazily and no --health-url was given to warm the new processes "
+            "with: the first user request on each waits for the import",
+        )
+        return
+    current = _reader(run)()
+    new = [pid for pid in current.pids if pid not in set(run.group_procs.pids)]
+    if current.socket is None or not new:
+        return
+    with out.phase(Phase.WARM, run.progress) as ph:
+        result = warm(s, new, current.socket.path, group.threads, HEALTH_WAIT, run.interrupts)
+        out.warm = result.as_dict()
+        ph.detail = result.describe()
+    if result.missed and not result.blind:
+        _warn(run, f"warm: {result.describe()}; their first user request may wait for the import")
 
 
 def _error_log_tail(run: _Run) -> ErrorLogTail | None:
@@ -463,6 +532,7 @@ def _divert(run: _Run) -> None:
                 raise
             peers = "?" if rec.peers_up is None else str(rec.peers_up)
             run.progress("divert", f"{router.name}: drain ({peers} other server(s) UP)")
+            _recheck_peers(run, router, rec)
         # A router the LB watches from afar (health-file) needs its detection
         # time on top of the drain timeout.
         settle = max((getattr(r, "settle_delay", 0.0) for _s, r in run.routers), default=0.0)
@@ -488,6 +558,7 @@ def _divert(run: _Run) -> None:
                     f"{router.name}: {rec.sessions_at_signal} request(s) still in flight after "
                     f"{run.settings.drain_timeout:g} s; they get the group's drain window",
                 )
+        _wait_host_requests(run, drain_deadline)
         for _spec, router in run.routers:
             # A HAProxy reload or an agent check can silently undo the drain;
             # signalling then would cut requests the router still sends.
@@ -499,6 +570,78 @@ def _divert(run: _Run) -> None:
                     "changed by hand?); nothing was signalled",
                 )
         ph.detail = "; ".join(f"{r.name}: {r.sessions_at_signal} in flight" for r in out.routers)
+
+
+def _recheck_peers(run: _Run, router: Router, rec: RouterRecord) -> None:
+    """After our divert: did another server go out at the same moment (a parallel rollout)?
+
+    Two hosts checking their peers at once both see enough UP and both go out.
+    Re-reading after our own divert catches it: this run then backs off (the
+    failure policy puts our server back; nothing is signalled).
+    """
+    if rec.peers_up is None or rec.peers_up < run.settings.min_peers:
+        return  # not counted, or already below and accepted (rolling fallback never diverts)
+    try:
+        now = router.state()
+    except RouterError:
+        return  # the drain wait reads it again and reports an unreachable router
+    if now.peers_up is not None and now.peers_up < run.settings.min_peers:
+        raise RouterError(
+            router.name,
+            f"another server went out of rotation while this one was diverted "
+            f"({', '.join(now.peers_out) or 'unnamed'}; {now.peers_up} other(s) UP, --min-peers "
+            f"{run.settings.min_peers}): backing off, this server is put back and nothing is "
+            "signalled",
+        )
+
+
+def _wait_host_requests(run: _Run, deadline: Deadline) -> None:
+    """Wait for the requests the router cannot see: those that reached Apache directly.
+
+    Once the routers show nothing in flight, what the daemons still hold came
+    from elsewhere (an internal call straight to Apache).  Those requests,
+    the ones in flight now, are waited for within the drain timeout; requests
+    that arrive later are not (steady internal traffic would hold every
+    restart to the timeout), and SIGUSR1 gives them the drain window.
+    """
+    sock = run.group_procs.socket if run.group_procs is not None else None
+    if sock is None:
+        return
+    pending = _held(run)
+    if pending is None:
+        _warn(
+            run,
+            "cannot read the daemons' sockets: requests that bypassed the router are not awaited",
+        )
+        return
+    if pending:
+        run.progress(
+            "divert",
+            f"host: {len(pending)} request(s) in flight that did not come through the router; "
+            f"waiting up to {max(deadline.remaining(), 0):.0f} s",
+        )
+    while pending and not deadline.expired():
+        run.interrupts.check()
+        time.sleep(min(HOST_POLL, max(deadline.remaining(), 0.0)))
+        pending &= _held(run) or set()
+    run.outcome.host_in_flight_at_signal = len(pending)
+    if pending:
+        _warn(
+            run,
+            f"host: {len(pending)} request(s) that did not come through the router still in "
+            f"flight after {run.settings.drain_timeout:g} s; they get the group's drain window",
+        )
+
+
+def _held(run: _Run) -> set[int] | None:
+    """The requests the group's processes hold now (not those queued in the socket's backlog).
+
+    A connection still in the listen backlog is served by whichever process
+    accepts it, a replacement included: only accepted ones can be cut.
+    """
+    assert run.group_procs is not None and run.group_procs.socket is not None
+    held = inflight.by_process(run.group_procs.pids, run.group_procs.socket.path)
+    return None if held is None else set().union(*held.values())
 
 
 def _signal_all(run: _Run, sig: signal.Signals) -> list[Handle]:
@@ -556,23 +699,26 @@ def _watch_all(run: _Run, handles: list[Handle], deadline: Deadline) -> list[Han
 def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) -> list[Handle]:
     """One process at a time, keeping the others serving; stop at the first that fails.
 
-    SIGUSR1 first: an idle process leaves at once.  A process that load keeps
-    busy would only leave at its drain window, so after IDLE_WAIT it gets
-    SIGTERM, which makes it stop accepting at once while its siblings take new
-    requests; its in-flight requests still get the full shutdown-timeout,
-    even when the overall deadline is short (no request is ever given less).
-    Before the next process: its replacement must be up and, with a health
-    URL, the app must answer, so a broken deploy stops after one process
-    while the others keep serving the old code.
+    Idle processes first, by the requests each holds on the host (inflight.py).
+    SIGUSR1 first: an idle process leaves within milliseconds.  A busy one
+    keeps accepting during its drain window, so it would leave only when the
+    window ends; instead, once the requests it held when signalled are done
+    (those keep up to the drain window, mod_wsgi's own timer), it gets
+    SIGTERM, which makes it stop accepting while its siblings take new
+    requests; the ones it took since get the full shutdown-timeout, even when
+    the overall deadline is short (no request is ever given less).  Before the
+    next process: its replacement must be up and, with a health URL, the app
+    must answer, so a broken deploy stops after one process while the others
+    keep serving the old code.
     """
     out = run.outcome
     assert run.instance is not None and run.group_procs is not None and run.journal is not None
-    group = run.group_procs.group
     old_pids = set(run.group_procs.pids)
     known = set(old_pids)
     total = len(run.group_procs.processes)
+    pending = list(run.group_procs.processes)
     with out.phase(Phase.WATCH, run.progress) as ph:
-        for done, proc in enumerate(run.group_procs.processes):
+        for done in range(total):
             run.interrupts.check()
             if deadline.expired():
                 ph.status = "failed"
@@ -580,6 +726,8 @@ def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) ->
                     f"the deadline ({out.deadline:g} s) ran out after {done} of {total} "
                     f"processes were replaced; the others were not signalled and keep serving"
                 )
+            proc = _least_busy(run, pending)
+            pending.remove(proc)
             rec = out.record(proc.pid)
             handle = open_handle(run.instance, run.group_procs.socket, proc)
             if handle is None:
@@ -595,19 +743,11 @@ def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) ->
                 run.signalled_at = sent_at
             handle.send(sig)
             rec.signals.append(sig.name)
-            run.progress("signal", f"{sig.name} -> {proc.pid}")
-            on_exit = _on_exit(run, sent_at)
-            alive = wait_exits([handle], deadline.within(IDLE_WAIT), run.interrupts, on_exit)
-            if alive and sig == signal.SIGUSR1:
-                run.progress(
-                    "signal",
-                    f"{proc.pid} still busy after {IDLE_WAIT:g} s: SIGTERM so it stops accepting; "
-                    f"its in-flight requests get shutdown-timeout {group.shutdown_window:g} s",
-                )
-                if handle.send(signal.SIGTERM):
-                    rec.signals.append("SIGTERM")
-                grace = Deadline(group.shutdown_window + RESPAWN_MARGIN)
-                alive = wait_exits([handle], grace, run.interrupts, on_exit)
+            own = _requests_of(run, proc.pid)
+            rec.in_flight_at_signal = None if own is None else len(own)
+            held = "" if own is None else f" ({len(own)} in flight)"
+            run.progress("signal", f"{sig.name} -> {proc.pid}{held}")
+            alive = _stop_one(run, handle, sig, own, deadline, _on_exit(run, sent_at))
             if alive:
                 _report_stuck(run, alive)
                 if not force:
@@ -616,30 +756,122 @@ def _rolling(run: _Run, sig: signal.Signals, deadline: Deadline, force: bool) ->
                     return alive
                 _kill(run, alive)
             handle.close()
-            current = wait_replacements(
-                _reader(run),
-                {proc.pid},
-                known,
-                run.expected,
-                Deadline(RESPAWN_MARGIN),
-                run.interrupts,
-                _on_new(run),
-            )
-            new = set(current.pids) - known
-            known |= set(current.pids)
-            if proc.pid in current.pids or len(current.pids) < run.expected:
-                ph.status = "failed"
-                raise NotReplacedError(
-                    f"pid {proc.pid} was not replaced within {RESPAWN_MARGIN:g} s ("
-                    f"{len(current.pids)}/{run.expected} processes up); stopped after {done} of "
-                    f"{total} so the rest keep serving. See Apache's error log"
-                    + (f" {group.error_log}" if group.error_log else "")
-                )
-            _healthy_between_steps(run, proc.pid, new, done + 1, total)
+            known = _replaced_one(run, proc.pid, known, done, total)
         final = _reader(run)()
         out.new_pids = [pid for pid in final.pids if pid not in old_pids]
         ph.detail = f"{len(out.new_pids)}/{run.expected} processes replaced one at a time"
     return []
+
+
+def _least_busy(run: _Run, candidates: list[DaemonProcess]) -> DaemonProcess:
+    """The candidate with the fewest requests in flight (the first one when unreadable)."""
+    sock = run.group_procs.socket if run.group_procs is not None else None
+    if sock is None:
+        return candidates[0]
+    counts = inflight.by_process([c.pid for c in candidates], sock.path)
+    if counts is None:
+        return candidates[0]
+    return min(candidates, key=lambda c: len(counts.get(c.pid, ())))
+
+
+def _requests_of(run: _Run, pid: int) -> set[int] | None:
+    """Inodes of the requests `pid` holds now; None when they cannot be read."""
+    sock = run.group_procs.socket if run.group_procs is not None else None
+    if sock is None:
+        return None
+    found = inflight.by_process([pid], sock.path)
+    return None if found is None else found.get(pid, set())
+
+
+def _stop_one(
+    run: _Run,
+    handle: Handle,
+    sig: signal.Signals,
+    own: set[int] | None,
+    deadline: Deadline,
+    on_exit: Callable[[Handle, float], None],
+) -> list[Handle]:
+    """After `sig`: wait for the process to leave, SIGTERM it once busy only with newer work.
+
+    Returns [handle] if it is still alive when every allowance is spent.
+    """
+    assert run.group_procs is not None
+    group = run.group_procs.group
+    grace = Deadline(group.shutdown_window + RESPAWN_MARGIN)
+    if sig != signal.SIGUSR1:
+        return wait_exits([handle], grace, run.interrupts, on_exit)
+    if own is None:
+        # Cannot see its requests: give it IDLE_WAIT to prove it idle.
+        alive = wait_exits([handle], deadline.within(IDLE_WAIT), run.interrupts, on_exit)
+        why = f"still busy after {IDLE_WAIT:g} s"
+    else:
+        alive = wait_exits([handle], deadline.within(IDLE_EXIT), run.interrupts, on_exit)
+        if alive:
+            # Its requests of the moment keep up to the drain window (mod_wsgi
+            # aborts them at its end itself, then exits).
+            window = Deadline(group.drain_window + group.shutdown_window + RESPAWN_MARGIN)
+            alive = _wait_requests_done(run, handle, own, window, on_exit)
+        now = _requests_of(run, handle.pid)
+        why = (
+            f"its {len(own)} request(s) of the moment are done, "
+            f"{'?' if now is None else len(now)} newer"
+        )
+    if not alive:
+        return []
+    run.progress(
+        "signal",
+        f"{handle.pid}: {why}: SIGTERM so it stops accepting; its requests in flight get "
+        f"shutdown-timeout {group.shutdown_window:g} s",
+    )
+    if handle.send(signal.SIGTERM):
+        run.outcome.record(handle.pid).signals.append("SIGTERM")
+    return wait_exits([handle], grace, run.interrupts, on_exit)
+
+
+def _wait_requests_done(
+    run: _Run,
+    handle: Handle,
+    own: set[int],
+    limit: Deadline,
+    on_exit: Callable[[Handle, float], None],
+) -> list[Handle]:
+    """Wait until the process exits, or until none of the requests in `own` is left."""
+    left = set(own)
+    while True:
+        alive = wait_exits([handle], limit.within(HOST_POLL), run.interrupts, on_exit)
+        if not alive or limit.expired():
+            return alive
+        now = _requests_of(run, handle.pid)
+        if now is None:
+            return alive
+        left &= now
+        if not left:
+            return alive
+
+
+def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -> set[int]:
+    """Wait for `pid`'s replacement, then check it lives and the app answers; the pids now known."""
+    assert run.group_procs is not None
+    group = run.group_procs.group
+    current = wait_replacements(
+        _reader(run),
+        {pid},
+        known,
+        run.expected,
+        Deadline(RESPAWN_MARGIN),
+        run.interrupts,
+        _on_new(run),
+    )
+    new = set(current.pids) - known
+    if pid in current.pids or len(current.pids) < run.expected:
+        raise NotReplacedError(
+            f"pid {pid} was not replaced within {RESPAWN_MARGIN:g} s ("
+            f"{len(current.pids)}/{run.expected} processes up); stopped after {done} of "
+            f"{total} so the rest keep serving. See Apache's error log"
+            + (f" {group.error_log}" if group.error_log else "")
+        )
+    _healthy_between_steps(run, pid, new, done + 1, total)
+    return known | set(current.pids)
 
 
 def _healthy_between_steps(run: _Run, old: int, new: set[int], done: int, total: int) -> None:
@@ -1122,7 +1354,14 @@ def _settle(run: _Run) -> None:
                 except DrainError as err:
                     rec.error = str(err)
                     failures.append(str(err))
-            ph.detail = ", ".join(f"{rec.name}: ready" for _s, _r, rec in diverted if rec.restored)
+            if not failures:
+                _wait_lb_up(run, [(r, rec) for _s, r, rec in diverted if rec.restored])
+            ph.detail = ", ".join(
+                f"{rec.name}: ready"
+                + (f", UP after {rec.up_after:.1f} s" if rec.up_after is not None else "")
+                for _s, _r, rec in diverted
+                if rec.restored
+            )
             if failures:
                 ph.status = "failed"
                 out.left_diverted = True
@@ -1147,6 +1386,45 @@ def _settle(run: _Run) -> None:
             run.journal.save(s.state_dir)
         else:
             run.journal.remove(s.state_dir)
+
+
+def _wait_lb_up(run: _Run, restored: list[tuple[Router, RouterRecord]]) -> None:
+    """Wait (--lb-up-timeout) until each router that health-checks sees the server UP.
+
+    READY is the operator's word; UP is the router's own checks passing, and
+    only then does the server take its share again.  A fleet rollout must
+    not move to the next host before that (the next would see one peer
+    fewer).  Not UP in time is exit 6, with the router's last status.
+    """
+    limit = Deadline(run.settings.lb_up_timeout)
+    started = time.monotonic()
+    for router, rec in restored:
+        while True:
+            try:
+                state = router.state()
+            except RouterError:
+                break  # unreadable now: the restore succeeded; nothing more to learn
+            if state.lb_up is not False:
+                if state.lb_up:
+                    rec.up_after = time.monotonic() - started
+                break
+            if limit.expired():
+                if run.settings.lb_up_timeout > 0 and run.outcome.error is None:
+                    run.outcome.error = UnhealthyError(
+                        f"{router.name} does not see this server UP "
+                        f"{run.settings.lb_up_timeout:g} s after it was put back (status "
+                        f"{state.status}): its health checks fail; it is in rotation but "
+                        "takes no traffic. See the load balancer's check, then `wsgi-drain "
+                        f"check --group {run.settings.group}`"
+                    )
+                break
+            try:
+                run.interrupts.sleep(min(LB_UP_POLL, max(limit.remaining(), 0.0)))
+            except Interrupted as err:
+                # Already restored: stop waiting, report the interruption.
+                if run.outcome.error is None:
+                    run.outcome.error = err
+                return
 
 
 def _put_back(run: _Run, router: Router, rec: RouterRecord) -> None:

@@ -21,7 +21,10 @@ KEYS = (
     "script-reloading",
     "log-level",
     "no-identity",
+    "lazy-load",
 )
+# Traps only `restart` warns about: they cost a restart, not the running group.
+RESTART_ONLY = frozenset({"lazy-load"})
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,17 @@ def find_traps(group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:
                 "log-level",
                 f"LogLevel {group.log_level!r} hides mod_wsgi's info lines, so wsgi-drain "
                 "cannot tell a clean drain from a forced one; use LogLevel warn wsgi:info",
+            )
+        )
+    if not group.preloaded:
+        traps.append(
+            Trap(
+                "lazy-load",
+                f"group {group.name!r} loads the app lazily ({group.source}): each new process "
+                "imports it on its first request, which waits for the import. wsgi-drain warms "
+                "the replacements before traffic returns in drain mode, but not in rolling mode "
+                "nor when Apache respawns a process. Fix: add process-group="
+                f"{group.name} application-group=%{{GLOBAL}} to its WSGIScriptAlias",
             )
         )
     if not fds_readable and not group.title:

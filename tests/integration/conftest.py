@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -107,3 +110,34 @@ def apache(tmp_path: Path, modwsgi: ModWsgi) -> Iterator[ApacheLab]:
         yield lab
     finally:
         lab.stop()
+
+
+# What a checkout has that a clean clone does not: never copied into a build.
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tmp"
+)
+
+
+@pytest.fixture(scope="session")
+def dist() -> Iterator[Path]:
+    """sdist and wheel of the checkout, built by `python -m build` in a temporary copy.
+
+    A copy, so the tree under test is never written to (setuptools builds in
+    the source directory).
+    """
+    repo = Path(__file__).resolve().parents[2]
+    work = Path(tempfile.mkdtemp(prefix="wsgi-drain-wheel-", dir="/tmp"))
+    try:
+        shutil.copytree(repo, work / "src", ignore=_NOT_SOURCE)
+        done = subprocess.run(
+            [sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(work / "src")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            cwd="/",
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        yield work / "dist"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -105,3 +105,48 @@ def test_markdown_has_a_row_per_method(result: dict[str, Any]) -> None:
     text = bench_run.markdown(result)
     for data in result["restart_methods"]["methods"].values():
         assert f"| {data['label']} |" in text
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """bench/load_cases.py, one trial of wsgi-drain in each of two cases (Debian's build)."""
+    from bench import load_cases
+
+    out = tmp_path_factory.mktemp("cases")
+    try:
+        path = load_cases.run(
+            ["saturated-rolling", "lazy"],
+            ["debian"],
+            reps=1,
+            img_dir=out / "img",
+            out_dir=out / "results",
+            rows=["rolling", "drain"],
+        )
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    data: dict[str, Any] = json.loads(path.read_text())
+    data["_img_dir"] = str(out / "img")
+    return data
+
+
+def test_load_cases_smoke_run_reports_every_figure(cases: dict[str, Any]) -> None:
+    from bench import load_cases
+
+    assert cases["schema"] == "wsgi-drain-bench-cases/1"
+    build = cases["builds"]["debian"]
+    assert set(build) == {"saturated-rolling", "lazy"}
+    assert list(build["saturated-rolling"]["rows"]) == ["rolling"]
+    assert list(build["lazy"]["rows"]) == ["drain", "rolling"]
+    for name, case in build.items():
+        for key, row in case["rows"].items():
+            (trial,) = row["trials"]
+            assert not trial["errors"], (name, key, trial["errors"])
+            assert trial["total"] == sum(trial["counts"].values()) > 0
+            for figure in ("wall_replaced", "new_code_at", "old_code_until", "command_seconds"):
+                assert trial[figure] is not None, (name, key, figure)
+            assert trial["tail"]["n"] > 0 and trial["tail"]["max"] is not None
+            assert trial["report"]["verdict"] == "success"
+            assert Path(case["images"][key]).read_bytes()[:8] == PNG_MAGIC
+    assert build["lazy"]["rows"]["drain"]["trials"][0]["in_flight"]["status"] == 200
+    table = load_cases.markdown(cases)
+    assert "Saturated group, no router" in table and "App loaded on first request" in table

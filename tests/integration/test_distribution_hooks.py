@@ -145,14 +145,17 @@ def test_undrain_wait_ready_keeps_an_unhealthy_group_out_of_rotation(
     stack.a.set_healthy(True)
     run = run_cli("undrain", "--group", "myapp", "--wait-ready", "10", env=env)
     assert run.returncode == 0, run.stderr
-    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+    assert stack.haproxy.admin_state("a") == "ready"
+    # HAProxy's own checks marked it DOWN while /health failed; they bring it back.
+    stack.haproxy.wait_status("a", "UP", timeout=15)
 
 
 @pytest.fixture
 def logged(tmp_path: Path) -> Iterator[ApacheLab]:
     """Host with an access log beside its error log, as /var/log/apache2 has."""
     logs = tmp_path / "a"
-    lab = ApacheLab(logs, extra_config=f'CustomLog "{logs / "access.log"}" common\n')
+    config = f'LogFormat "%h %t \\"%r\\" %>s" common\nCustomLog "{logs / "access.log"}" common\n'
+    lab = ApacheLab(logs, extra_config=config)
     start(lab)
     try:
         yield lab
@@ -189,6 +192,10 @@ def test_logrotate_copytruncate_rotates_without_restarting_the_daemons(
 
     for _ in range(3):
         _get(logged.url + "/")
+    # Apache logs a request after answering it: wait (bounded) for the third line.
+    deadline = time.monotonic() + 10
+    while access.read_bytes().count(b"\n") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     after = access.read_bytes()
     # Apache kept writing to the truncated file, from its start (O_APPEND: no hole).
     assert after.count(b"\n") == 3 and not after.startswith(b"\0"), after[:80]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -33,10 +32,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
-# What a checkout has that a clean clone does not: never copied into the build.
-_NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tmp"
-)
 
 
 def _run(argv: list[str], *, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
@@ -54,20 +49,6 @@ def _run(argv: list[str], *, timeout: float = 300, **env: str) -> subprocess.Com
 def _ok(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 0, f"{done.args} exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done.stdout
-
-
-@pytest.fixture(scope="module")
-def dist() -> Iterator[Path]:
-    """sdist and wheel of the checkout, built by `python -m build` in a temporary copy."""
-    work = Path(tempfile.mkdtemp(prefix="wsgi-drain-wheel-", dir="/tmp"))
-    try:
-        shutil.copytree(REPO, work / "src", ignore=_NOT_SOURCE)
-        _ok(
-            _run([sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(work / "src")])
-        )
-        yield work / "dist"
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

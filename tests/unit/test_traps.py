@@ -11,6 +11,7 @@ SAFE = (
     "WSGIDaemonProcess myapp processes=3 display-name=%{GROUP} "
     "graceful-timeout=15 shutdown-timeout=5\n"
     "WSGIScriptReloading Off\nLogLevel warn wsgi:info\n"
+    "WSGIScriptAlias / /srv/app.wsgi process-group=myapp application-group=%{GLOBAL}\n"
 )
 
 
@@ -37,6 +38,8 @@ def test_a_safe_group_has_no_trap(tmp_path: Path) -> None:
         ),
         (("WSGIScriptReloading Off", "WSGIScriptReloading On"), "script-reloading"),
         (("LogLevel warn wsgi:info", "LogLevel warn"), "log-level"),
+        ((" process-group=myapp application-group=%{GLOBAL}", ""), "lazy-load"),
+        ((" application-group=%{GLOBAL}", ""), "lazy-load"),
     ],
 )
 def test_each_trap_alone(tmp_path: Path, change: tuple[str, str], key: str) -> None:
@@ -55,3 +58,15 @@ def test_every_trap_message_says_the_fix(tmp_path: Path) -> None:
     group = parse_config(conf, server_root=tmp_path, environ={}).group("myapp")
     for trap in find_traps(group, fds_readable=False):
         assert any(word in trap.message for word in ("set ", "add ", "use ", "remove ")), trap
+
+
+def test_lazy_load_not_when_preloaded_by_wsgi_import_script(tmp_path: Path) -> None:
+    text = SAFE.replace(" process-group=myapp application-group=%{GLOBAL}", "")
+    text += "WSGIImportScript /srv/app.wsgi process-group=myapp application-group=%{GLOBAL}\n"
+    assert traps_of(tmp_path, text) == []
+
+
+def test_lazy_load_is_a_restart_warning_not_a_check_one() -> None:
+    from wsgi_drain.traps import KEYS, RESTART_ONLY
+
+    assert "lazy-load" in KEYS and {"lazy-load"} == RESTART_ONLY

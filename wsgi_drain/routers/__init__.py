@@ -26,7 +26,11 @@ class RouterState:
     rotation (not drained, not in maintenance), None when the router cannot
     tell; `since` seconds since the last status change when known;
     `sessions_known` False when the router cannot count requests in flight
-    (then `sessions` is 0 and means nothing).
+    (then `sessions` is 0 and means nothing).  `peers_out` names the other
+    servers that are not UP and in rotation, each with its state (e.g.
+    "web2 (drain)"), when the router can tell.  `lb_up` is whether the router
+    itself sees the server UP (its health checks pass), None when it has no
+    such view (then only `admin` counts).
     """
 
     name: str
@@ -37,6 +41,8 @@ class RouterState:
     peers_up: int | None
     since: float | None = None
     sessions_known: bool = True
+    peers_out: tuple[str, ...] = ()
+    lb_up: bool | None = None
 
 
 class Router(Protocol):

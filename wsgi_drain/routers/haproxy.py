@@ -343,13 +343,16 @@ class HAProxyRouter:
             # Server added between the two reads: the status column is all we have.
             return admin_from_status(row["status"])
 
-        peers_up = sum(
-            1
-            for r in rows
-            if r is not mine
-            and _is_up(r["status"])
-            and admin(r) == "ready"
-            and _int(r.get("weight", "")) > 0
+        def serving(row: dict[str, str]) -> bool:
+            return (
+                _is_up(row["status"]) and admin(row) == "ready" and _int(row.get("weight", "")) > 0
+            )
+
+        peers = [r for r in rows if r is not mine]
+        out = tuple(
+            f"{r['svname']} ({admin(r) if admin(r) != 'ready' else r['status']})"
+            for r in peers
+            if not serving(r)
         )
         lastchg = mine.get("lastchg", "").strip()
         return RouterState(
@@ -358,8 +361,10 @@ class HAProxyRouter:
             status=mine["status"],
             sessions=_int(mine["scur"]),
             queued=_int(mine["qcur"]),
-            peers_up=peers_up,
+            peers_up=sum(1 for r in peers if serving(r)),
             since=float(lastchg) if lastchg else None,
+            peers_out=out,
+            lb_up=_is_up(mine["status"]),
         )
 
     # -- actions ---------------------------------------------------------
