@@ -68,24 +68,33 @@ def fleet(
         yield Fleet(hosts, haproxy, root)
 
 
-def host_args(f: Fleet, name: str) -> list[str]:
+def host_args(f: Fleet, name: str, *, router: bool = True) -> list[str]:
     """What host `name`'s inventory passes to wsgi-drain: its Apache, router, health URL, state."""
     lab = f.hosts[name]
-    return [
-        "--apache-pidfile", str(lab.pid_file), "--router", f.router(name),
+    words = [
+        "--apache-pidfile", str(lab.pid_file),
         "--health-url", f"{lab.url}/health", "--state-dir", str(f.state_dir(name)),
     ]  # fmt: skip
+    return [*words, "--router", f.router(name)] if router else words
 
 
 def run_playbook(
-    f: Fleet, workdir: Path, playbook: Path, command: str, *extra: str, timeout: float = 600
+    f: Fleet,
+    workdir: Path,
+    playbook: Path,
+    command: str,
+    *extra: str,
+    timeout: float = 600,
+    router_on_host: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """The real ansible-playbook on an inventory of the fleet (connection local), bounded.
 
     The inventory gives each host its own wsgi-drain arguments in host vars;
     Ansible's home and temporary directories live under `workdir`, and the
     environment is a bare system one (no virtualenv on PATH), as on a
-    controller.  Raises LabUnavailable when ansible-playbook is missing.
+    controller.  `router_on_host=False` leaves --router out of the hosts'
+    arguments (the router step is then delegated to the load balancer's host).
+    Raises LabUnavailable when ansible-playbook is missing.
     """
     binary = Path(sys.executable).parent / "ansible-playbook"
     if not binary.exists():
@@ -94,7 +103,7 @@ def run_playbook(
         name: {
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
-            "wsgi_drain_args": host_args(f, name),
+            "wsgi_drain_args": host_args(f, name, router=router_on_host),
         }
         for name in f.hosts
     }

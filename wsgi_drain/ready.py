@@ -44,13 +44,21 @@ def wait_ready(settings: Settings, timeout: float, progress: Progress) -> str:
 
 
 def _look(settings: Settings) -> tuple[bool, str]:
+    named = settings.apache_pidfile is not None or settings.apache_config is not None
     try:
         instance = find_apache(pidfile=settings.apache_pidfile, config_path=settings.apache_config)
-        group = instance.config.group(settings.group)
+    except ApacheConfigError:
+        raise
+    except NotFoundError as err:
+        if not named:
+            raise  # none or several Apache instances: waiting changes nothing
+        return False, str(err)  # a reload may be rewriting the pid file
+    group = instance.config.group(settings.group)  # a misspelt group: raised at once
+    try:
         live = group_processes(instance, group)
-    except (NotFoundError, IdentityError, ApacheConfigError) as err:
-        # Mid-reload the pid file, the sockets or the processes may be
-        # between generations: not ready yet, and the reason if it lasts.
+    except (NotFoundError, IdentityError) as err:
+        # Mid-reload the sockets or the processes may be between generations:
+        # not ready yet, and the reason if it lasts.
         return False, str(err)
     up = f"{len(live.pids)}/{group.processes} processes up"
     if len(live.pids) < group.processes:

@@ -47,7 +47,7 @@ from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, Phase, Progress, RouterRecord
 from wsgi_drain.procfs import fds_readable
-from wsgi_drain.routers import Router
+from wsgi_drain.routers import Router, RouterState
 from wsgi_drain.signals import Handle, check_support, open_handle, parse_signal
 from wsgi_drain.state import Journal, group_lock, lock_holder, router_lock
 from wsgi_drain.traps import find_traps
@@ -72,7 +72,9 @@ HEALTH_WAIT = 15.0
 # signalled: code that kills the interpreter as it loads (a preloaded app)
 # dies within it, and the rolling restart stops instead of spreading it.
 SETTLE = 0.5
-DRAIN_SLICE = 0.25
+# Also how often the peers are read while draining (a peer failing its checks
+# under the extra load ends the drain at once, see _peers_lost).
+DRAIN_SLICE = 0.1
 # How often requests in flight are read on the host (/proc) while waiting for them.
 HOST_POLL = 0.02
 # How often the router is asked whether it sees the restored server UP.
@@ -429,8 +431,9 @@ def _execute(run: _Run, sig: signal.Signals, force: bool) -> None:
     out.deadline = _deadline_seconds(run)
     deadline = Deadline(out.deadline)
 
+    if out.mode == "drain" and not _divert(run):
+        out.mode = "rolling"
     if out.mode == "drain":
-        _divert(run)
         handles = _signal_all(run, sig)
         stuck = _watch_all(run, handles, deadline)
         if stuck:
@@ -503,12 +506,15 @@ def _error_log_tail(run: _Run) -> ErrorLogTail | None:
         return None
 
 
-def _divert(run: _Run) -> None:
+def _divert(run: _Run) -> bool:
     """Take every router this run owns out of rotation; wait until nothing is in flight.
 
     The journal records each divert *before* the command is sent: an answer
     that never arrives may hide a command HAProxy carried out, and the
-    failure policy must then still put the server back.
+    failure policy must then still put the server back.  Returns False when
+    the other servers dropped below --min-peers during the wait (they could
+    not carry this one's traffic): everything was put back, nothing was
+    signalled, and the caller restarts in place instead.
     """
     out, journal = run.outcome, run.journal
     assert journal is not None
@@ -542,6 +548,9 @@ def _divert(run: _Run) -> None:
             while True:
                 state = router.wait_drained(drain_deadline.within(DRAIN_SLICE))
                 run.interrupts.check()
+                if _peers_lost(run, rec, state):
+                    ph.detail = "put back: the other servers went down during the drain"
+                    return False
                 if (state.sessions == 0 and state.queued == 0) or drain_deadline.expired():
                     break
             if not state.sessions_known:
@@ -570,6 +579,44 @@ def _divert(run: _Run) -> None:
                     "changed by hand?); nothing was signalled",
                 )
         ph.detail = "; ".join(f"{r.name}: {r.sessions_at_signal} in flight" for r in out.routers)
+    return True
+
+
+def _peers_lost(run: _Run, rec: RouterRecord, state: RouterState) -> bool:
+    """During the drain: did the other servers drop below --min-peers? Then undo it.
+
+    Diverting one of two saturated hosts doubles the other's load; its own
+    health checks can then time out and the load balancer takes it out too,
+    leaving no server at all (measured: thousands of 503s, bench/load_cases.py
+    saturated-drain).  Before any signal that is still reversible: every
+    diverted router is put back at once, and the run restarts in place (or,
+    with --if-few-peers refuse, stops with exit 4).
+    """
+    s = run.settings
+    if not rec.diverted or state.peers_up is None:
+        return False
+    # A peer failing its checks ("UP 1/2") is on its way out: act before it is.
+    healthy = state.peers_up - len(state.peers_failing)
+    if healthy >= s.min_peers:
+        return False
+    out = [*state.peers_out, *(f"{n} (failing its checks)" for n in state.peers_failing)]
+    why = (
+        f"{rec.name}: the other servers went out of rotation during the drain "
+        f"({', '.join(out) or 'unnamed'}; {healthy} UP and healthy, --min-peers "
+        f"{s.min_peers}): they cannot carry this server's traffic"
+    )
+    for (spec, router), other in _paired(run):
+        if other.diverted:
+            _put_back(run, router, other)
+            other.diverted = False
+            if run.journal is not None and spec in run.journal.diverted:
+                run.journal.diverted.remove(spec)
+    if run.journal is not None:
+        run.journal.save(s.state_dir)
+    if s.few_peers == "refuse":
+        raise RouterError(rec.name, f"{why}; put back, nothing signalled (--if-few-peers refuse)")
+    _warn(run, f"{why}; put back at once, restarting in place instead")
+    return True
 
 
 def _recheck_peers(run: _Run, router: Router, rec: RouterRecord) -> None:

@@ -11,6 +11,7 @@ host's turn comes), and a 50 ms sampler of HAProxy's view of the servers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -47,10 +48,12 @@ def hosts(tmp_path: Path) -> Iterator[Fleet]:
 
 
 def playbook(
-    f: Fleet, tmp: Path, *extra: str, book: Path = PLAYBOOK
+    f: Fleet, tmp: Path, *extra: str, book: Path = PLAYBOOK, router_on_host: bool = True
 ) -> subprocess.CompletedProcess[str]:
     try:
-        return run_playbook(f, tmp, book, wsgi_drain_command()[0], *extra)
+        return run_playbook(
+            f, tmp, book, wsgi_drain_command()[0], *extra, router_on_host=router_on_host
+        )
     except LabUnavailable as err:
         skip_or_fail(str(err))
 
@@ -243,3 +246,37 @@ def test_ansible_installs_wsgi_drain_into_a_virtualenv_idempotently(
         assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+def test_ansible_router_step_delegated_to_the_load_balancers_host_loses_nothing(
+    hosts: Fleet, tmp_path: Path
+) -> None:
+    """drain/undrain run on the LB's host (here: localhost, its unix admin socket)."""
+    before = _pids(hosts)
+    server = "be_app/{{ inventory_hostname }}"  # templated by Ansible, per host
+    lb = {
+        "wsgi_drain_lb_host": "localhost",
+        "wsgi_drain_lb_router": f"haproxy:{hosts.haproxy.admin_socket}:{server}",
+        "wsgi_drain_lb_args": ["--state-dir", str(tmp_path / "lb-state")],
+    }
+    load = LoadLoop(hosts.haproxy.url + "/", max_requests=40_000, max_seconds=300)
+    load.start()
+    try:
+        with StateSampler(hosts) as sampler:
+            run = playbook(hosts, tmp_path, "-e", json.dumps(lb), router_on_host=False)
+            time.sleep(0.5)
+    finally:
+        load.stop()
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    after = _pids(hosts)
+    for name in hosts.hosts:
+        assert len(after[name]) == 3 and not after[name] & before[name], name
+    # Each host was taken out on the load balancer, one at a time, and put back.
+    drained = {n for _t, states in sampler.samples for n, st in states.items() if st == "drain"}
+    assert drained == set(hosts.hosts), drained
+    assert sampler.most_out <= 1
+    assert all(hosts.haproxy.admin_state(n) == "ready" for n in hosts.hosts)
+    summary = load.summary()
+    failed = {k: v for k, v in summary.counts.items() if k != Outcome.OK and v}
+    assert summary.total > 100 and not failed, summary

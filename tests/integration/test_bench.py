@@ -30,7 +30,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         path = bench_run.run(
             modwsgi="debian",
             reps=1,
-            methods=("sigusr1", "drain"),
+            methods=("sigusr1", "drain", "health-file", "command"),
             timing=restart_methods.Timing(steady=1.0, slow=2.0, slow_lead=0.3, tail=0.5),
             exit_trials=5,
             extra_processes=200,
@@ -58,7 +58,7 @@ def test_result_names_machine_versions_and_date(result: dict[str, Any]) -> None:
 
 def test_every_method_counts_every_request(result: dict[str, Any]) -> None:
     methods = result["restart_methods"]["methods"]
-    assert set(methods) == {"sigusr1", "drain"}
+    assert set(methods) == {"sigusr1", "drain", "health-file", "command"}
     for data in methods.values():
         (trial,) = data["trials"]
         assert set(trial["counts"]) == {o.value for o in Outcome}
@@ -72,9 +72,11 @@ def test_every_method_counts_every_request(result: dict[str, Any]) -> None:
         assert data["summary"]["reps"] == 1
 
 
-def test_wsgi_drain_loses_nothing(result: dict[str, Any]) -> None:
-    (trial,) = result["restart_methods"]["methods"]["drain"]["trials"]
+@pytest.mark.parametrize("method", ["drain", "health-file", "command"])
+def test_wsgi_drain_loses_nothing(result: dict[str, Any], method: str) -> None:
+    (trial,) = result["restart_methods"]["methods"][method]["trials"]
     assert trial["failed"] == 0, trial["counts"]
+    assert trial["overhead"] is not None
     assert trial["in_flight"]["outcome"] == "ok"
     assert trial["command_exit"] == 0
     assert trial["report"]["verdict"] == "success"

@@ -74,6 +74,13 @@ def _get(url: str) -> None:
         response.read()
 
 
+def _wait_lines(path: Path, count: int) -> None:
+    """Apache logs a request just after answering it: wait (bounded) for `count` lines."""
+    deadline = time.monotonic() + 10
+    while path.read_bytes().count(b"\n") < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _failed(load: LoadLoop) -> dict[Outcome, int]:
     return {k: v for k, v in load.summary().counts.items() if k != Outcome.OK and v}
 
@@ -170,10 +177,13 @@ def test_logrotate_copytruncate_rotates_without_restarting_the_daemons(
     if logrotate is None:
         skip_or_fail("logrotate not found: apt-get install logrotate")
     access = logged.root / "access.log"
+    _wait_lines(access, 1)  # the lab's own start-up probe of /
+    started = access.read_bytes().count(b"\n")
     for _ in range(5):
         _get(logged.url + "/")
+    _wait_lines(access, started + 5)
     before = access.read_bytes()
-    assert before.count(b"\n") >= 5
+    assert before.count(b"\n") == started + 5
     parent, daemons = logged.parent_pid, set(logged.daemon_pids())
 
     snippet = (SCRIPTS / "logrotate.d-apache2").read_text()
@@ -192,10 +202,7 @@ def test_logrotate_copytruncate_rotates_without_restarting_the_daemons(
 
     for _ in range(3):
         _get(logged.url + "/")
-    # Apache logs a request after answering it: wait (bounded) for the third line.
-    deadline = time.monotonic() + 10
-    while access.read_bytes().count(b"\n") < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_lines(access, 3)
     after = access.read_bytes()
     # Apache kept writing to the truncated file, from its start (O_APPEND: no hole).
     assert after.count(b"\n") == 3 and not after.startswith(b"\0"), after[:80]

@@ -8,6 +8,7 @@ methods.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,27 @@ def test_preloaded_app_is_not_lazy_so_not_warmed_nor_warned(tmp_path: Path) -> N
         skip_or_fail(str(err))
     assert report["warm"] is None
     assert not any("lazily" in w for w in report["warnings"])  # type: ignore[union-attr]
+
+
+def test_saturated_peer_going_down_during_the_drain_puts_the_server_back_at_once(
+    stack: Stack,
+) -> None:
+    """The peer cannot carry the load (here: its checks fail) while `a` drains: undo, in place."""
+    old = set(stack.a.daemon_pids())
+    long_one = slow_request(stack.haproxy.url + "/slow", 4)  # holds the drain open
+    time.sleep(0.5)
+
+    def peer_fails() -> None:
+        time.sleep(1.0)
+        stack.b.set_healthy(False)
+
+    threading.Thread(target=peer_fails, daemon=True).start()
+    run = run_cli(*restart_args(stack, "--json"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.json()
+    assert report["mode"] == "rolling"
+    assert any("went out of rotation during the drain" in w for w in report["warnings"])  # type: ignore[union-attr]
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert long_one.result(timeout=60).status == 200
+    assert not set(stack.a.daemon_pids()) & old
+    stack.b.set_healthy(True)

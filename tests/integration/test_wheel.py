@@ -89,6 +89,8 @@ def test_wheel_carries_the_package_only_and_the_sdist_the_docs_and_examples(dist
         "scripts/systemd/wsgi-drain-check@.timer",
         "scripts/logrotate.d-apache2",
         "scripts/certbot-deploy-hook",
+        "ansible/rolling-restart.yml",
+        "ansible/roles/wsgi_drain/tasks/restart.yml",
         "lab/apache.py",
         "tests/integration/test_wheel.py",
     ):

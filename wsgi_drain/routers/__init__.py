@@ -30,7 +30,8 @@ class RouterState:
     servers that are not UP and in rotation, each with its state (e.g.
     "web2 (drain)"), when the router can tell.  `lb_up` is whether the router
     itself sees the server UP (its health checks pass), None when it has no
-    such view (then only `admin` counts).
+    such view (then only `admin` counts).  `peers_failing` names the peers
+    that are UP but failing their checks (about to go down).
     """
 
     name: str
@@ -43,6 +44,9 @@ class RouterState:
     sessions_known: bool = True
     peers_out: tuple[str, ...] = ()
     lb_up: bool | None = None
+    # Other servers UP but failing their health checks now (HAProxy "UP 1/2":
+    # going down): counted in peers_up until they are DOWN.
+    peers_failing: tuple[str, ...] = ()
 
 
 class Router(Protocol):

@@ -365,6 +365,9 @@ class HAProxyRouter:
             since=float(lastchg) if lastchg else None,
             peers_out=out,
             lb_up=_is_up(mine["status"]),
+            peers_failing=tuple(
+                r["svname"] for r in peers if serving(r) and r["status"].startswith("UP ")
+            ),
         )
 
     # -- actions ---------------------------------------------------------
