@@ -900,6 +900,13 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
     """Wait for `pid`'s replacement, then check it lives and the app answers; the pids now known."""
     assert run.group_procs is not None
     group = run.group_procs.group
+    seen: set[int] = set()
+    note_new = _on_new(run)
+
+    def on_new(new_pid: int, when: float) -> None:
+        seen.add(new_pid)
+        note_new(new_pid, when)
+
     current = wait_replacements(
         _reader(run),
         {pid},
@@ -907,10 +914,31 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
         run.expected,
         Deadline(RESPAWN_MARGIN),
         run.interrupts,
-        _on_new(run),
+        on_new,
     )
     new = set(current.pids) - known
     if pid in current.pids or len(current.pids) < run.expected:
+        # A replacement that crashes at start makes Apache start another, which
+        # crashes too: the group never fills up.  Name the real cause when a
+        # replacement is known to have died: seen and gone, or (one that died
+        # before a re-read could see it) in the parent's "has died" lines.
+        died = {p: "" for p in seen if not _alive(p)}
+        if run.log is not None:
+            run.log.poll()
+            died.update(run.log.deaths(known))
+        if died:
+            hows = sorted({how for how in died.values() if how})
+            pids = sorted(died)
+            named = " ".join(map(str, pids[:5])) + (
+                f" and {len(pids) - 5} more" if len(pids) > 5 else ""
+            )
+            raise NotReplacedError(
+                f"replacement {named} of pid {pid} exited right after it started; stopped "
+                f"after {done} of {total} processes so the rest keep serving"
+                + (f" ({', '.join(hows)})" if hows else "")
+                + ". See Apache's error log"
+                + (f" {group.error_log}" if group.error_log else "")
+            )
         raise NotReplacedError(
             f"pid {pid} was not replaced within {RESPAWN_MARGIN:g} s ("
             f"{len(current.pids)}/{run.expected} processes up); stopped after {done} of "
@@ -919,6 +947,14 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
         )
     _healthy_between_steps(run, pid, new, done + 1, total)
     return known | set(current.pids)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie Apache has not reaped yet counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _healthy_between_steps(run: _Run, old: int, new: set[int], done: int, total: int) -> None:

@@ -52,7 +52,8 @@ def test_rolling_stops_when_a_replacement_crashes_at_start(
         assert status == 5, report
         signalled = [p for p in report["processes"] if p["signals"]]  # type: ignore[union-attr]
         assert len(signalled) == 1
-        assert "exited right after it started; stopped after 0 of 3" in str(report["message"])
+        message = str(report["message"])
+        assert "exited right after it started; stopped after 0 of 3" in message, message
         assert len(alive(old)) == 2, "a bad deploy spread past the first process"
     finally:
         lab.stop()
