@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
-from wsgi_drain import __version__, config, report
-from wsgi_drain.errors import DrainError
+from wsgi_drain import __version__, config, peers, report
+from wsgi_drain.errors import ConfigError, DrainError
 from wsgi_drain.status import ExitStatus, NagiosStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +55,23 @@ def _fail(err: DrainError, as_json: bool) -> None:
         )
     click.echo(f"wsgi-drain: error: {err}", err=True)
     sys.exit(int(err.status))
+
+
+class _MinPeers(click.ParamType):  # type: ignore[type-arg]
+    """--min-peers: a whole number 0 or more, or "all"."""
+
+    name = "N|all"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return peers.parse(value)
+        except ConfigError:
+            self.fail(f"{value!r} is not a whole number (0 or more) or 'all'", param, ctx)
+
+
+MIN_PEERS = _MinPeers()
 
 
 def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -268,9 +285,17 @@ def cli() -> None:
 )
 @click.option(
     "--min-peers",
-    type=click.IntRange(min=0),
-    help="Divert only if at least this many other servers are UP; else restart in place "
-    "[default: 1].",
+    type=MIN_PEERS,
+    help="Divert only if at least this many other servers are UP ('all': every other server "
+    "the router sees, so never two hosts out); else restart in place [default: 1].",
+)
+@click.option(
+    "--peer-wait",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="When too few other servers are UP, or another host went out at the same moment, "
+    "wait this long for them before deciding (a rollout in parallel: hosts take turns) "
+    "[default: 0, decide at once].",
 )
 @click.option(
     "--if-few-peers",
@@ -336,6 +361,7 @@ def restart(**kwargs: Any) -> None:
         "timeout": kwargs.pop("timeout"),
         "drain_timeout": kwargs.pop("drain_timeout"),
         "min_peers": kwargs.pop("min_peers"),
+        "peer_wait": kwargs.pop("peer_wait"),
         "few_peers": kwargs.pop("few_peers"),
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
     }
@@ -362,8 +388,15 @@ def restart(**kwargs: Any) -> None:
 )
 @click.option(
     "--min-peers",
-    type=click.IntRange(min=0),
-    help="Refuse unless at least this many other servers are UP [default: 1].",
+    type=MIN_PEERS,
+    help="Refuse unless at least this many other servers are UP ('all': every other one) "
+    "[default: 1].",
+)
+@click.option(
+    "--peer-wait",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Wait this long for enough other servers to be UP before refusing [default: 0].",
 )
 @handles_errors
 def drain(**kwargs: Any) -> None:
@@ -375,7 +408,11 @@ def drain(**kwargs: Any) -> None:
     from wsgi_drain.divert import drain as run_drain
 
     as_json = kwargs.pop("as_json")
-    extra = {"drain_timeout": kwargs.pop("drain_timeout"), "min_peers": kwargs.pop("min_peers")}
+    extra = {
+        "drain_timeout": kwargs.pop("drain_timeout"),
+        "min_peers": kwargs.pop("min_peers"),
+        "peer_wait": kwargs.pop("peer_wait"),
+    }
     result = run_drain(_settings(kwargs, extra), report.ProgressPrinter())
     _print_divert(result, as_json)
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wsgi_drain import peers
 from wsgi_drain._compat import tomllib
 from wsgi_drain.errors import ConfigError, UsageError
 from wsgi_drain.state import DEFAULT_STATE_DIR
@@ -60,7 +61,10 @@ class Settings:
     signal: str = "SIGUSR1"
     timeout: float | None = None
     drain_timeout: float = 30.0
-    min_peers: int = 1
+    # A count, or "all" (every other server the router sees UP): peers.py.
+    min_peers: int | str = 1
+    # How long to wait for peers to come back UP before refusing; 0: decide at once.
+    peer_wait: float = 0.0
     # Fewer than min_peers other servers UP: "rolling" restarts in place,
     # "refuse" exits 4 without touching anything (a fleet rollout's choice).
     few_peers: str = "rolling"
@@ -77,6 +81,7 @@ _FLOATS = {
     "health_timeout": 0.1,
     "lb_detect": 0.0,
     "lb_up_timeout": 0.0,
+    "peer_wait": 0.0,
 }
 _STRINGS = {"health_url", "health_host", "mode", "signal", "few_peers"}
 _BOOLS = {"health_insecure"}
@@ -199,9 +204,10 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise bad(f"a number of seconds {'above 0' if not low else f'of at least {low:g}'}")
         return float(value)
     if key == "min_peers":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad("a whole number, 0 or more")
-        return value
+        try:
+            return peers.parse(value)
+        except ConfigError:
+            raise bad('a whole number, 0 or more, or "all"') from None
     if key in _BOOLS:
         if not isinstance(value, bool):
             raise bad("true or false (a TOML boolean, not a string)")

@@ -20,10 +20,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from wsgi_drain import peers
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, DrainError, JournalError, RouterError
+from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Progress
 from wsgi_drain.routers import Router, RouterState
 from wsgi_drain.state import Journal, group_lock, router_lock
@@ -85,22 +87,63 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
                 result.notes.append(
                     f"{router.name} cannot tell how many other servers are UP: not checked"
                 )
-            elif state.peers_up < settings.min_peers:
-                raise RouterError(
-                    router.name,
-                    f"only {state.peers_up} other server(s) are UP: draining this one would fail "
-                    "every request (lower --min-peers only if that is really what you want)",
-                )
             to_divert.append((spec, router))
-        deadline = Deadline(settings.drain_timeout)
-        for spec, router in to_divert:
+        spec_of = {id(router): spec for spec, router in to_divert}
+        done: list[tuple[str, Router]] = []
+
+        def divert(router: Router) -> None:
+            spec = spec_of[id(router)]
             # Journalled before the command: an unanswered one may have been applied.
             if spec not in journal.diverted:
                 journal.diverted.append(spec)
             journal.save(settings.state_dir)
             router.divert()
+            done.append((spec, router))
             progress("divert", f"{router.name}: drain")
+
+        def put_back() -> None:
+            # Another host went out as this one did: undo ours, try again.
+            for spec, router in done:
+                router.restore()
+                journal.diverted.remove(spec)
+            done.clear()
+            journal.save(settings.state_dir)
+
+        def refuse(router: Router, state: RouterState, why: str) -> RouterError:
+            return RouterError(
+                router.name,
+                why
+                or f"only {state.peers_up} other server(s) are UP "
+                f"({', '.join(state.peers_out) or 'none out'}; "
+                f"{peers.describe(settings.min_peers)}): draining this one would fail every "
+                "request, or take a second host out (lower --min-peers only if that is really "
+                "what you want)",
+            )
+
+        with Interrupts() as interrupts:
+            try:
+                turn = peers.divert_in_turn(
+                    [router for _spec, router in to_divert],
+                    settings.min_peers,
+                    Deadline(settings.peer_wait),
+                    interrupts,
+                    divert=divert,
+                    put_back=put_back,
+                    progress=lambda message: progress("divert", message),
+                    refuse=refuse,
+                )
+            except RouterError:
+                put_back()  # refused at a later router: nothing stays half drained
+                if not journal.diverted:
+                    journal.remove(settings.state_dir)
+                raise
+        for _spec, router in done:
             result.notes.append(f"{router.name}: drain (was ready)")
+        if turn.backoffs or turn.waited >= 1:
+            result.notes.append(
+                f"waited {turn.waited:.1f} s for other servers, backed off {turn.backoffs} time(s)"
+            )
+        deadline = Deadline(settings.drain_timeout)
         for _spec, router in routers:
             state = router.wait_drained(deadline)
             result.states.append(state)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from wsgi_drain._compat import StrEnum
 from wsgi_drain.errors import DrainError
+from wsgi_drain.routers import RouterState
 from wsgi_drain.status import ExitStatus
 
 
@@ -83,6 +84,11 @@ class RouterRecord:
     # passed); None when not waited for or not seen.
     up_after: float | None = None
     peers_out: tuple[str, ...] = ()
+    # The state read at discovery (for the peer rule; not reported as such).
+    state: RouterState | None = None
+    # Epoch seconds: out of rotation for good (after the recount) and back in.
+    out_at: float | None = None
+    back_at: float | None = None
 
     @property
     def ours(self) -> bool:
@@ -120,6 +126,10 @@ class Outcome:
     # Drain mode: requests still in flight on the host when the group was
     # signalled, counted at the daemons (those that bypassed the router).
     host_in_flight_at_signal: int | None = None
+    # Seconds spent waiting for other servers to be UP (--peer-wait), and how
+    # often this run backed off because another went out as it diverted.
+    peer_wait: float = 0.0
+    backoffs: int = 0
     # Lazily loaded app: which replacements were warmed before traffic returned.
     warm: dict[str, object] | None = None
     error: DrainError | None = None

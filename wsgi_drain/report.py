@@ -111,6 +111,8 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
                 "peers_up": r.peers_up,
                 "peers_out": list(r.peers_out),
                 "up_after": None if r.up_after is None else round(r.up_after, 3),
+                "out_at": r.out_at,
+                "back_at": r.back_at,
                 "error": r.error,
             }
             for r in outcome.routers
@@ -118,6 +120,8 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "health": outcome.health,
         "left_diverted": outcome.left_diverted,
         "host_in_flight_at_signal": outcome.host_in_flight_at_signal,
+        "peer_wait": round(outcome.peer_wait, 3),
+        "backoffs": outcome.backoffs,
         "warm": outcome.warm,
         "warnings": outcome.warnings,
         "app_log": outcome.app_log,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from wsgi_drain import inflight, procfs, pyspy
+from wsgi_drain import inflight, peers, procfs, pyspy
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.applog import RunLog
 from wsgi_drain.config import Settings
@@ -250,7 +250,11 @@ def _read_routers(run: _Run) -> None:
             check_admin()
         state = router.state()
         rec = RouterRecord(
-            name=router.name, peers_up=state.peers_up, before=state.admin, peers_out=state.peers_out
+            name=router.name,
+            peers_up=state.peers_up,
+            before=state.admin,
+            peers_out=state.peers_out,
+            state=state,
         )
         out.routers.append(rec)
         if state.admin != "ready" and spec in left:
@@ -299,34 +303,40 @@ def _choose_mode(run: _Run) -> None:
             run, "no router given (--router/--haproxy): restarting in place, one process at a time"
         )
         return
+    s = run.settings
     for rec in out.routers:
         if rec.before != "ready":
             continue
-        if rec.peers_up is None and run.settings.min_peers > 0:
+        if rec.peers_up is None and s.min_peers != 0:
             _warn(
                 run,
-                f"{rec.name} cannot tell how many other servers are UP: --min-peers "
-                f"{run.settings.min_peers} is not checked for it",
+                f"{rec.name} cannot tell how many other servers are UP: "
+                f"{peers.describe(s.min_peers)} is taken on trust for it",
             )
-        elif rec.peers_up is not None and rec.peers_up < run.settings.min_peers:
-            if run.settings.few_peers == "refuse":
-                raise RouterError(rec.name, _too_few_peers(run, rec.peers_up, rec.peers_out))
+        elif rec.state is not None and peers.short(rec.state, s.min_peers):
+            if s.peer_wait > 0 and not out.dry_run:
+                continue  # waited for in _divert, under the group's lock
+            if s.few_peers == "refuse":
+                raise RouterError(rec.name, _too_few_peers(run, rec.state))
             out.mode = "rolling"
             _warn(
                 run,
                 f"{rec.name} has {rec.peers_up} other server(s) UP (need "
-                f"{run.settings.min_peers}): draining it would fail every request, so "
-                "restarting in place, one process at a time, without diverting",
+                f"{peers.needed(rec.state, s.min_peers)}): draining it would fail every "
+                "request, so restarting in place, one process at a time, without diverting",
             )
             return
 
 
-def _too_few_peers(run: _Run, up: int, out: tuple[str, ...]) -> str:
+def _too_few_peers(run: _Run, state: RouterState) -> str:
     """Why a fleet-safe run (--if-few-peers refuse) will not take this host out."""
     s = run.settings
+    up, out = state.peers_up, state.peers_out
     named = f": out of rotation: {', '.join(out)}" if out else ""
+    waited = f" after waiting {s.peer_wait:g} s (--peer-wait)" if s.peer_wait > 0 else ""
     return (
-        f"{up} other server(s) UP, --min-peers {s.min_peers} needed{named}; refusing to take "
+        f"{up} other server(s) UP, {peers.describe(s.min_peers)} needed{named}{waited}; "
+        "refusing to take "
         "this host out too (--if-few-peers refuse). If a host was left out by an earlier "
         f"run, repair it there (`wsgi-drain undrain --group {s.group}`) or find why its "
         "checks fail, then rerun"
@@ -516,29 +526,9 @@ def _divert(run: _Run) -> bool:
     not carry this one's traffic): everything was put back, nothing was
     signalled, and the caller restarts in place instead.
     """
-    out, journal = run.outcome, run.journal
-    assert journal is not None
+    out = run.outcome
     with out.phase(Phase.DIVERT, run.progress) as ph:
-        for (spec, router), rec in _paired(run):
-            if not rec.ours or rec.diverted:
-                continue
-            journal.phase = "divert"
-            journal.diverted.append(spec)
-            journal.save(run.settings.state_dir)
-            rec.diverted = True
-            try:
-                router.divert()
-            except RouterError as err:
-                if err.applied is False:
-                    rec.diverted = False
-                    journal.diverted.remove(spec)
-                    journal.save(run.settings.state_dir)
-                else:
-                    rec.unconfirmed = True
-                raise
-            peers = "?" if rec.peers_up is None else str(rec.peers_up)
-            run.progress("divert", f"{router.name}: drain ({peers} other server(s) UP)")
-            _recheck_peers(run, router, rec)
+        _divert_with_peers(run)
         # A router the LB watches from afar (health-file) needs its detection
         # time on top of the drain timeout.
         settle = max((getattr(r, "settle_delay", 0.0) for _s, r in run.routers), default=0.0)
@@ -596,14 +586,18 @@ def _peers_lost(run: _Run, rec: RouterRecord, state: RouterState) -> bool:
     if not rec.diverted or state.peers_up is None:
         return False
     # A peer failing its checks ("UP 1/2") is on its way out: act before it is.
+    # Capacity, not order: with --min-peers all one healthy peer is enough
+    # here (another run diverting for a moment must not undo ours).
     healthy = state.peers_up - len(state.peers_failing)
-    if healthy >= s.min_peers:
+    need = 1 if s.min_peers == peers.ALL else s.min_peers
+    assert isinstance(need, int)
+    if healthy >= need:
         return False
     out = [*state.peers_out, *(f"{n} (failing its checks)" for n in state.peers_failing)]
     why = (
         f"{rec.name}: the other servers went out of rotation during the drain "
-        f"({', '.join(out) or 'unnamed'}; {healthy} UP and healthy, --min-peers "
-        f"{s.min_peers}): they cannot carry this server's traffic"
+        f"({', '.join(out) or 'unnamed'}; {healthy} UP and healthy, need {need}): they "
+        "cannot carry this server's traffic"
     )
     for (spec, router), other in _paired(run):
         if other.diverted:
@@ -619,27 +613,85 @@ def _peers_lost(run: _Run, rec: RouterRecord, state: RouterState) -> bool:
     return True
 
 
-def _recheck_peers(run: _Run, router: Router, rec: RouterRecord) -> None:
-    """After our divert: did another server go out at the same moment (a parallel rollout)?
+def _divert_with_peers(run: _Run) -> None:
+    """Divert every router this run owns, taking turns with parallel runs (peers.py).
 
-    Two hosts checking their peers at once both see enough UP and both go out.
-    Re-reading after our own divert catches it: this run then backs off (the
-    failure policy puts our server back; nothing is signalled).
+    Peers are counted before each divert (waited for, up to --peer-wait) and
+    again after it; a peer gone out in between is another run diverting at
+    the same moment: this run puts back what it diverted and tries again
+    after a random pause, until --peer-wait is used up (then exit 4, nothing
+    signalled).
     """
-    if rec.peers_up is None or rec.peers_up < run.settings.min_peers:
-        return  # not counted, or already below and accepted (rolling fallback never diverts)
+    s = run.settings
+    owned = {id(router): (spec, rec) for (spec, router), rec in _paired(run)}
+
+    def divert(router: Router) -> None:
+        spec, rec = owned[id(router)]
+        _divert_one(run, spec, router, rec)
+
+    def refuse(router: Router, state: RouterState, why: str) -> RouterError:
+        if why:
+            return RouterError(router.name, f"{why}, nothing signalled")
+        return RouterError(router.name, _too_few_peers(run, state))
+
+    todo = [router for (_spec, router), rec in _paired(run) if rec.ours and not rec.diverted]
+    turn = peers.Turn()
     try:
-        now = router.state()
-    except RouterError:
-        return  # the drain wait reads it again and reports an unreachable router
-    if now.peers_up is not None and now.peers_up < run.settings.min_peers:
-        raise RouterError(
-            router.name,
-            f"another server went out of rotation while this one was diverted "
-            f"({', '.join(now.peers_out) or 'unnamed'}; {now.peers_up} other(s) UP, --min-peers "
-            f"{run.settings.min_peers}): backing off, this server is put back and nothing is "
-            "signalled",
+        peers.divert_in_turn(
+            todo,
+            s.min_peers,
+            Deadline(s.peer_wait),
+            run.interrupts,
+            divert=divert,
+            put_back=lambda: _back_off(run),
+            progress=lambda message: run.progress("divert", message),
+            refuse=refuse,
+            turn=turn,
         )
+    finally:
+        run.outcome.peer_wait, run.outcome.backoffs = turn.waited, turn.backoffs
+    for (_spec, router), rec in _paired(run):
+        state = turn.last.get(router.name)
+        if state is not None:
+            rec.peers_up, rec.peers_out = state.peers_up, state.peers_out
+        if rec.diverted and rec.out_at is None:
+            rec.out_at = time.time()
+
+
+def _divert_one(run: _Run, spec: str, router: Router, rec: RouterRecord) -> None:
+    """Divert one router, journalled *before* the command (see _divert)."""
+    journal = run.journal
+    assert journal is not None
+    journal.phase = "divert"
+    journal.diverted.append(spec)
+    journal.save(run.settings.state_dir)
+    rec.diverted = True
+    try:
+        router.divert()
+    except RouterError as err:
+        if err.applied is False:
+            rec.diverted = False
+            journal.diverted.remove(spec)
+            journal.save(run.settings.state_dir)
+        else:
+            rec.unconfirmed = True
+        raise
+    up = "?" if rec.peers_up is None else str(rec.peers_up)
+    run.progress("divert", f"{router.name}: drain ({up} other server(s) UP)")
+
+
+def _back_off(run: _Run) -> None:
+    """Put back every router this run diverted (not those it took over), journal to match."""
+    journal = run.journal
+    assert journal is not None
+    for (spec, router), rec in _paired(run):
+        if rec.diverted and not rec.adopted:
+            _put_back(run, router, rec)
+            rec.diverted = rec.restored = rec.unconfirmed = False
+            rec.back_at = None
+            if spec in journal.diverted:
+                journal.diverted.remove(spec)
+    journal.save(run.settings.state_dir)
 
 
 def _wait_host_requests(run: _Run, deadline: Deadline) -> None:
@@ -1522,14 +1574,14 @@ def _put_back(run: _Run, router: Router, rec: RouterRecord) -> None:
     except RouterError:
         admin = None  # unreadable: try the restore; its own error says why
     if admin == "ready":
-        rec.restored = True
+        rec.restored, rec.back_at = True, time.time()
         return
     if admin not in (None, "drain"):
         rec.error = f"found in {admin}, not the drain this run set: left so"
         _warn(run, f"{router.name} was set to {admin} by someone during the run: left so")
         return
     router.restore()
-    rec.restored = True
+    rec.restored, rec.back_at = True, time.time()
 
 
 def _paired(run: _Run) -> list[tuple[tuple[str, Router], RouterRecord]]:

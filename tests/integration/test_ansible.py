@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,12 +176,92 @@ def test_ansible_refuses_to_take_a_host_out_while_another_is_left_out(
     hosts.hosts["h3"].set_broken(False)
     assert hosts.haproxy.admin_state("h3") == "drain"
     before = _pids(hosts)
-    run = playbook(hosts, tmp_path)
+    run = playbook(hosts, tmp_path, "-e", "wsgi_drain_peer_wait=2")
     out = run.stdout + run.stderr
     assert run.returncode != 0, out[-3000:]
     assert "h3 (drain)" in out and "wsgi-drain undrain --group myapp" in out, out[-3000:]
+    assert "after waiting 2 s (--peer-wait)" in out, out[-3000:]
     assert _pids(hosts) == before, "a host was restarted while h3 was out"
     assert [hosts.haproxy.admin_state(n) for n in ("h1", "h2", "h4")] == ["ready"] * 3
+
+
+def reports_in(directory: Path) -> dict[str, dict[str, Any]]:
+    """The JSON reports the role kept on the controller (wsgi_drain_report_dir), by host."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
+
+
+def assert_one_host_out_at_a_time(reports: dict[str, dict[str, Any]]) -> None:
+    """Each host's own report says when it went out and came back: no two spans overlap."""
+    spans = sorted(
+        (r["out_at"], r["back_at"], name)
+        for name, report in reports.items()
+        for r in report["routers"]
+        if r["out_at"] is not None
+    )
+    assert len(spans) == len(reports), spans
+    for (_, back, first), (went, _, second) in zip(spans, spans[1:]):
+        assert back <= went, f"{first} and {second} were out of rotation at once: {spans}"
+
+
+def test_ansible_two_plays_at_once_never_take_two_hosts_out(hosts: Fleet, tmp_path: Path) -> None:
+    # Two deploys started together on halves of the same backend: each play
+    # is serial 1, but only the load balancer sees both.
+    before = _pids(hosts)
+    halves = {"one": "h1,h2", "two": "h3,h4"}
+    runs: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def play(half: str) -> None:
+        work = tmp_path / half
+        work.mkdir()
+        runs[half] = playbook(hosts, work, "--limit", halves[half],
+                              "-e", f"wsgi_drain_report_dir={tmp_path / 'reports'}")  # fmt: skip
+
+    (tmp_path / "reports").mkdir()
+    load = LoadLoop(hosts.haproxy.url + "/", max_requests=40_000, max_seconds=300)
+    load.start()
+    try:
+        threads = [threading.Thread(target=play, args=(half,)) for half in halves]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=620)
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    for half, run in runs.items():
+        assert run.returncode == 0, (half, (run.stdout + run.stderr)[-3000:])
+    reports = reports_in(tmp_path / "reports")
+    assert sorted(reports) == ["h1", "h2", "h3", "h4"]
+    assert all(r["verdict"] == "success" for r in reports.values())
+    assert_one_host_out_at_a_time(reports)
+    after = _pids(hosts)
+    assert all(not after[n] & before[n] for n in hosts.hosts), "a host was not restarted"
+    summary = load.summary()
+    failed = {k: v for k, v in summary.counts.items() if k != Outcome.OK and v}
+    assert summary.total > 100 and not failed, summary
+
+
+def test_ansible_serial_2_still_takes_one_host_out_at_a_time(hosts: Fleet, tmp_path: Path) -> None:
+    reports_dir = tmp_path / "reports"
+    reports_dir.mkdir()
+    load = LoadLoop(hosts.haproxy.url + "/", max_requests=40_000, max_seconds=300)
+    load.start()
+    try:
+        run = playbook(hosts, tmp_path, "-e", "wsgi_drain_serial=2",
+                       "-e", f"wsgi_drain_report_dir={reports_dir}")  # fmt: skip
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    reports = reports_in(reports_dir)
+    assert sorted(reports) == ["h1", "h2", "h3", "h4"]
+    assert_one_host_out_at_a_time(reports)
+    # Two hosts per batch started together: in each batch one took its turn after the other.
+    assert sum(1 for r in reports.values() if r["peer_wait"] > 0 or r["backoffs"]) >= 2, reports
+    summary = load.summary()
+    failed = {k: v for k, v in summary.counts.items() if k != Outcome.OK and v}
+    assert summary.total > 100 and not failed, summary
 
 
 def test_ansible_check_mode_runs_dry_run_everywhere_and_changes_nothing(

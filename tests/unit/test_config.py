@@ -79,6 +79,8 @@ def test_missing_explicit_file(tmp_path: Path) -> None:
         ('timeout = "60"', "a number"),
         ("timeout = true", "a number"),
         ("min_peers = -1", "0 or more"),
+        ('min_peers = "most"', '"all"'),
+        ("peer_wait = -5", "seconds"),
         ('health_insecure = "yes"', "TOML boolean"),
         ("apache_pidfile = 7", "a path"),
         ("haproxy = [1]", "list of strings"),
@@ -91,6 +93,12 @@ def test_toml_value_typo_is_an_error_naming_key_and_file(
     with pytest.raises(ConfigError, match=why) as err:
         config.resolve("myapp", {}, data, "/etc/wsgi-drain.toml")
     assert line.split(" =")[0] in str(err.value) and "/etc/wsgi-drain.toml" in str(err.value)
+
+
+def test_toml_min_peers_all_and_peer_wait(tmp_path: Path) -> None:
+    data = config.read_file(write(tmp_path, '[groups.myapp]\nmin_peers = "all"\npeer_wait = 300\n'))
+    settings = config.resolve("myapp", {}, data, "f")
+    assert (settings.min_peers, settings.peer_wait) == ("all", 300.0)
 
 
 def test_toml_misspelt_group_table_is_an_error_with_the_close_match(tmp_path: Path) -> None:
