@@ -959,6 +959,14 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
         seen.add(new_pid)
         note_new(new_pid, when)
 
+    def crash_loop() -> bool:
+        # Replacements that keep dying will never fill the group: say so now,
+        # not at the end of RESPAWN_MARGIN.
+        if run.log is None or not run.log.available:
+            return False
+        run.log.poll()
+        return len(run.log.deaths(known)) >= CRASH_EXITS
+
     current = wait_replacements(
         _reader(run),
         {pid},
@@ -967,6 +975,7 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
         Deadline(RESPAWN_MARGIN),
         run.interrupts,
         on_new,
+        crash_loop,
     )
     new = set(current.pids) - known
     if pid in current.pids or len(current.pids) < run.expected:

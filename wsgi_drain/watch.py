@@ -64,12 +64,13 @@ def wait_replacements(
     deadline: Deadline,
     interrupts: Interrupts,
     on_new: Callable[[int, float], None] | None = None,
+    give_up: Callable[[], bool] | None = None,
 ) -> GroupProcesses:
     """Re-read the group until it has `expected` members and none of `gone`.
 
     `on_new(pid, monotonic_time)` is called once for each member not in
     `baseline` (the pids known before the signal).  Returns the last reading, complete or not,
-    when the deadline passes.
+    when the deadline passes, or as soon as `give_up()` is true (a crash loop).
     """
     known = set(baseline)
     current = read_group()
@@ -81,7 +82,7 @@ def wait_replacements(
                     on_new(pid, time.monotonic())
         if len(current.pids) >= expected and not (set(current.pids) & gone):
             return current
-        if deadline.expired():
+        if deadline.expired() or (give_up is not None and give_up()):
             return current
         interrupts.sleep(min(REPLACEMENT_INTERVAL, deadline.remaining()))
         current = read_group()
