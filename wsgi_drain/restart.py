@@ -528,7 +528,9 @@ def _divert(run: _Run) -> bool:
     """
     out = run.outcome
     with out.phase(Phase.DIVERT, run.progress) as ph:
-        _divert_with_peers(run)
+        if not _divert_with_peers(run):
+            ph.detail = "not diverted: too few other servers UP after --peer-wait"
+            return False
         # A router the LB watches from afar (health-file) needs its detection
         # time on top of the drain timeout.
         settle = max((getattr(r, "settle_delay", 0.0) for _s, r in run.routers), default=0.0)
@@ -613,14 +615,19 @@ def _peers_lost(run: _Run, rec: RouterRecord, state: RouterState) -> bool:
     return True
 
 
-def _divert_with_peers(run: _Run) -> None:
+class _TooFewPeers(RouterError):
+    """Still too few peers after --peer-wait, under --if-few-peers rolling."""
+
+
+def _divert_with_peers(run: _Run) -> bool:
     """Divert every router this run owns, taking turns with parallel runs (peers.py).
 
     Peers are counted before each divert (waited for, up to --peer-wait) and
     again after it; a peer gone out in between is another run diverting at
     the same moment: this run puts back what it diverted and tries again
     after a random pause, until --peer-wait is used up (then exit 4, nothing
-    signalled).
+    signalled).  Returns False when the peers stayed too few and
+    --if-few-peers rolling asks for a restart in place (nothing left diverted).
     """
     s = run.settings
     owned = {id(router): (spec, rec) for (spec, router), rec in _paired(run)}
@@ -632,6 +639,13 @@ def _divert_with_peers(run: _Run) -> None:
     def refuse(router: Router, state: RouterState, why: str) -> RouterError:
         if why:
             return RouterError(router.name, f"{why}, nothing signalled")
+        if s.few_peers == "rolling":
+            return _TooFewPeers(
+                router.name,
+                f"{state.peers_up} other server(s) UP after waiting {s.peer_wait:g} s "
+                f"(--peer-wait), {peers.describe(s.min_peers)}: restarting in place, one "
+                "process at a time, without diverting",
+            )
         return RouterError(router.name, _too_few_peers(run, state))
 
     todo = [router for (_spec, router), rec in _paired(run) if rec.ours and not rec.diverted]
@@ -648,6 +662,10 @@ def _divert_with_peers(run: _Run) -> None:
             refuse=refuse,
             turn=turn,
         )
+    except _TooFewPeers as err:
+        _back_off(run)
+        _warn(run, str(err))
+        return False
     finally:
         run.outcome.peer_wait, run.outcome.backoffs = turn.waited, turn.backoffs
     for (_spec, router), rec in _paired(run):
@@ -656,6 +674,7 @@ def _divert_with_peers(run: _Run) -> None:
             rec.peers_up, rec.peers_out = state.peers_up, state.peers_out
         if rec.diverted and rec.out_at is None:
             rec.out_at = time.time()
+    return True
 
 
 def _divert_one(run: _Run, spec: str, router: Router, rec: RouterRecord) -> None:

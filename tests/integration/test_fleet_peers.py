@@ -152,3 +152,27 @@ def test_drain_at_once_on_two_hosts_takes_turns(hosts: Fleet) -> None:
     assert waiting.returncode == 0, err
     assert hosts.haproxy.admin_state(other) == "drain"
     assert hosts.haproxy.admin_state(winner) == "ready"
+
+
+def test_peer_wait_then_if_few_peers_rolling_restarts_in_place_without_diverting(
+    hosts: Fleet,
+) -> None:
+    drain = subprocess.run(
+        [*wsgi_drain_command(), "drain", "--group", "myapp", "--router", hosts.router("h3"),
+         "--state-dir", str(hosts.state_dir("h3")), "--drain-timeout", "2"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert drain.returncode == 0, drain.stderr
+    before = set(hosts.hosts["h1"].daemon_pids())
+    run = subprocess.run(
+        [*wsgi_drain_command(), "restart", "--group", "myapp", "--json", "--quiet",
+         "--min-peers", "all", "--peer-wait", "1", *host_args(hosts, "h1")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["mode"] == "rolling" and report["peer_wait"] >= 0.5, report
+    assert any("restarting in place" in w for w in report["warnings"]), report["warnings"]
+    assert report["routers"][0]["out_at"] is None and not report["routers"][0]["diverted"]
+    assert not set(hosts.hosts["h1"].daemon_pids()) & before
+    assert hosts.haproxy.admin_state("h1") == "ready"
