@@ -279,7 +279,7 @@ def _stuck_rule(
     for pid, when in sorted(told.items()):
         if pid in exited or procfs.parent_of(pid) != instance.pid:
             continue
-        if procfs.state_of(pid) in (None, "Z"):
+        if procfs.gone(pid):
             continue
         try:
             if psutil.Process(pid).create_time() >= when:

@@ -323,7 +323,7 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
             )
     members = []
     for pid in procfs.children(instance.pid):
-        if procfs.state_of(pid) in (None, "Z"):
+        if procfs.gone(pid):
             continue
         if procfs.title(pid) == title:
             members.append(_process(pid))

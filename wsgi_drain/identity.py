@@ -159,7 +159,7 @@ def observe(config: ApacheConfig, parent_pid: int, parent_create_time: float) ->
     parent_exe = procfs.exe(parent_pid)
     children = []
     for pid in procfs.children(parent_pid):
-        if procfs.state_of(pid) in (None, "Z"):
+        if procfs.gone(pid):
             continue
         inodes = procfs.socket_inodes(pid)
         ids = frozenset(by_inode[i] for i in inodes if i in by_inode)

@@ -76,6 +76,11 @@ def state_of(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2]
 
 
+def gone(pid: int) -> bool:
+    """Whether `pid` no longer runs: exited, or a zombie its parent has not reaped yet."""
+    return state_of(pid) in (None, "Z")
+
+
 def socket_inodes(pid: int) -> set[int]:
     """Inodes of every socket the process holds open (needs the right to read its fds)."""
     fd_dir = PROC / str(pid) / "fd"
