@@ -113,11 +113,9 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
             return RouterError(
                 router.name,
                 why
-                or f"only {state.peers_up} other server(s) are UP "
-                f"({', '.join(state.peers_out) or 'none out'}; "
-                f"{peers.describe(settings.min_peers)}): draining this one would fail every "
-                "request, or take a second host out (lower --min-peers only if that is really "
-                "what you want)",
+                or f"{peers.shortfall(state, settings.min_peers, settings.peer_wait)}: draining "
+                "this one would fail every request, or take a second host out (lower "
+                "--min-peers only if that is really what you want)",
             )
 
         with Interrupts() as interrupts:

@@ -75,7 +75,6 @@ class RouterRecord:
     diverted: bool = False
     restored: bool = False
     sessions_at_signal: int | None = None
-    peers_up: int | None = None
     error: str | None = None
     before: str | None = None
     adopted: bool = False
@@ -83,12 +82,19 @@ class RouterRecord:
     # Seconds from its restore until the router saw the server UP (its checks
     # passed); None when not waited for or not seen.
     up_after: float | None = None
-    peers_out: tuple[str, ...] = ()
-    # The state read at discovery (for the peer rule; not reported as such).
+    # The last state read before the divert (its peers are reported).
     state: RouterState | None = None
     # Epoch seconds: out of rotation for good (after the recount) and back in.
     out_at: float | None = None
     back_at: float | None = None
+
+    @property
+    def peers_up(self) -> int | None:
+        return None if self.state is None else self.state.peers_up
+
+    @property
+    def peers_out(self) -> tuple[str, ...]:
+        return () if self.state is None else self.state.peers_out
 
     @property
     def ours(self) -> bool:

@@ -72,6 +72,13 @@ def describe(min_peers: MinPeers) -> str:
     return "--min-peers all" if min_peers == ALL else f"--min-peers {min_peers}"
 
 
+def shortfall(state: RouterState, min_peers: MinPeers, waited: float) -> str:
+    """Who is missing, for a refusal: "1 other server(s) UP, --min-peers all needed: ..."."""
+    out = f": out of rotation: {', '.join(state.peers_out)}" if state.peers_out else ""
+    after = f" after waiting {waited:g} s (--peer-wait)" if waited > 0 else ""
+    return f"{state.peers_up} other server(s) UP, {describe(min_peers)} needed{out}{after}"
+
+
 def backoff_pause(interrupts: Interrupts, deadline: Deadline) -> None:
     """Sleep a random moment (within `deadline`) after backing off."""
     interrupts.sleep(min(random.uniform(*BACKOFF), deadline.remaining()))

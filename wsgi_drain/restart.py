@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,13 +249,7 @@ def _read_routers(run: _Run) -> None:
         if check_admin is not None:
             check_admin()
         state = router.state()
-        rec = RouterRecord(
-            name=router.name,
-            peers_up=state.peers_up,
-            before=state.admin,
-            peers_out=state.peers_out,
-            state=state,
-        )
+        rec = RouterRecord(name=router.name, before=state.admin, state=state)
         out.routers.append(rec)
         if state.admin != "ready" and spec in left:
             assert run.previous is not None
@@ -331,12 +325,8 @@ def _choose_mode(run: _Run) -> None:
 def _too_few_peers(run: _Run, state: RouterState) -> str:
     """Why a fleet-safe run (--if-few-peers refuse) will not take this host out."""
     s = run.settings
-    up, out = state.peers_up, state.peers_out
-    named = f": out of rotation: {', '.join(out)}" if out else ""
-    waited = f" after waiting {s.peer_wait:g} s (--peer-wait)" if s.peer_wait > 0 else ""
     return (
-        f"{up} other server(s) UP, {peers.describe(s.min_peers)} needed{named}{waited}; "
-        "refusing to take "
+        f"{peers.shortfall(state, s.min_peers, s.peer_wait)}; refusing to take "
         "this host out too (--if-few-peers refuse). If a host was left out by an earlier "
         f"run, repair it there (`wsgi-drain undrain --group {s.group}`) or find why its "
         "checks fail, then rerun"
@@ -642,8 +632,7 @@ def _divert_with_peers(run: _Run) -> bool:
         if s.few_peers == "rolling":
             return _TooFewPeers(
                 router.name,
-                f"{state.peers_up} other server(s) UP after waiting {s.peer_wait:g} s "
-                f"(--peer-wait), {peers.describe(s.min_peers)}: restarting in place, one "
+                f"{peers.shortfall(state, s.min_peers, s.peer_wait)}: restarting in place, one "
                 "process at a time, without diverting",
             )
         return RouterError(router.name, _too_few_peers(run, state))
@@ -669,9 +658,7 @@ def _divert_with_peers(run: _Run) -> bool:
     finally:
         run.outcome.peer_wait, run.outcome.backoffs = turn.waited, turn.backoffs
     for (_spec, router), rec in _paired(run):
-        state = turn.last.get(router.name)
-        if state is not None:
-            rec.peers_up, rec.peers_out = state.peers_up, state.peers_out
+        rec.state = turn.last.get(router.name, rec.state)
         if rec.diverted and rec.out_at is None:
             rec.out_at = time.time()
     return True
@@ -981,10 +968,7 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
     def crash_loop() -> bool:
         # Replacements that keep dying will never fill the group: say so now,
         # not at the end of RESPAWN_MARGIN.
-        if run.log is None or not run.log.available:
-            return False
-        run.log.poll()
-        return len(run.log.deaths(known)) >= CRASH_EXITS
+        return len(_new_deaths(run, known)) >= CRASH_EXITS
 
     current = wait_replacements(
         _reader(run),
@@ -1000,12 +984,8 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
     if pid in current.pids or len(current.pids) < run.expected:
         # A replacement that crashes at start makes Apache start another, which
         # crashes too: the group never fills up.  Name the real cause when a
-        # replacement is known to have died: seen and gone, or (one that died
-        # before a re-read could see it) in the parent's "has died" lines.
-        died = {p: "" for p in seen if not _alive(p)}
-        if run.log is not None:
-            run.log.poll()
-            died.update(run.log.deaths(known))
+        # replacement is known to have died.
+        died = _new_deaths(run, known, {p for p in seen if procfs.gone(p)})
         if died:
             hows = sorted({how for how in died.values() if how})
             pids = sorted(died)
@@ -1027,14 +1007,6 @@ def _replaced_one(run: _Run, pid: int, known: set[int], done: int, total: int) -
         )
     _healthy_between_steps(run, pid, new, done + 1, total)
     return known | set(current.pids)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie Apache has not reaped yet counts as gone)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _healthy_between_steps(run: _Run, old: int, new: set[int], done: int, total: int) -> None:
@@ -1170,21 +1142,27 @@ def _note_members(run: _Run, pids: set[int]) -> None:
     run.seen_new |= pids - old
 
 
-def _check_crash_loop(run: _Run) -> None:
-    """Raise CrashLoopError when new processes of the group keep dying.
+def _new_deaths(run: _Run, old: set[int], gone: Iterable[int] = ()) -> dict[int, str]:
+    """New processes of the group known dead: pid -> how, as logged ("" unknown).
 
-    Deaths come from the parent's "Process 'G' has died" lines (which see
-    even a daemon that dies before we could read it) and from members seen
-    once and gone since; the old processes' own exits never count.
+    From the parent's "has died" lines (which see even a daemon that died
+    before any re-read could) and `gone`, members seen once and gone since;
+    the exits of `old` (the processes before the signal) never count.
     """
-    assert run.group_procs is not None
-    old = set(run.group_procs.pids)
     dead: dict[int, str] = {}
     if run.log is not None:
         run.log.poll()
         dead = run.log.deaths(old)
-    for pid in run.vanished:
+    for pid in gone:
         dead.setdefault(pid, "")
+    return dead
+
+
+def _check_crash_loop(run: _Run) -> None:
+    """Raise CrashLoopError when new processes of the group keep dying (_new_deaths)."""
+    assert run.group_procs is not None
+    old = set(run.group_procs.pids)
+    dead = _new_deaths(run, old, run.vanished)
     if len(dead) < CRASH_EXITS:
         return
     run.healthy = False
