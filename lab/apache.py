@@ -38,7 +38,6 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 import psutil
@@ -46,6 +45,7 @@ import psutil
 from lab import procs
 from lab.errors import LabError, LabUnavailable
 from lab.ports import LOOPBACK, free_port, wait_accepting
+from lab.service import Service
 from wsgi_drain.deadline import Deadline
 
 ModWsgi = Literal["debian", "pypi"]
@@ -188,7 +188,7 @@ def _mirror_stdlib(home: Path, target: Path) -> Path:
     return target
 
 
-class ApacheLab:
+class ApacheLab(Service):
     """Apache + one mod_wsgi daemon group on 127.0.0.1:<free port>; a context manager.
 
     `root` holds the configuration, pid file and error log.  Files the
@@ -359,18 +359,6 @@ class ApacheLab:
             path.unlink(missing_ok=True)
 
     # -- lifecycle -----------------------------------------------------------
-
-    def __enter__(self) -> ApacheLab:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Write the configuration, start Apache and wait until the group serves.

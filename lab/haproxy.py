@@ -17,12 +17,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from lab import procs
 from lab.errors import LabError, LabUnavailable
 from lab.ports import LOOPBACK, accepts, free_port
+from lab.service import Service
 from wsgi_drain.deadline import Deadline
 
 BACKEND = "be_app"
@@ -82,7 +82,7 @@ def parse_stat(text: str, backend: str = BACKEND) -> dict[str, ServerStat]:
     return servers
 
 
-class HAProxyLab:
+class HAProxyLab(Service):
     """HAProxy on 127.0.0.1:<free port> balancing `servers` in backend ``be_app``.
 
     `servers` are (name, host, port).  `pin` maps a path prefix to a server
@@ -143,18 +143,6 @@ class HAProxyLab:
         if self._proc is None:
             raise LabError("HAProxy is not running")
         return self._proc.pid
-
-    def __enter__(self) -> HAProxyLab:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _config(self) -> str:
         tcp = (

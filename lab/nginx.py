@@ -19,15 +19,15 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from lab import procs
 from lab.errors import LabError, LabUnavailable
 from lab.ports import LOOPBACK, accepts, free_port
+from lab.service import Service
 from wsgi_drain.deadline import Deadline
 
 
-class NginxLab:
+class NginxLab(Service):
     """nginx on 127.0.0.1:<free port> balancing `servers` (name, host, port) in upstream `app`."""
 
     def __init__(
@@ -59,18 +59,6 @@ class NginxLab:
         if self._proc is None:
             raise LabError("nginx is not running")
         return self._proc.pid
-
-    def __enter__(self) -> NginxLab:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def server_address(self, name: str) -> str:
         """The `host:port` of server `name` as the upstream file writes it."""

@@ -94,14 +94,19 @@ def test_two_restarts_at_once_with_min_peers_all_take_turns_losing_nothing(
     assert summary.total > 50 and not failed, summary
 
 
-def test_min_peers_all_refuses_while_another_host_is_out_and_names_it(hosts: Fleet) -> None:
-    # An operator's drain of h3 (or a failed run's) holds; h1 must not go out too.
+def drain_by_hand(hosts: Fleet, name: str) -> None:
+    """An operator's `wsgi-drain drain` of host `name` (it stays out until undrained)."""
     drain = subprocess.run(
-        [*wsgi_drain_command(), "drain", "--group", "myapp", "--router", hosts.router("h3"),
-         "--state-dir", str(hosts.state_dir("h3")), "--drain-timeout", "2"],
+        [*wsgi_drain_command(), "drain", "--group", "myapp", "--router", hosts.router(name),
+         "--state-dir", str(hosts.state_dir(name)), "--drain-timeout", "2"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert drain.returncode == 0, drain.stderr
+
+
+def test_min_peers_all_refuses_while_another_host_is_out_and_names_it(hosts: Fleet) -> None:
+    # An operator's drain of h3 (or a failed run's) holds; h1 must not go out too.
+    drain_by_hand(hosts, "h3")
     before = set(hosts.hosts["h1"].daemon_pids())
     run = subprocess.run(
         [*wsgi_drain_command(), "restart", "--group", "myapp", "--json", "--quiet",
@@ -157,12 +162,7 @@ def test_drain_at_once_on_two_hosts_takes_turns(hosts: Fleet) -> None:
 def test_peer_wait_then_if_few_peers_rolling_restarts_in_place_without_diverting(
     hosts: Fleet,
 ) -> None:
-    drain = subprocess.run(
-        [*wsgi_drain_command(), "drain", "--group", "myapp", "--router", hosts.router("h3"),
-         "--state-dir", str(hosts.state_dir("h3")), "--drain-timeout", "2"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert drain.returncode == 0, drain.stderr
+    drain_by_hand(hosts, "h3")
     before = set(hosts.hosts["h1"].daemon_pids())
     run = subprocess.run(
         [*wsgi_drain_command(), "restart", "--group", "myapp", "--json", "--quiet",
