@@ -396,7 +396,8 @@ def restart(**kwargs: Any) -> None:
     "--peer-wait",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
-    help="Wait this long for enough other servers to be UP before refusing [default: 0].",
+    help="Wait this long for enough other servers to be UP, taking turns with another host "
+    "going out at the same moment, before refusing [default: 0].",
 )
 @handles_errors
 def drain(**kwargs: Any) -> None:
