@@ -83,9 +83,10 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
             if state.admin != "ready":
                 result.notes.append(f"{router.name}: already in {state.admin}, left so")
                 continue
-            if state.peers_up is None:
+            if state.peers_up is None and settings.min_peers not in (0, peers.ALL):
                 result.notes.append(
-                    f"{router.name} cannot tell how many other servers are UP: not checked"
+                    f"{router.name} cannot tell how many other servers are UP: "
+                    f"{peers.describe(settings.min_peers)} taken on trust"
                 )
             to_divert.append((spec, router))
         spec_of = {id(router): spec for spec, router in to_divert}

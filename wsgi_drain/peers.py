@@ -55,13 +55,39 @@ def needed(state: RouterState, min_peers: MinPeers) -> int | None:
     if state.peers_up is None:
         return None
     if min_peers == ALL:
+        if not state.peers_listed:
+            return None
         return state.peers_up + len(state.peers_out)
     assert isinstance(min_peers, int)
     return min_peers
 
 
+def uncounted(state: RouterState, min_peers: MinPeers) -> str | None:
+    """Why `--min-peers all` cannot be checked against `state`'s router; None when it can.
+
+    "all" means every other server: a router that cannot name the servers out
+    of rotation would make it `peers_up >= peers_up`, a rule that always
+    passes.  So it is a refusal, never a silent pass.  A count (`--min-peers
+    N`) with a router that reports no count is taken on trust instead, and
+    the caller says so.
+    """
+    if min_peers != ALL or needed(state, min_peers) is not None:
+        return None
+    what = "count the other servers UP" if state.peers_up is None else "name the servers out"
+    return (
+        f"{state.name} cannot {what}, so --min-peers all cannot be checked (a command "
+        "router's state must print peers_up=N and peers_out=NAME,...; or give --min-peers N, "
+        "taken on trust)"
+    )
+
+
 def short(state: RouterState, min_peers: MinPeers) -> bool:
-    """Whether too few other servers are UP to take this one out (False: cannot tell)."""
+    """Whether this one may not go out: too few others UP, or "all" cannot be checked.
+
+    A count the router cannot check is not short (taken on trust, said by the caller).
+    """
+    if uncounted(state, min_peers) is not None:
+        return True
     need = needed(state, min_peers)
     if need is None or state.peers_up is None:
         return False
@@ -74,6 +100,9 @@ def describe(min_peers: MinPeers) -> str:
 
 def shortfall(state: RouterState, min_peers: MinPeers, waited: float) -> str:
     """Who is missing, for a refusal: "1 other server(s) UP, --min-peers all needed: ..."."""
+    why = uncounted(state, min_peers)
+    if why is not None:
+        return why
     out = f": out of rotation: {', '.join(state.peers_out)}" if state.peers_out else ""
     after = f" after waiting {waited:g} s (--peer-wait)" if waited > 0 else ""
     return f"{state.peers_up} other server(s) UP, {describe(min_peers)} needed{out}{after}"

@@ -301,7 +301,7 @@ def _choose_mode(run: _Run) -> None:
     for rec in out.routers:
         if rec.before != "ready":
             continue
-        if rec.peers_up is None and s.min_peers != 0:
+        if rec.peers_up is None and s.min_peers not in (0, peers.ALL):
             _warn(
                 run,
                 f"{rec.name} cannot tell how many other servers are UP: "
@@ -315,9 +315,9 @@ def _choose_mode(run: _Run) -> None:
             out.mode = "rolling"
             _warn(
                 run,
-                f"{rec.name} has {rec.peers_up} other server(s) UP (need "
-                f"{peers.needed(rec.state, s.min_peers)}): draining it would fail every "
-                "request, so restarting in place, one process at a time, without diverting",
+                f"{rec.name}: {peers.shortfall(rec.state, s.min_peers, 0)}: draining it could "
+                "fail every request, so restarting in place, one process at a time, without "
+                "diverting",
             )
             return
 

@@ -8,13 +8,15 @@ first back, and nothing is signalled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lab import LoadLoop, Outcome, Stack, slow_request
+from lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request, two_hosts
 from lab.hooks import write_haproxy_hook
 from tests.integration.conftest import restart_args, run_cli
 
@@ -108,3 +110,40 @@ def test_command_router_failing_second_puts_the_first_back_and_signals_nothing(
     first = report["routers"][0]
     assert first["diverted"] and first["restored"], report["routers"]
     assert stack.haproxy.server_states()["a"].status.startswith("UP")
+
+
+@pytest.fixture
+def one_stack(tmp_path: Path) -> Iterator[Stack]:
+    """Hosts a and b behind one real HAProxy (one mod_wsgi build: the router is the subject)."""
+    with contextlib.ExitStack() as stop:
+        try:
+            running = stop.enter_context(two_hosts(tmp_path, "debian"))
+        except LabUnavailable as err:
+            skip_or_fail(str(err))
+        yield running
+
+
+def test_command_router_min_peers_all_refuses_when_the_program_cannot_name_the_servers_out(
+    one_stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hook prints peers_up= but no peers_out=: with b already out, "all"
+    # was computed as 0 >= 0 and the last server went out.
+    stack = one_stack
+    log = tmp_path / "hook.log"
+    monkeypatch.setenv("HOOK_LOG", str(log))
+    stack.haproxy.command("set server be_app/b state drain")
+    run = run_cli(
+        "drain", "--group", "myapp", "--state-dir", str(stack.state_dir), "--json",
+        "--router", command_router(stack, hook(tmp_path)), "--min-peers", "all",
+    )  # fmt: skip
+    assert run.returncode == 4, (run.stdout, run.stderr)
+    assert "cannot name the servers out, so --min-peers all cannot be checked" in run.stderr
+    assert "myapp divert" not in log.read_text().split("\n")
+    assert stack.haproxy.admin_state("a") == "ready"
+    # A count is still checked against peers_up: 0 UP, --min-peers 1 refuses too.
+    run = run_cli(
+        "drain", "--group", "myapp", "--state-dir", str(stack.state_dir),
+        "--router", command_router(stack, hook(tmp_path)), "--min-peers", "1",
+    )  # fmt: skip
+    assert run.returncode == 4 and "0 other server(s) UP" in run.stderr, run.stderr
+    assert stack.haproxy.admin_state("a") == "ready"

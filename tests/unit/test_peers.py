@@ -167,3 +167,15 @@ def test_two_rollouts_at_once_take_turns_with_peer_wait() -> None:
     assert sorted(name for name, *_ in spans) == ["web1", "web2"]
     (_, _, first_back), (_, second_out, _) = sorted(spans, key=lambda s: s[1])
     assert first_back <= second_out, "two hosts were out of rotation at once"
+
+
+def test_min_peers_all_refuses_a_router_that_cannot_name_the_servers_out() -> None:
+    # peers_up=1 but the servers out unknown: "all" would be 1 >= 1, always.
+    unlisted = RouterState("hook", "ready", "UP", 0, 0, peers_up=1, peers_listed=False)
+    assert peers.short(unlisted, peers.ALL)
+    assert "cannot name the servers out" in peers.shortfall(unlisted, peers.ALL, 0)
+    assert not peers.short(unlisted, 1)
+    uncounted = RouterState("hook", "ready", "UP", 0, 0, peers_up=None)
+    assert peers.short(uncounted, peers.ALL)
+    assert "cannot count the other servers UP" in peers.shortfall(uncounted, peers.ALL, 0)
+    assert not peers.short(uncounted, 1)  # a count with no count to check: taken on trust

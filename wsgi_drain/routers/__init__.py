@@ -28,7 +28,9 @@ class RouterState:
     `sessions_known` False when the router cannot count requests in flight
     (then `sessions` is 0 and means nothing).  `peers_out` names the other
     servers that are not UP and in rotation, each with its state (e.g.
-    "web2 (drain)"), when the router can tell.  `lb_up` is whether the router
+    "web2 (drain)"), when the router can tell; `peers_listed` False when it
+    cannot (it counts the servers UP but cannot name those out), so
+    `--min-peers all` cannot be checked against it.  `lb_up` is whether the router
     itself sees the server UP (its health checks pass), None when it has no
     such view (then only `admin` counts).  `peers_failing` names the peers
     that are UP but failing their checks (about to go down).
@@ -43,6 +45,7 @@ class RouterState:
     since: float | None = None
     sessions_known: bool = True
     peers_out: tuple[str, ...] = ()
+    peers_listed: bool = True
     lb_up: bool | None = None
     # Other servers UP but failing their health checks now (HAProxy "UP 1/2":
     # going down): counted in peers_up until they are DOWN.

@@ -9,21 +9,25 @@ wsgi-drain runs
     PROGRAM ARGS... restore     put it back
     PROGRAM ARGS... state       print this host's state on stdout
 
-each with a timeout (30 s, or ``timeout=``), in a new session so that a
-program that hangs is killed with everything it started, and with
+each with a timeout (30 s, or ``timeout=``) on the program itself (a child it
+leaves running in the background does not hold the run), in a new session so
+that a program that hangs is killed with everything it started, and with
 ``WSGI_DRAIN_ACTION`` and ``WSGI_DRAIN_GROUP`` in its environment.  Exit status
 0 is success; anything else is a router error carrying the last line of the
 program's stderr.
 
 ``state`` prints one line of ``key=value`` words (or just the admin word):
 
-    admin=ready sessions=0 queued=0 peers_up=2 status=UP
+    admin=ready sessions=0 queued=0 peers_up=2 peers_out=web3,web4 status=UP
 
 ``admin`` (ready, drain or maint) is required.  ``sessions`` (requests in
 flight at the load balancer for this host) lets wsgi-drain wait for the
 drain; without it the drain is not waited for at the router.  ``peers_up``
 (other servers in rotation) lets wsgi-drain refuse to take out the last
-server; without it that check is not made, and said so.
+server; without it a `--min-peers` count is taken on trust, and said so.
+``peers_out`` (the other servers out of rotation, comma-separated; empty for
+none) is what ``--min-peers all`` needs: without it (or without
+``peers_up``) "all" cannot be checked and is refused.
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ import os
 import shlex
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
@@ -45,6 +51,10 @@ DEFAULT_TIMEOUT = 30.0
 _ADMIN = ("ready", "drain", "maint")
 _POLL = 0.5
 _STDERR_TAIL = 400
+# How much of the program's output is read: a state line, an error message.
+_OUTPUT_LIMIT = 1 << 16
+# Seconds to reap the program after SIGKILL (it cannot ignore it).
+_REAP = 5.0
 
 
 @dataclass(frozen=True)
@@ -95,49 +105,55 @@ class CommandRouter:
         return f"CommandRouter({self.command.argv!r})"
 
     def _run(self, action: str, timeout: float | None = None) -> str:
+        """Run `PROGRAM ARGS... action`; its stdout.  Waits for the program, not its children.
+
+        Output goes to unnamed temporary files, not pipes: a child the program
+        leaves running (a backgrounded helper, an ssh ControlPersist master,
+        one that called setsid) keeps a pipe open long after the program
+        exited, and waiting for end of file would wait for that child.  On
+        timeout the program's process group (its own session) is killed,
+        which is everything it started that stayed in it, and only that.
+        """
         env = dict(os.environ, WSGI_DRAIN_ACTION=action)
         if self.group is not None:
             env["WSGI_DRAIN_GROUP"] = self.group
         limit = self.command.timeout if timeout is None else timeout
-        try:
-            # A new session: on timeout the whole process group it made is
-            # killed (an ssh or a CLI that forked), and only that.
-            proc = subprocess.Popen(
-                [*self.command.argv, action],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as err:
-            raise RouterError(self.name, f"cannot run it: {err.strerror or err}") from err
-        try:
-            out, err_text = proc.communicate(timeout=limit)
-        except BaseException as interrupted:
-            if not isinstance(interrupted, subprocess.TimeoutExpired):
-                # Interrupted (Ctrl-C, the check's -t): end what we started.
-                with contextlib.suppress(ProcessLookupError):
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err_out:
+            try:
+                proc = subprocess.Popen(
+                    [*self.command.argv, action],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err_out,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as err:
+                raise RouterError(self.name, f"cannot run it: {err.strerror or err}") from err
+            try:
+                returncode = proc.wait(timeout=limit)
+            except BaseException as interrupted:
+                # Timed out, or interrupted (Ctrl-C, the check's -t): end what
+                # we started.  SIGKILL cannot be ignored, so the wait is short.
+                with contextlib.suppress(ProcessLookupError):  # exited just before the kill
                     os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()  # reaps it and closes the pipes
-                raise
-
-            with contextlib.suppress(ProcessLookupError):  # exited just before the kill
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=_REAP)
+                if not isinstance(interrupted, subprocess.TimeoutExpired):
+                    raise
+                raise RouterError(
+                    self.name,
+                    f"{action} did not finish within {limit:g} s and was killed",
+                    applied=None if action != "state" else False,
+                ) from None
+            stdout, stderr = _read(out), _read(err_out)
+        if returncode != 0:
+            tail = stderr.strip().splitlines()[-1:] or ["(no message on stderr)"]
             raise RouterError(
                 self.name,
-                f"{action} did not finish within {limit:g} s and was killed",
-                applied=None if action != "state" else False,
-            ) from None
-        if proc.returncode != 0:
-            tail = err_text.strip().splitlines()[-1:] or ["(no message on stderr)"]
-            raise RouterError(
-                self.name,
-                f"{action} failed with exit status {proc.returncode}: {tail[0][:_STDERR_TAIL]}",
+                f"{action} failed with exit status {returncode}: {tail[0][:_STDERR_TAIL]}",
             )
-        return out
+        return stdout
 
     def state(self) -> RouterState:
         out = self._run("state")
@@ -160,6 +176,12 @@ class CommandRouter:
             time.sleep(min(_POLL, max(0.0, deadline.remaining())))
 
 
+def _read(file: IO[bytes]) -> str:
+    """The start of what the program wrote to `file` (bounded), as text."""
+    file.seek(0)
+    return file.read(_OUTPUT_LIMIT).decode(errors="replace")
+
+
 def parse_state(name: str, out: str) -> RouterState:
     """The program's `state` line -> RouterState; RouterError naming what is wrong."""
     line = next((ln for ln in out.splitlines() if ln.strip()), "")
@@ -175,7 +197,7 @@ def parse_state(name: str, out: str) -> RouterState:
         raise RouterError(
             name,
             f"state printed {line!r}: expected 'admin=ready|drain|maint' and optional "
-            "sessions=N queued=N peers_up=N status=WORD",
+            "sessions=N queued=N peers_up=N peers_out=NAME,NAME status=WORD",
         )
 
     def number(key: str) -> int | None:
@@ -187,6 +209,8 @@ def parse_state(name: str, out: str) -> RouterState:
         return int(value)
 
     sessions = number("sessions")
+    listed = fields.get("peers_out")
+    names = tuple(n for n in (listed or "").split(",") if n)
     return RouterState(
         name=name,
         admin=admin,
@@ -195,4 +219,6 @@ def parse_state(name: str, out: str) -> RouterState:
         queued=number("queued") or 0,
         peers_up=number("peers_up"),
         sessions_known=sessions is not None,
+        peers_out=names,
+        peers_listed=listed is not None,
     )
