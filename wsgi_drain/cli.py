@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from wsgi_drain import __version__, config, peers, report
+from wsgi_drain import __version__, config, peers, privilege, report
 from wsgi_drain.errors import ConfigError, DrainError
 from wsgi_drain.status import ExitStatus, NagiosStatus
 
@@ -195,7 +195,11 @@ def group_options(f: F) -> F:
     return f
 
 
-def _settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> config.Settings:
+def _settings(
+    kwargs: dict[str, Any], extra: dict[str, Any], guarded: dict[str, Any] | None = None
+) -> config.Settings:
+    # Before any file is opened: under sudo the caller may not choose paths or programs.
+    privilege.refuse_under_sudo({**kwargs, **(guarded or {})})
     path = config.config_path(kwargs.pop("config_file"))
     data = config.read_file(path)
     given = {
@@ -365,7 +369,7 @@ def restart(**kwargs: Any) -> None:
         "few_peers": kwargs.pop("few_peers"),
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
     }
-    settings = _settings(kwargs, extra)
+    settings = _settings(kwargs, extra, {"py_spy": py_spy})
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(settings, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)
     if as_json:
@@ -549,8 +553,10 @@ def check(**kwargs: Any) -> None:
     group = kwargs["group"]
     try:
         with _alarm(limit):
-            result = run_check(_settings(kwargs, {}), thresholds)
+            result = run_check(_settings(kwargs, {}, {"textfile": textfile}), thresholds)
     except Exception as err:  # a DrainError, a timeout, or a bug: monitoring must see UNKNOWN
+        if isinstance(err, privilege.SudoRefused):
+            textfile = None  # the refused file is not written, not even with UNKNOWN
         if not isinstance(err, (DrainError, _CheckTimeout)):
             traceback.print_exception(err, file=sys.stderr)
         unknown = CheckResult(group)
@@ -646,6 +652,7 @@ def status(**kwargs: Any) -> None:
     """
     from wsgi_drain.inventory import gather
 
+    privilege.refuse_under_sudo(kwargs)
     path = config.config_path(kwargs["config_file"])
     data = config.read_file(path)
     state_dir = kwargs["state_dir"] or config.resolve("-", {}, data, str(path)).state_dir

@@ -155,7 +155,11 @@ def _read_pidfile(path: Path) -> int:
     except OSError as err:
         raise NotFoundError(f"cannot read Apache pid file {path}: {err.strerror}") from err
     if not text.isdigit():
-        raise NotFoundError(f"Apache pid file {path} holds {text[:40]!r}, not a pid")
+        # Never its content: the path may be a file the caller may not read.
+        raise NotFoundError(
+            f"Apache pid file {path} does not hold a pid (a whole number alone): "
+            "is it Apache's PidFile?"
+        )
     return int(text)
 
 
