@@ -16,6 +16,8 @@ for each group, its Apache instance, routers and health URL, so that a bare
     timeout = 60
 
 Top-level keys are defaults for every group; a group's table overrides them.
+Routers given on the command line (``--router``, ``--haproxy``) replace the
+file's routers of every kind, as any option replaces its key.
 Every key is checked (unknown key, wrong type, a mode or signal that does not
 exist, a timeout out of range, a `[groups.X]` table that looks like a typo of
 the group asked for): a typo is an error naming the key and the file, never a
@@ -86,6 +88,8 @@ _FLOATS = {
 _STRINGS = {"health_url", "health_host", "mode", "signal", "few_peers"}
 _BOOLS = {"health_insecure"}
 _LISTS = {"haproxy", "routers", "ack_traps"}
+# --haproxy S is --router haproxy:S: one setting, the routers, in two keys.
+_ROUTER_KEYS = ("haproxy", "routers")
 MODES = ("drain", "rolling")
 FEW_PEERS = ("rolling", "refuse")
 _KEYS = {f.name for f in fields(Settings)} - {"group"}
@@ -180,6 +184,12 @@ def resolve(group: str, given: Mapping[str, Any], data: Mapping[str, Any], sourc
             )
         merged.update(layer)
     values = {k: _check(k, v, source) for k, v in merged.items()}
+    if any(given.get(key) for key in _ROUTER_KEYS):
+        # Routers given replace the file's, of every kind (--router command:...
+        # replaces the file's haproxy = [...] too): driving both would divert
+        # a server the operator did not name.
+        for key in _ROUTER_KEYS:
+            values.pop(key, None)
     for key, value in given.items():
         if value is not None and value != ():
             values[key] = value

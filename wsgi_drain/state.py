@@ -48,12 +48,34 @@ def ensure_dir(path: Path) -> Path:
         ) from err
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"state directory {path} is not a directory")
-    if info.st_mode & 0o022 or info.st_uid != os.geteuid():
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise ConfigError(_not_ours(path, info.st_uid, me))
+    if info.st_mode & 0o022:
         raise ConfigError(
-            f"state directory {path} is writable by others or owned by another user; "
-            f"fix with: chown {os.geteuid()} {path} && chmod 700 {path}"
+            f"state directory {path} is writable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); fix with: chmod 700 {path}"
         )
     return path
+
+
+def _not_ours(path: Path, owner: int, me: int) -> str:
+    """Why a state directory owned by someone else is refused, and the fix that is safe.
+
+    Never "chown it to yourself": root's state directory holds root's locks
+    and journals; handing it to a user would let that user forge them.
+    """
+    if me != 0 and owner == 0:
+        return (
+            f"state directory {path} belongs to root: this command needs root (run it with "
+            "sudo), or a state directory of your own for your own Apache "
+            "(--state-dir or WSGI_DRAIN_STATE_DIR, e.g. $XDG_RUNTIME_DIR/wsgi-drain)"
+        )
+    return (
+        f"state directory {path} is owned by uid {owner}, not by this user (uid {me}): "
+        "wsgi-drain keeps its locks and journals only in a directory of its own user; "
+        "use another --state-dir (or WSGI_DRAIN_STATE_DIR), or find out who made this one"
+    )
 
 
 @contextlib.contextmanager

@@ -139,3 +139,18 @@ def test_toml_file_others_can_write_is_refused_as_root(tmp_path: Path, how: str)
         os.chown(path, 65534, 65534)
     with pytest.raises(ConfigError, match="chmod go-w|chown root"):
         config.read_file(path)
+
+
+def test_command_line_routers_replace_the_files_routers_of_every_kind(tmp_path: Path) -> None:
+    data = config.read_file(
+        write(
+            tmp_path,
+            '[groups.myapp]\nhaproxy = ["/run/h.sock:be/web1"]\nrouters = ["health-file:/x"]\n',
+        )
+    )
+    given = config.resolve("myapp", {"routers": ("command:/bin/hook web1",)}, data, "f")
+    assert (given.haproxy, given.routers) == ((), ("command:/bin/hook web1",))
+    by_haproxy = config.resolve("myapp", {"haproxy": ("/s:be/web2",)}, data, "f")
+    assert (by_haproxy.haproxy, by_haproxy.routers) == (("/s:be/web2",), ())
+    kept = config.resolve("myapp", {"routers": ()}, data, "f")
+    assert (kept.haproxy, kept.routers) == (("/run/h.sock:be/web1",), ("health-file:/x",))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from wsgi_drain import state
 from wsgi_drain.errors import ConfigError, JournalError, LockedError
 from wsgi_drain.state import Journal, all_journals, group_lock, router_lock
 from wsgi_drain.status import ExitStatus
@@ -133,3 +134,27 @@ def test_router_lock_keeps_a_second_group_off_the_same_server(tmp_path: Path) ->
         assert info.value.status == ExitStatus.LOCKED
         with router_lock(tmp_path, "haproxy:/run/haproxy.sock:be_app/web2", "beta"):
             pass
+
+
+def test_state_dir_of_root_tells_a_non_root_user_it_needs_root_never_to_chown_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    if state_dir.stat().st_uid != 0:
+        pytest.skip("needs a root-owned directory")
+    # Being another user cannot be produced in-process as root: only geteuid is replaced.
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError) as refused:
+        state.ensure_dir(state_dir)
+    message = str(refused.value)
+    assert "needs root" in message and "--state-dir" in message
+    assert "chown" not in message
+
+
+def test_state_dir_writable_by_others_says_chmod(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    state_dir.chmod(0o777)
+    with pytest.raises(ConfigError, match=f"chmod 700 {state_dir}$"):
+        state.ensure_dir(state_dir)
