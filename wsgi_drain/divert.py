@@ -9,8 +9,10 @@ server in MAINT is the operator's and is left so, with the command to change
 it if that is really meant.
 
 `undrain` is also how an operator repairs a restart that was killed outright
-or that left the backend diverted on purpose: it restores every router the
-group's journals name (and the configured ones), then removes the journals.
+or that left the backend diverted on purpose.  It puts back exactly the
+routers asked for (options, or the file's for the group); with none named,
+every router the group's journals name.  A journal forgets the servers put
+back, and is removed once it names no other.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wsgi_drain import peers
@@ -28,7 +31,7 @@ from wsgi_drain.errors import ConfigError, DrainError, JournalError, RouterError
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Progress
 from wsgi_drain.routers import Router, RouterState
-from wsgi_drain.state import Journal, group_lock, router_lock
+from wsgi_drain.state import Journal, group_lock, journal_lock, router_lock
 
 
 @dataclass
@@ -63,23 +66,22 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
     specs = _configured(settings)
     _need_routers(settings.group, specs)
     with contextlib.ExitStack() as locks:
-        locks.enter_context(group_lock(settings.state_dir, settings.group, what="drain"))
+        # Shared: the drains of other servers of the group (a load balancer's
+        # host) run beside this one; a restart of the group excludes it.
+        locks.enter_context(
+            group_lock(settings.state_dir, settings.group, what="drain", shared=True)
+        )
         for spec in specs:
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
         routers = [
             (spec, routers_mod.from_spec(spec, settings.group, settings.lb_detect))
             for spec in specs
         ]
-        journal = Journal.load(settings.state_dir, settings.group, "drain") or Journal(
-            group=settings.group, pid=os.getpid(), started=time.time(), kind="drain"
-        )
-        journal.phase = "drained"
+        before: dict[str, str] = {}
         to_divert: list[tuple[str, Router]] = []
         for spec, router in routers:
             state = router.state()
-            if spec not in journal.routers:
-                journal.routers.append(spec)
-                journal.before[spec] = state.admin
+            before[spec] = state.admin
             if state.admin != "ready":
                 result.notes.append(f"{router.name}: already in {state.admin}, left so")
                 continue
@@ -94,21 +96,27 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
 
         def divert(router: Router) -> None:
             spec = spec_of[id(router)]
+
+            def record(journal: Journal) -> None:
+                if spec not in journal.routers:
+                    journal.routers.append(spec)
+                    journal.before[spec] = before[spec]
+                if spec not in journal.diverted:
+                    journal.diverted.append(spec)
+
             # Journalled before the command: an unanswered one may have been applied.
-            if spec not in journal.diverted:
-                journal.diverted.append(spec)
-            journal.save(settings.state_dir)
+            _update_drain_journal(settings, record)
             router.divert()
             done.append((spec, router))
             progress("divert", f"{router.name}: drain")
 
         def put_back() -> None:
             # Another host went out as this one did: undo ours, try again.
-            for spec, router in done:
+            for _spec, router in done:
                 router.restore()
-                journal.diverted.remove(spec)
+            backed = [spec for spec, _router in done]
             done.clear()
-            journal.save(settings.state_dir)
+            _update_drain_journal(settings, lambda journal: _drop(journal, backed))
 
         def refuse(router: Router, state: RouterState, why: str) -> RouterError:
             return RouterError(
@@ -133,8 +141,6 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
                 )
             except RouterError:
                 put_back()  # refused at a later router: nothing stays half drained
-                if not journal.diverted:
-                    journal.remove(settings.state_dir)
                 raise
         for _spec, router in done:
             result.notes.append(f"{router.name}: drain (was ready)")
@@ -147,9 +153,34 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
             state = router.wait_drained(deadline)
             result.states.append(state)
             progress("divert", f"{router.name}: {state.sessions} in flight, {state.queued} queued")
-        if not journal.diverted:
-            journal.remove(settings.state_dir)
     return result
+
+
+def _update_drain_journal(settings: Settings, change: Callable[[Journal], None]) -> None:
+    """Read, change and write the group's drain journal under its journal lock.
+
+    Drains of several servers of one group (a load balancer's host) share the
+    journal, and run at once: each change is made to the journal as it is on
+    disk now, never to a copy read earlier.  A journal left naming nothing
+    diverted is removed.
+    """
+    with journal_lock(settings.state_dir, settings.group):
+        journal = Journal.load(settings.state_dir, settings.group, "drain") or Journal(
+            group=settings.group, pid=os.getpid(), started=time.time(), kind="drain"
+        )
+        journal.phase = "drained"
+        change(journal)
+        if journal.diverted:
+            journal.save(settings.state_dir)
+        else:
+            journal.remove(settings.state_dir)
+
+
+def _drop(journal: Journal, specs: list[str]) -> None:
+    """Forget `specs` in `journal`: put back, they are no longer wsgi-drain's to undo."""
+    journal.routers = [spec for spec in journal.routers if spec not in specs]
+    journal.diverted = [spec for spec in journal.diverted if spec not in specs]
+    journal.before = {k: v for k, v in journal.before.items() if k not in specs}
 
 
 def undrain(
@@ -167,7 +198,9 @@ def undrain(
     result = DivertResult(settings.group, "undrain")
     configured = _configured(settings)
     with contextlib.ExitStack() as locks:
-        locks.enter_context(group_lock(settings.state_dir, settings.group, what="undrain"))
+        locks.enter_context(
+            group_lock(settings.state_dir, settings.group, what="undrain", shared=True)
+        )
         if wait_ready is not None:
             from wsgi_drain.ready import wait_ready as wait
 
@@ -177,9 +210,13 @@ def undrain(
             for kind in ("restart", "drain")
             if (j := _journal(settings, kind, configured, result))
         ]
+        # Exactly the servers asked for: on a load balancer's host one group's
+        # journal names many app servers (each host's drain), and another may
+        # be out on purpose.  Only with none named does undrain repair them all.
         specs = list(configured)
-        for journal in journals:
-            specs += [s for s in journal.routers if s not in specs]
+        if not specs:
+            for journal in journals:
+                specs += [s for s in journal.routers if s not in specs]
         _need_routers(settings.group, specs)
         for spec in specs:
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
@@ -197,11 +234,42 @@ def undrain(
         if errors:
             raise RouterError("undrain", "; ".join(errors))
         for journal in journals:
-            journal.remove(settings.state_dir)
-            result.journal_removed = True
-            what = "a hand-run drain" if journal.kind == "drain" else f"pid {journal.pid}"
-            progress("restore", f"removed the journal left by {what}")
+            _forget(settings, journal, specs, result, progress)
     return result
+
+
+def _forget(
+    settings: Settings,
+    journal: Journal,
+    handled: list[str],
+    result: DivertResult,
+    progress: Progress,
+) -> None:
+    """Take the servers just handled out of `journal`; remove it once it names no other.
+
+    Read again under the journal lock: another server's drain may have
+    written it since it was read.
+    """
+    what = "a hand-run drain" if journal.kind == "drain" else f"pid {journal.pid}"
+    with journal_lock(settings.state_dir, settings.group):
+        try:
+            now = Journal.load(settings.state_dir, settings.group, journal.kind)
+        except JournalError:
+            now = journal
+        if now is None:
+            return
+        left = [spec for spec in now.still_diverted if spec not in handled]
+        if not left:
+            now.remove(settings.state_dir)
+            result.journal_removed = True
+            progress("restore", f"removed the journal left by {what}")
+            return
+        _drop(now, handled)
+        now.save(settings.state_dir)
+    result.notes.append(
+        f"left out, as asked (the journal of {what} still names them; `wsgi-drain undrain "
+        f"--group {settings.group} --router SPEC` puts one back): {', '.join(left)}"
+    )
 
 
 def _journal(

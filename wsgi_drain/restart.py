@@ -49,7 +49,7 @@ from wsgi_drain.outcome import Outcome, Phase, Progress, RouterRecord
 from wsgi_drain.procfs import fds_readable
 from wsgi_drain.routers import Router, RouterState
 from wsgi_drain.signals import Handle, check_support, open_handle, parse_signal
-from wsgi_drain.state import Journal, group_lock, lock_holder, router_lock
+from wsgi_drain.state import Journal, group_lock, lock_holder, refuse_if_locked, router_lock
 from wsgi_drain.traps import find_traps
 from wsgi_drain.traps import split as split_traps
 from wsgi_drain.warm import warm
@@ -240,6 +240,8 @@ def _read_routers(run: _Run) -> None:
         (spec, routers_mod.from_spec(spec, s.group, s.lb_detect))
         for spec in routers_mod.specs(s.haproxy, s.routers)
     )
+    if not out.dry_run:  # a server the running run diverted is not an operator's
+        refuse_if_locked(s.state_dir, s.group, [spec for spec, _router in run.routers])
     previous = Journal.load(s.state_dir, s.group)
     if previous is not None and lock_holder(s.state_dir, s.group) is None:
         run.previous = previous

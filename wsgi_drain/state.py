@@ -18,7 +18,7 @@ import secrets
 import stat
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,15 +79,22 @@ def _not_ours(path: Path, owner: int, me: int) -> str:
 
 
 @contextlib.contextmanager
-def group_lock(state_dir: Path, group: str, *, what: str = "restart") -> Iterator[Path]:
+def group_lock(
+    state_dir: Path, group: str, *, what: str = "restart", shared: bool = False
+) -> Iterator[Path]:
     """Hold the group's lock for the duration; LockedError at once if taken.
 
     flock is released by the kernel when the process dies, so a killed run
     never leaves a stale lock behind (its journal says what it left undone).
     `what` is written into the lock for the message another caller gets.
+    `shared`: hand-run `drain`/`undrain` hold it shared, so that on a load
+    balancer's host the drains of different app servers of one group run
+    side by side (each server has its exclusive router lock, and the peer
+    rule keeps two from going out), while a restart, which holds it
+    exclusively, still excludes them all.
     """
     path = ensure_dir(state_dir) / _file_name(group, ".lock")
-    with _flock(path, f"{os.getpid()} {what}") as holder:
+    with _flock(path, f"{os.getpid()} {what}", shared=shared) as holder:
         if holder is not None:
             pid, _, did = holder.partition(" ")
             raise LockedError(
@@ -104,8 +111,7 @@ def router_lock(state_dir: Path, spec: str, group: str) -> Iterator[Path]:
     otherwise undo each other: the first to finish puts the server back while
     the other is still restarting.  LockedError at once, naming the other run.
     """
-    digest = hashlib.sha256(spec.encode()).hexdigest()[:24]
-    path = ensure_dir(state_dir) / f"router-{digest}.lock"
+    path = _router_lock_path(ensure_dir(state_dir), spec)
     with _flock(path, f"{os.getpid()} {group}") as holder:
         if holder is not None:
             pid, _, other = holder.partition(" ")
@@ -120,12 +126,82 @@ def router_lock(state_dir: Path, spec: str, group: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _flock(path: Path, note: str) -> Iterator[str | None]:
+def journal_lock(state_dir: Path, group: str) -> Iterator[None]:
+    """Hold the group's journal lock: exclusive, waiting (it is held only for a read and a write).
+
+    Hand-run drains and undrains of different servers of one group run at
+    once (the group lock is shared between them) and change one journal.
+    """
+    path = ensure_dir(state_dir) / _file_name(group, ".journal.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _router_lock_path(state_dir: Path, spec: str) -> Path:
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:24]
+    return state_dir / f"router-{digest}.lock"
+
+
+def refuse_if_locked(state_dir: Path, group: str, specs: Iterable[str]) -> None:
+    """LockedError (exit 7) naming the holder when a live run holds the group's or a router's lock.
+
+    Read-only (/proc/locks), for before a run reads its routers: a server
+    diverted by the run that holds the lock is that run's, and must not be
+    judged "in drain before the restart, and not by wsgi-drain".
+    """
+    group_path = state_dir / _file_name(group, ".lock")
+    pid = _holder(group_path)
+    if pid is not None:
+        did = _note(group_path).partition(" ")[2]
+        raise LockedError(group, str(group_path), f", held by pid {pid} ({did or 'a run'})")
+    for spec in specs:
+        path = _router_lock_path(state_dir, spec)
+        pid = _holder(path)
+        if pid is not None:
+            other = _note(path).partition(" ")[2]
+            raise LockedError(
+                group,
+                str(path),
+                f": router {spec} is being diverted by another wsgi-drain run (group {other!r}, "
+                f"pid {pid}); restart the groups behind one server one after the other",
+                router=True,
+            )
+
+
+def _holder(path: Path) -> int | None:
+    """The pid of another process holding a flock on `path`, from /proc/locks."""
+    try:
+        info = path.stat()
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    pid = flock_holder(text, info.st_dev, info.st_ino)
+    return None if pid == os.getpid() else pid
+
+
+def _note(path: Path) -> str:
+    """What the holder wrote in its lock ("PID WHAT"); empty if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, note: str, *, shared: bool = False) -> Iterator[str | None]:
     """flock `path`: yields None once taken (writing `note` in it), else the holder's note."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise

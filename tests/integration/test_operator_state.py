@@ -305,3 +305,106 @@ def test_no_health_url_stuck_processes_leave_the_backend_diverted(tmp_path: Path
             haproxy.stop()
         b.stop()
         a.stop()
+
+
+def hand_drain(stack: Stack, server: str, *extra: str) -> list[str]:
+    """`drain` of one server of be_app, as the role runs it on the load balancer's host."""
+    return [
+        *wsgi_drain_command(), "drain", "--group", "myapp", "--state-dir", str(stack.state_dir),
+        "--haproxy", f"{stack.haproxy.admin_socket}:be_app/{server}", "--drain-timeout", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+def undrain_server(stack: Stack, server: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*wsgi_drain_command(), "undrain", "--group", "myapp", "--state-dir", str(stack.state_dir),
+         "--haproxy", f"{stack.haproxy.admin_socket}:be_app/{server}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_operator_state_undrain_of_one_server_puts_back_only_that_one(stack: Stack) -> None:
+    # The load balancer's host: one group, many app servers, one journal naming them.
+    for server in ("a", "b"):
+        done = subprocess.run(
+            hand_drain(stack, server, "--min-peers", "0"),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    journal = Journal.load(stack.state_dir, "myapp", "drain")
+    assert journal is not None and len(journal.still_diverted) == 2
+    done = undrain_server(stack, "a")
+    assert done.returncode == 0, done.stderr
+    assert (stack.haproxy.admin_state("a"), stack.haproxy.admin_state("b")) == ("ready", "drain")
+    assert "left out, as asked" in done.stdout and "be_app/b" in done.stdout
+    journal = Journal.load(stack.state_dir, "myapp", "drain")
+    assert journal is not None and [s.rsplit("/", 1)[1] for s in journal.still_diverted] == ["b"]
+    done = undrain_server(stack, "b")
+    assert done.returncode == 0, done.stderr
+    assert stack.haproxy.admin_state("b") == "ready"
+    assert Journal.load(stack.state_dir, "myapp", "drain") is None
+
+
+def test_operator_state_two_drains_of_different_servers_at_once_take_turns(stack: Stack) -> None:
+    # serial >= 2 on the load balancer's host: both drains take the group's
+    # lock there.  The second exited 7 at once; now both succeed, one after
+    # the other's server is back (--min-peers all: never both out).
+    drains = {
+        server: subprocess.Popen(
+            hand_drain(stack, server, "--min-peers", "all", "--peer-wait", "60"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for server in ("a", "b")
+    }
+    try:
+        first = None
+        for _ in range(600):
+            first = next((s for s, p in drains.items() if p.poll() is not None), None)
+            if first is not None:
+                break
+            time.sleep(0.1)
+        assert first is not None, "neither drain finished"
+        out, err = drains[first].communicate()
+        assert drains[first].returncode == 0, (first, out, err)
+        second = "b" if first == "a" else "a"
+        assert drains[second].poll() is None, drains[second].communicate()
+        assert stack.haproxy.admin_state(second) == "ready"  # waiting its turn, not out
+        assert undrain_server(stack, first).returncode == 0  # the first host is done
+        out, err = drains[second].communicate(timeout=90)
+        assert drains[second].returncode == 0, (second, out, err)
+        assert stack.haproxy.admin_state(second) == "drain"
+        assert stack.haproxy.admin_state(first) == "ready"
+    finally:
+        for proc in drains.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def test_operator_state_second_restart_is_told_the_lock_holder_not_an_operators_drain(
+    stack: Stack,
+) -> None:
+    slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+    time.sleep(0.5)
+    first = subprocess.Popen(
+        [*wsgi_drain_command(), *restart_args(stack, "--json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        stack.haproxy.wait_status("a", "DRAIN", timeout=10)
+        second = run_cli(*restart_args(stack, "--json"))
+        assert second.returncode == 7, (second.stdout, second.stderr)
+        message = str(second.json()["message"])
+        assert f"held by pid {first.pid} (restart)" in message, message
+        assert "not by wsgi-drain" not in second.stdout + second.stderr
+        _out, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, err
+    assert slow.result(timeout=30).status == 200
+    assert server_admin(stack) == "ready"
