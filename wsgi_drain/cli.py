@@ -393,8 +393,8 @@ def restart(**kwargs: Any) -> None:
 @click.option(
     "--min-peers",
     type=MIN_PEERS,
-    help="Refuse unless at least this many other servers are UP ('all': every other one) "
-    "[default: 1].",
+    help="Refuse unless at least this many other servers are UP ('all': every other one; "
+    "refused with a router that cannot name the servers out) [default: 1].",
 )
 @click.option(
     "--peer-wait",
@@ -436,8 +436,9 @@ def drain(**kwargs: Any) -> None:
 def undrain(**kwargs: Any) -> None:
     """Put this host's backend back in rotation; repairs an interrupted restart.
 
-    Restores every router given or configured, and every router a left-behind
-    run journal names, then removes the journal. Exit 0, 4 on a router error,
+    Restores exactly the routers given (or configured); with none, every
+    router a left-behind run journal names. The journal forgets what was put
+    back and is removed once it names nothing else. Exit 0, 4 on a router error,
     6 when --wait-ready ran out before the group was ready.
 
     \b
@@ -532,6 +533,11 @@ def check(**kwargs: Any) -> None:
     UNKNOWN:  what this user may not read (the check works as the monitoring
               user; what needs root is named), bad options, unknown group,
               timeout, internal error.
+
+    Run it as the monitoring user, without sudo. Under sudo, options that run
+    a program, write a file or open a path (--router, --haproxy, --textfile,
+    --config, --apache-*, --state-dir, --health-ca) are refused: put them in
+    root's /etc/wsgi-drain.toml and give sudoers fixed arguments (README).
 
     \b
     Exit statuses: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. The worst finding
