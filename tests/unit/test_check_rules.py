@@ -138,3 +138,20 @@ def test_stuck_rule_ignores_a_pid_reused_after_the_log_line() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_sudo_textfile_label_values_are_escaped_as_the_exposition_format_says() -> None:
+    # A group name is the caller's text: a quote, a backslash or a newline must
+    # stay inside its label value, never start a line of its own.
+    group = 'x"} 1\nwsgi_drain_evil{a="\\$(id>/tmp/x)'
+    result = CheckResult(group)
+    result.routers_drained = {'r"\n': True}
+    text = prometheus_text(result)
+    escaped = 'group="x\\"} 1\\nwsgi_drain_evil{a=\\"\\\\$(id>/tmp/x)"'
+    lines = text.splitlines()
+    assert all(line.startswith(("# HELP wsgi_drain_", "# TYPE wsgi_drain_", "wsgi_drain_"))
+               for line in lines), text  # fmt: skip
+    assert not any(line.startswith("wsgi_drain_evil") for line in lines)
+    samples = [line for line in lines if not line.startswith("#")]
+    assert samples and all(escaped in line for line in samples), text
+    assert 'router="r\\"\\n"' in text
