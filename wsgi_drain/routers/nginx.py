@@ -24,17 +24,16 @@ workers still running.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsgi_drain.atomic import write_atomic
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
 from wsgi_drain.routers.protocol import RouterState
@@ -171,20 +170,7 @@ class NginxRouter:
         """Replace the file atomically, keeping its mode and owner."""
         path = self.target.upstream_file
         info = os.stat(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            os.fchmod(fd, stat.S_IMODE(info.st_mode))
-            with contextlib.suppress(PermissionError):
-                os.fchown(fd, info.st_uid, info.st_gid)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, data, stat.S_IMODE(info.st_mode), owner=(info.st_uid, info.st_gid))
 
     # -- the master -------------------------------------------------------
 
