@@ -37,6 +37,7 @@ from wsgi_drain.atomic import write_atomic
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
 from wsgi_drain.routers.protocol import RouterState
+from wsgi_drain.routers.spec import leading_option
 
 DEFAULT_PIDFILE = Path("/run/nginx.pid")
 TEST_TIMEOUT = 30.0
@@ -58,14 +59,14 @@ class NginxTarget:
 def parse_target(spec: str) -> NginxTarget:
     """``[pid=PIDFILE:]FILE:SERVER`` -> NginxTarget; ConfigError with an example otherwise."""
     pid_file = DEFAULT_PIDFILE
-    rest = spec
-    if spec.startswith("pid="):
-        value, sep, rest = spec[len("pid=") :].partition(":")
-        if not sep or not value.startswith("/"):
-            raise ConfigError(
-                f"nginx router {spec!r}: pid= needs an absolute pid file path, e.g. "
-                "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080"
-            )
+    wrong_pid = (
+        f"nginx router {spec!r}: pid= needs an absolute pid file path, e.g. "
+        "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080"
+    )
+    value, rest = leading_option(spec, "pid", wrong_pid)
+    if value is not None:
+        if not value.startswith("/"):
+            raise ConfigError(wrong_pid)
         pid_file = Path(value)
     match = _SPEC.match(rest)
     if match is None:
