@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
+import json
 import math
 import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +98,71 @@ def spread(values: Sequence[float | None]) -> dict[str, float | None]:
         "max": max(present),
         "n": len(present),
     }
+
+
+def write_result(
+    started: dict[str, Any], sections: dict[str, Any], modwsgi: str, out_dir: Path
+) -> Path:
+    """One result file: `started` (`environment()` as the run began) and `sections`.
+
+    `sections` maps each part's name to its result.  The file is named
+    bench-MODWSGI-DATE.json under `out_dir` (created); returns its path.
+    """
+    result: dict[str, Any] = {"schema": "wsgi-drain-bench/1", **started, **sections}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = result["date"].replace(":", "").replace("+0000", "Z")
+    path = out_dir / f"bench-{modwsgi}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark command takes: --modwsgi, --out, --img-dir."""
+    made = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    made.add_argument("--modwsgi", choices=("debian", "pypi"), default="debian")
+    made.add_argument("--out", type=Path, default=RESULTS_DIR, help="result JSON directory")
+    made.add_argument("--img-dir", type=Path, default=IMG_DIR, help="timeline PNG directory")
+    return made
+
+
+def report(path: Path, tables: Callable[[dict[str, Any]], str]) -> None:
+    """Print the tables of the result file at `path`, then where it is."""
+    print(tables(json.loads(path.read_text(encoding="utf-8"))))
+    print(f"results: {path}")
+
+
+# -- numbers in the Markdown tables --------------------------------------------
+
+
+def ms(value: float | None) -> str:
+    """Seconds as whole milliseconds; "–" for no value."""
+    return "–" if value is None else f"{value * 1000:.0f}"
+
+
+def secs(value: float | None) -> str:
+    """Seconds with two decimals; "–" for no value."""
+    return "–" if value is None else f"{value:.2f}"
+
+
+def num(value: float | None) -> str:
+    """A count or ratio as short as it goes; "–" for no value."""
+    return "–" if value is None else f"{value:g}"
+
+
+def stat_range(stat: dict[str, Any], fmt: Callable[[float | None], str] = secs) -> str:
+    """A `spread()` as "median (min–max)", or the median alone when they agree."""
+    if not stat or stat.get("median") is None:
+        return "–"
+    if stat["min"] == stat["max"]:
+        return fmt(stat["median"])
+    return f"{fmt(stat['median'])} ({fmt(stat['min'])}–{fmt(stat['max'])})"
+
+
+def tables(lines: Sequence[str]) -> str:
+    """Markdown lines as the text printed and shown in docs/benchmarks.md."""
+    return "\n".join(lines) + "\n"
+
+
+def say(line: str) -> None:
+    """A progress line, on stderr so that stdout holds only the tables."""
+    print(line, file=sys.stderr, flush=True)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import common
 from bench.common import percentile
 from lab import ApacheLab, ModWsgi
 from wsgi_drain.discovery import find_apache, group_processes, running_parents
@@ -130,11 +130,39 @@ def run(extra: int = 5000, repeat: int = 40, modwsgi: ModWsgi = "debian") -> dic
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """This part alone, through bench.run (same options, same result file)."""
-    from bench import run as bench_run
+def markdown(ds: dict[str, Any]) -> list[str]:
+    """This part's Markdown lines: the discovery table, quiet host against crowded."""
+    lines: list[str] = []
+    quiet, crowded = ds["quiet"], ds["crowded"]
+    lines += [
+        "",
+        f"| discovery (median ms) | {quiet['host_processes']} processes "
+        f"| {crowded['host_processes']} processes | ratio |",
+        "|---|---|---|---|",
+    ]
+    for key, label in (
+        ("find_apache_pidfile", "`find_apache(pidfile=…)`"),
+        ("group_processes", "`group_processes` (socket proof)"),
+        ("running_parents_scan", "`find_apache()` host scan (`running_parents`)"),
+    ):
+        lines.append(
+            f"| {label} | {quiet[key]['median'] * 1000:.2f} "
+            f"| {crowded[key]['median'] * 1000:.2f} | {ds['ratio_median'][key]:.2f}× |"
+        )
+    return lines
 
-    return bench_run.main(["--only", "discovery", *(sys.argv[1:] if argv is None else argv)])
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """This part alone (bench.run's options that concern it); writes its own result file."""
+    parser = common.parser(__doc__)
+    parser.add_argument("--extra-processes", type=int, default=5000)
+    args = parser.parse_args(argv)
+    started = common.environment()
+    common.say(f"discovery with {args.extra_processes} extra processes ...")
+    section = run(args.extra_processes, modwsgi=args.modwsgi)
+    path = common.write_result(started, {"discovery_scale": section}, args.modwsgi, args.out)
+    common.report(path, lambda result: common.tables(markdown(result["discovery_scale"])))
+    return 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from bench import common
 from bench.common import percentile
 from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
@@ -186,11 +187,33 @@ def run(trials: int = 40, seed: int = 4) -> dict[str, Any]:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """This part alone, through bench.run (same options, same result file)."""
-    from bench import run as bench_run
+def markdown(ed: dict[str, Any]) -> list[str]:
+    """This part's Markdown lines: the exit-detection table (pidfd against polling)."""
+    lines: list[str] = []
+    lines += [
+        "",
+        "| exit detection | median ms | p90 ms | max ms | n |",
+        "|---|---|---|---|---|",
+        f"| pidfd (`wait_exits`) | {ed['pidfd']['median'] * 1000:.2f} "
+        f"| {ed['pidfd']['p90'] * 1000:.2f} | {ed['pidfd']['max'] * 1000:.2f} "
+        f"| {ed['pidfd']['n']} |",
+        f"| `pid_exists` every {ed['poll_interval'] * 1000:.0f} ms "
+        f"| {ed['polling']['median'] * 1000:.2f} | {ed['polling']['p90'] * 1000:.2f} "
+        f"| {ed['polling']['max'] * 1000:.2f} | {ed['polling']['n']} |",
+        "",
+        f"Polling / pidfd, medians: {ed['ratio_median']:.0f}×.",
+    ]
+    return lines
 
-    return bench_run.main(["--only", "exit", *(sys.argv[1:] if argv is None else argv)])
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """This part alone (bench.run's options that concern it); writes its own result file."""
+    args = common.parser(__doc__).parse_args(argv)
+    started = common.environment()
+    common.say("exit detection ...")
+    path = common.write_result(started, {"exit_detection": run()}, args.modwsgi, args.out)
+    common.report(path, lambda result: common.tables(markdown(result["exit_detection"])))
+    return 0
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # `python bench/load_cases.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import restart_methods as rm
-from bench.common import IMG_DIR, RESULTS_DIR, environment, spread
+from bench.common import IMG_DIR, RESULTS_DIR, environment, ms, secs, spread
 from lab import LoadLoop, ModWsgi, Sample, Stack, slow_request, two_hosts
 
 TAIL = 5.0  # the "after" window: the 5 s once every process is replaced
@@ -332,14 +332,6 @@ def run(
 # -- the Markdown tables -----------------------------------------------------
 
 
-def _s(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value * 1000:.0f}"
-
-
 def _med(summary: dict[str, Any], key: str) -> float | None:
     value = summary.get(key)
     return value.get("median") if isinstance(value, dict) else value
@@ -368,11 +360,11 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(
                     f"| {row['label']} | {_med(sm, 'failed') or 0:g}"
                     + (f" ({classes})" if classes else "")
-                    + f" | {fates} | {_ms(_med(sm, 'window_p50'))} / {_ms(_med(sm, 'window_p99'))}"
-                    f" / {_ms(_med(sm, 'window_max'))} | {_ms(_med(sm, 'tail_p99'))} / "
-                    f"{_ms(_med(sm, 'tail_max'))}, {_med(sm, 'tail_over_1s') or 0:g} | "
-                    f"{_s(_med(sm, 'wall_replaced'))} | {_s(_med(sm, 'new_code_at'))} | "
-                    f"{_s(_med(sm, 'old_code_until'))} | {_s(_med(sm, 'overhead'))} |"
+                    + f" | {fates} | {ms(_med(sm, 'window_p50'))} / {ms(_med(sm, 'window_p99'))}"
+                    f" / {ms(_med(sm, 'window_max'))} | {ms(_med(sm, 'tail_p99'))} / "
+                    f"{ms(_med(sm, 'tail_max'))}, {_med(sm, 'tail_over_1s') or 0:g} | "
+                    f"{secs(_med(sm, 'wall_replaced'))} | {secs(_med(sm, 'new_code_at'))} | "
+                    f"{secs(_med(sm, 'old_code_until'))} | {secs(_med(sm, 'overhead'))} |"
                 )
             lines.append("")
     return "\n".join(lines)

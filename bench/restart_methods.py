@@ -25,7 +25,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import IMG_DIR, REPO, percentile, spread
+from bench import common
+from bench.common import IMG_DIR, REPO, ms, num, percentile, secs, spread, stat_range
 from lab import ApacheLab, LoadLoop, ModWsgi, Outcome, Sample, Stack, slow_request
 from lab import two_hosts as stack
 from lab import wsgi_drain_command as drain_cmd
@@ -671,11 +671,63 @@ def run(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """This part alone, through bench.run (same options, same result file)."""
-    from bench import run as bench_run
+def markdown(rm: dict[str, Any]) -> list[str]:
+    """This part's Markdown lines: the methods' table, the respawn reference, drain's reaction."""
+    lines: list[str] = []
+    lines += [
+        f"Restart methods, {rm['modwsgi']} mod_wsgi, {rm['reps']} repetitions; median (min–max).",
+        "",
+        "| method | failed / total | failed by class | 4 s request | "
+        "p50 / p99 / max ms, steady | p50 / p99 / max ms, restart | "
+        "lowest req/s in 250 ms (steady) | all replaced, s | overhead, s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for data in rm["methods"].values():
+        s = data["summary"]
+        classes = ", ".join(
+            f"{name} {stat_range(stat, num)}"
+            for name, stat in s["failed_by_class"].items()
+            if stat["max"]
+        )
+        lines.append(
+            f"| {data['label']} "
+            f"| {stat_range(s['failed'], num)} / {stat_range(s['total'], num)} "
+            f"| {classes or 'none'} "
+            f"| {s['in_flight_ok']}/{s['reps']} ok "
+            f"| {ms(s['steady_p50']['median'])} / {ms(s['steady_p99']['median'])} / "
+            f"{ms(s['steady_max']['median'])} "
+            f"| {ms(s['window_p50']['median'])} / {ms(s['window_p99']['median'])} / "
+            f"{ms(s['window_max']['median'])} "
+            f"| {stat_range(s['lowest_throughput_250ms'], num)} "
+            f"({s['steady_throughput']['median']:.0f}) "
+            f"| {stat_range(s['wall_replaced'])} "
+            f"| {stat_range(s['overhead'])} |"
+        )
+    respawn = rm.get("respawn_reference")
+    lines += [
+        "",
+        f"Respawn reference (median exit → replacement, raw SIGUSR1 trials): {secs(respawn)} s.",
+    ]
+    drain = rm["methods"].get("drain")
+    if drain:
+        lines.append(
+            "wsgi-drain drain, in-flight request's end → last old process exited: "
+            f"{stat_range(drain['summary']['reaction'])} s."
+        )
+    return lines
 
-    return bench_run.main(["--only", "restart", *(sys.argv[1:] if argv is None else argv)])
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """This part alone (bench.run's options that concern it); writes its own result file."""
+    parser = common.parser(__doc__)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per method")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    args = parser.parse_args(argv)
+    started = common.environment()
+    section = run(args.modwsgi, args.reps, args.methods, img_dir=args.img_dir, log=common.say)
+    path = common.write_result(started, {"restart_methods": section}, args.modwsgi, args.out)
+    common.report(path, lambda result: common.tables(markdown(result["restart_methods"])))
+    return 0
 
 
 if __name__ == "__main__":

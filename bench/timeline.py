@@ -8,8 +8,9 @@ each new daemon's appearance (green dotted), and the long request in flight.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import matplotlib
 
@@ -17,10 +18,7 @@ matplotlib.use("Agg")  # before pyplot: never try to open a display
 
 import matplotlib.pyplot as plt
 
-from lab import Outcome
-
-if TYPE_CHECKING:
-    from bench.restart_methods import Trial
+from lab import Outcome, Sample
 
 BIN = 0.1
 FAILURE_COLOURS = {
@@ -33,7 +31,35 @@ FAILURE_COLOURS = {
 }
 
 
-def draw(trial: Trial, path: Path, title: str) -> Path:
+class Span(Protocol):
+    """When the restart command ran (monotonic seconds)."""
+
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+
+
+class Drawn(Protocol):
+    """What a timeline shows of one trial; bench.restart_methods.Trial has it all."""
+
+    @property
+    def command(self) -> Span: ...
+    @property
+    def load_start(self) -> float: ...
+    @property
+    def samples(self) -> Sequence[Sample]: ...
+    @property
+    def slow(self) -> Sample | None: ...
+    @property
+    def old_pids(self) -> Sequence[int]: ...
+    @property
+    def first_seen(self) -> Mapping[int, float]: ...
+    @property
+    def gone_at(self) -> Mapping[int, float]: ...
+
+
+def draw(trial: Drawn, path: Path, title: str) -> Path:
     """Write the timeline of `trial` to `path` (directories created); returns `path`."""
     t0 = trial.command.start
     start = trial.load_start - t0

@@ -14,14 +14,15 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import stat
-import tempfile
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# write_atomic is re-exported: the CLI and tests know it as state.write_atomic.
+from wsgi_drain.atomic import fsync_dir
+from wsgi_drain.atomic import write_atomic as write_atomic
 from wsgi_drain.errors import ConfigError, JournalError, LockedError
 
 DEFAULT_STATE_DIR = Path("/run/wsgi-drain")
@@ -250,25 +251,12 @@ class Journal:
     def save(self, state_dir: Path) -> None:
         """Replace the journal atomically and durably (it must survive a crash of the host)."""
         path = self.path_for(ensure_dir(state_dir), self.group, self.kind)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(asdict(self), out, indent=1)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
-        _fsync_dir(path.parent)
+        write_atomic(path, json.dumps(asdict(self), indent=1), 0o600, durable=True)
 
     def remove(self, state_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path_for(state_dir, self.group, self.kind).unlink()
-            _fsync_dir(state_dir)
+            fsync_dir(state_dir)
 
     @classmethod
     def load(cls, state_dir: Path, group: str, kind: str = "restart") -> Journal | None:
@@ -282,14 +270,6 @@ class Journal:
 
 
 _SUFFIXES = {"restart": ".journal.json", "drain": ".drain.json"}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # Types of the journal's keys; a missing optional key takes the dataclass default.
@@ -389,26 +369,3 @@ def flock_holder(locks: str, device: int, inode: int) -> int | None:
         except ValueError:
             continue
     return None
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`.
-
-    A reader (node_exporter scraping a textfile) sees the old file or the new
-    one, never half of one.
-    """
-    # mkstemp: O_EXCL and an unpredictable name, so nobody can plant a
-    # symlink or a file there first; the mode is set on the descriptor.
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise

@@ -45,7 +45,8 @@ from typing import IO
 
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
-from wsgi_drain.routers import RouterState
+from wsgi_drain.routers.protocol import RouterState
+from wsgi_drain.routers.spec import leading_option
 
 DEFAULT_TIMEOUT = 30.0
 _ADMIN = ("ready", "drain", "maint")
@@ -66,18 +67,18 @@ class Command:
 def parse_command(spec: str) -> Command:
     """``[timeout=SECONDS:]PROGRAM ARGS...`` -> Command; ConfigError with the fix otherwise."""
     timeout = DEFAULT_TIMEOUT
-    rest = spec
-    if spec.startswith("timeout="):
-        value, sep, rest = spec[len("timeout=") :].partition(":")
+    wrong_timeout = (
+        f"command router {spec!r}: timeout must be a positive number of seconds, "
+        "e.g. command:timeout=10:/usr/local/sbin/lb-hook web1"
+    )
+    value, rest = leading_option(spec, "timeout", wrong_timeout)
+    if value is not None:
         try:
             timeout = float(value)
         except ValueError:
             timeout = -1.0
-        if not sep or not timeout > 0:
-            raise ConfigError(
-                f"command router {spec!r}: timeout must be a positive number of seconds, "
-                "e.g. command:timeout=10:/usr/local/sbin/lb-hook web1"
-            )
+        if not timeout > 0:
+            raise ConfigError(wrong_timeout)
     try:
         argv = tuple(shlex.split(rest))
     except ValueError as err:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
-from wsgi_drain.routers import RouterState
+from wsgi_drain.routers.protocol import RouterState
 
 TARGET_FORM = "SOCKET:BACKEND/SERVER"
 TARGET_EXAMPLES = "/run/haproxy/admin.sock:be_app/web1 or 127.0.0.1:9999:be_app/web1"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
-from wsgi_drain.routers import RouterState
+from wsgi_drain.routers.protocol import RouterState
 
 _POLL = 0.1
 

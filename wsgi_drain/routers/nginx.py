@@ -24,20 +24,20 @@ workers still running.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wsgi_drain.atomic import write_atomic
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
-from wsgi_drain.routers import RouterState
+from wsgi_drain.routers.protocol import RouterState
+from wsgi_drain.routers.spec import leading_option
 
 DEFAULT_PIDFILE = Path("/run/nginx.pid")
 TEST_TIMEOUT = 30.0
@@ -59,14 +59,14 @@ class NginxTarget:
 def parse_target(spec: str) -> NginxTarget:
     """``[pid=PIDFILE:]FILE:SERVER`` -> NginxTarget; ConfigError with an example otherwise."""
     pid_file = DEFAULT_PIDFILE
-    rest = spec
-    if spec.startswith("pid="):
-        value, sep, rest = spec[len("pid=") :].partition(":")
-        if not sep or not value.startswith("/"):
-            raise ConfigError(
-                f"nginx router {spec!r}: pid= needs an absolute pid file path, e.g. "
-                "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080"
-            )
+    wrong_pid = (
+        f"nginx router {spec!r}: pid= needs an absolute pid file path, e.g. "
+        "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080"
+    )
+    value, rest = leading_option(spec, "pid", wrong_pid)
+    if value is not None:
+        if not value.startswith("/"):
+            raise ConfigError(wrong_pid)
         pid_file = Path(value)
     match = _SPEC.match(rest)
     if match is None:
@@ -171,20 +171,7 @@ class NginxRouter:
         """Replace the file atomically, keeping its mode and owner."""
         path = self.target.upstream_file
         info = os.stat(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            os.fchmod(fd, stat.S_IMODE(info.st_mode))
-            with contextlib.suppress(PermissionError):
-                os.fchown(fd, info.st_uid, info.st_gid)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, data, stat.S_IMODE(info.st_mode), owner=(info.st_uid, info.st_gid))
 
     # -- the master -------------------------------------------------------
 
