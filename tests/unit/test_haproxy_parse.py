@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
 from wsgi_drain.routers import Router
 from wsgi_drain.routers.haproxy import (
@@ -319,3 +320,54 @@ def test_parse_target_rejects(spec: str, why: str) -> None:
     assert why in msg
     assert "expected SOCKET:BACKEND/SERVER" in msg
     assert "/run/haproxy/admin.sock:be_app/web1" in msg
+
+
+# -- the drain wait ----------------------------------------------------------
+
+
+def with_counts(server: str, scur: int, qcur: int) -> str:
+    """The captured `show stat` reply with `server`'s scur and qcur set."""
+    lines = CAPTURED["show stat be_app 4 -1"].splitlines(keepends=True)
+    header = lines[0].lstrip("# ").rstrip("\n").split(",")
+    out = [lines[0]]
+    for line in lines[1:]:
+        fields = line.rstrip("\n").split(",")
+        if len(fields) > 1 and fields[1] == server:
+            fields[header.index("scur")] = str(scur)
+            fields[header.index("qcur")] = str(qcur)
+            line = ",".join(fields) + "\n"
+        out.append(line)
+    return "".join(out)
+
+
+class SequenceRouter(ReplayRouter):
+    """Each `show stat` answers with the next reply of `stats`; the last one repeats."""
+
+    def __init__(self, server: str, stats: list[str]) -> None:
+        super().__init__(server, dict(CAPTURED))
+        self.stats = stats
+        self.poll_interval = 0.0
+
+    def command(self, line: str) -> str:
+        if line == "show stat be_app 4 -1":
+            self.sent.append(line)
+            return self.stats.pop(0) if len(self.stats) > 1 else self.stats[0]
+        return super().command(line)
+
+
+def test_queue_drain_waits_while_requests_wait_in_haproxys_queue() -> None:
+    # No request on the server, two waiting in its queue (maxconn reached):
+    # those are still ours to serve, so the drain is not done.
+    router = SequenceRouter(
+        "web2", [with_counts("web2", 0, 2), with_counts("web2", 1, 0), with_counts("web2", 0, 0)]
+    )
+    st = router.wait_drained(Deadline(60))
+    assert (st.sessions, st.queued) == (0, 0)
+    # It read on past the queued state and the in-flight one: three reads.
+    assert router.sent.count("show stat be_app 4 -1") == 3
+
+
+def test_queue_left_at_the_deadline_is_reported() -> None:
+    router = SequenceRouter("web2", [with_counts("web2", 0, 3)])
+    st = router.wait_drained(Deadline(0))
+    assert (st.sessions, st.queued) == (0, 3)

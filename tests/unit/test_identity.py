@@ -221,3 +221,51 @@ def test_config_changes_sees_edits_renames_and_removals(tmp_path: Path) -> None:
     found = {c.path: c for c in config_changes([kept, edited, gone], since)}
     assert set(found) == {edited, gone}
     assert found[gone].when is None and "removed" in found[gone].describe()
+
+
+def test_title_proof_refuses_a_title_two_sockets_share(tmp_path: Path) -> None:
+    # Two sockets whose processes all show (wsgi:myapp): the title tells
+    # nothing about which is myapp's.  With the files unchanged, the position
+    # decides (socket 2), never the first titled socket found (1)...
+    cfg = config(tmp_path, TWO_GROUPS)
+    shared = [child(11, 1, "(wsgi:myapp)"), child(21, 2, "(wsgi:myapp)")]
+    identity = prove(cfg, cfg.group("myapp"), observation(shared), [])
+    assert identity.socket.id == 2
+    assert "configuration unchanged" in identity.proof
+    # ... and with the files changed nothing proves it: refused.
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError, match="nothing is signalled"):
+        prove(cfg, cfg.group("myapp"), observation(shared), changes)
+
+
+def test_title_proof_needs_every_titled_process_to_agree(tmp_path: Path) -> None:
+    # One process of socket 2 shows another group's title: no title proof.
+    cfg = config(tmp_path, TWO_GROUPS)
+    mixed = [child(11, 1, "(wsgi:alpha)"), child(21, 2, "(wsgi:myapp)"), child(22, 2, "(wsgi:x)")]
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError, match="titled '\\(wsgi:myapp\\)', '\\(wsgi:x\\)'"):
+        prove(cfg, cfg.group("myapp"), observation(mixed), changes)
+
+
+def test_config_age_an_edit_in_the_tick_apache_loaded_it_is_a_change(tmp_path: Path) -> None:
+    # File times have a clock tick's resolution: an edit in the same tick as
+    # the load shows the very same time, and must count as after it.
+    edited = tmp_path / "httpd.conf"
+    edited.write_text("x")
+    info = os.stat(edited)
+    tick = max(info.st_mtime, info.st_ctime)
+    found = config_changes([edited], since=tick)
+    assert [c.path for c in found] == [edited]
+    assert found[0].when == tick
+    # One tick later than the edit it is not a change.
+    assert config_changes([edited], since=tick + 0.001) == []
+
+
+def test_config_age_a_symlink_repointed_counts_by_its_own_change_time(tmp_path: Path) -> None:
+    old, link = tmp_path / "old.conf", tmp_path / "site.conf"
+    old.write_text("x")
+    since = os.stat(old).st_ctime + 0.001
+    time.sleep(0.01)
+    link.symlink_to(old)  # the target itself is older than `since`
+    assert max(os.stat(old).st_mtime, os.stat(old).st_ctime) < since
+    assert [c.path for c in config_changes([link], since)] == [link]
