@@ -5,6 +5,8 @@ tests/fixtures/haproxy/capture-haproxy.cfg says how the captures were made.
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -371,3 +373,41 @@ def test_queue_left_at_the_deadline_is_reported() -> None:
     router = SequenceRouter("web2", [with_counts("web2", 0, 3)])
     st = router.wait_drained(Deadline(0))
     assert (st.sessions, st.queued) == (0, 3)
+
+
+# -- a command sent but unanswered --------------------------------------------
+
+
+def test_unanswered_command_may_have_been_applied(tmp_path: Path) -> None:
+    # A stats socket that takes the command and never answers: HAProxy may have
+    # carried it out, so the error says "unknown" (applied=None), not "not done".
+    path = tmp_path / "admin.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+    got: list[bytes] = []
+
+    def take() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            got.append(conn.recv(4096))
+            conn.recv(4096)  # holds the connection open until the client gives up
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    try:
+        router = HAProxyRouter(HAProxyTarget(str(path), "be_app", "web1"), timeout=0.5)
+        with pytest.raises(RouterError, match="did not answer") as info:
+            router.divert()
+        assert info.value.applied is None
+        thread.join(10)
+        assert got == [b"set server be_app/web1 state drain\n"]
+    finally:
+        listener.close()
+
+
+def test_unreachable_socket_means_the_command_was_not_applied(tmp_path: Path) -> None:
+    router = HAProxyRouter(HAProxyTarget(str(tmp_path / "none.sock"), "be_app", "web1"))
+    with pytest.raises(RouterError, match="cannot talk to the unix socket") as info:
+        router.divert()
+    assert info.value.applied is False
