@@ -329,14 +329,19 @@ def test_parse_target_rejects(spec: str, why: str) -> None:
 
 def with_counts(server: str, scur: int, qcur: int) -> str:
     """The captured `show stat` reply with `server`'s scur and qcur set."""
+    return with_fields(server, scur=str(scur), qcur=str(qcur))
+
+
+def with_fields(server: str, **values: str) -> str:
+    """The captured `show stat` reply with some of `server`'s fields set."""
     lines = CAPTURED["show stat be_app 4 -1"].splitlines(keepends=True)
     header = lines[0].lstrip("# ").rstrip("\n").split(",")
     out = [lines[0]]
     for line in lines[1:]:
         fields = line.rstrip("\n").split(",")
         if len(fields) > 1 and fields[1] == server:
-            fields[header.index("scur")] = str(scur)
-            fields[header.index("qcur")] = str(qcur)
+            for key, value in values.items():
+                fields[header.index(key)] = value
             line = ",".join(fields) + "\n"
         out.append(line)
     return "".join(out)
@@ -411,3 +416,13 @@ def test_unreachable_socket_means_the_command_was_not_applied(tmp_path: Path) ->
     with pytest.raises(RouterError, match="cannot talk to the unix socket") as info:
         router.divert()
     assert info.value.applied is False
+
+
+def test_peers_failing_names_a_peer_up_but_failing_its_checks() -> None:
+    # "UP 1/3": still up and in rotation, but its checks fail and it is going down.
+    router = ReplayRouter("web2", dict(CAPTURED))
+    router.replies["show stat be_app 4 -1"] = with_fields("web1", status="UP 1/3")
+    st = router.state()
+    assert st.peers_failing == ("web1",)
+    assert st.peers_up == 3  # counted until it is DOWN
+    assert ReplayRouter("web2", CAPTURED).state().peers_failing == ()
