@@ -47,6 +47,7 @@ class Probe:
     error: str | None = None
     served_by: int | None = None  # X-Pid header, when the app sends one
     location: str | None = None  # a redirect's target (not followed)
+    body_read: int = 0  # bytes of the body read: at most MAX_BODY, the rest is left unread
 
     def describe(self) -> str:
         if self.status is not None:
@@ -145,7 +146,7 @@ def probe(
         conn.request("GET", path, headers=headers)
         _remaining(held, deadline)
         response = conn.getresponse()
-        _read_bounded(response, held, deadline)
+        body_read = _read_bounded(response, held, deadline)
         pid_header = response.getheader("X-Pid")
         served_by = int(pid_header) if pid_header and pid_header.isdigit() else None
         redirect = 300 <= response.status < 400
@@ -156,6 +157,7 @@ def probe(
             latency=time.monotonic() - start,
             served_by=served_by,
             location=response.getheader("Location") if redirect else None,
+            body_read=body_read,
         )
     except (OSError, http.client.HTTPException, ValueError) as err:
         error = str(err) or type(err).__name__
@@ -190,15 +192,16 @@ def _remaining(held: list[socket.socket], deadline: Deadline) -> None:
             sock.settimeout(left)
 
 
-def _read_bounded(response: Any, held: list[socket.socket], deadline: Deadline) -> None:
-    """Read at most MAX_BODY bytes of the body, each read within what remains."""
+def _read_bounded(response: Any, held: list[socket.socket], deadline: Deadline) -> int:
+    """Read at most MAX_BODY bytes of the body, each read within what remains; how many."""
     read = 0
     while read < MAX_BODY:
         _remaining(held, deadline)
         chunk = response.read(min(_CHUNK, MAX_BODY - read))
         if not chunk:
-            return
+            break
         read += len(chunk)
+    return read
 
 
 def _shut(held: list[socket.socket]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import ApacheLab
+from lab import ApacheLab, skip_or_fail
 from tests.integration.conftest import start
 from wsgi_drain.state import Journal
 
@@ -34,7 +34,7 @@ def world() -> Iterator[Path]:
     """A directory `nobody` can traverse (pytest's tmp_path is private), with a copy of
     the package for the system Python; removed afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to run the check as another user")
+        skip_or_fail("needs root to run the check as another user (CI runs as root)")
     root = Path(tempfile.mkdtemp(prefix="wsgi-drain-unpriv-", dir="/tmp"))
     try:
         shutil.copytree(REPO / "wsgi_drain", root / "py" / "wsgi_drain")

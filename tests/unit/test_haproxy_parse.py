@@ -5,10 +5,13 @@ tests/fixtures/haproxy/capture-haproxy.cfg says how the captures were made.
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import pytest
 
+from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
 from wsgi_drain.routers import Router
 from wsgi_drain.routers.haproxy import (
@@ -319,3 +322,107 @@ def test_parse_target_rejects(spec: str, why: str) -> None:
     assert why in msg
     assert "expected SOCKET:BACKEND/SERVER" in msg
     assert "/run/haproxy/admin.sock:be_app/web1" in msg
+
+
+# -- the drain wait ----------------------------------------------------------
+
+
+def with_counts(server: str, scur: int, qcur: int) -> str:
+    """The captured `show stat` reply with `server`'s scur and qcur set."""
+    return with_fields(server, scur=str(scur), qcur=str(qcur))
+
+
+def with_fields(server: str, **values: str) -> str:
+    """The captured `show stat` reply with some of `server`'s fields set."""
+    lines = CAPTURED["show stat be_app 4 -1"].splitlines(keepends=True)
+    header = lines[0].lstrip("# ").rstrip("\n").split(",")
+    out = [lines[0]]
+    for line in lines[1:]:
+        fields = line.rstrip("\n").split(",")
+        if len(fields) > 1 and fields[1] == server:
+            for key, value in values.items():
+                fields[header.index(key)] = value
+            line = ",".join(fields) + "\n"
+        out.append(line)
+    return "".join(out)
+
+
+class SequenceRouter(ReplayRouter):
+    """Each `show stat` answers with the next reply of `stats`; the last one repeats."""
+
+    def __init__(self, server: str, stats: list[str]) -> None:
+        super().__init__(server, dict(CAPTURED))
+        self.stats = stats
+        self.poll_interval = 0.0
+
+    def command(self, line: str) -> str:
+        if line == "show stat be_app 4 -1":
+            self.sent.append(line)
+            return self.stats.pop(0) if len(self.stats) > 1 else self.stats[0]
+        return super().command(line)
+
+
+def test_queue_drain_waits_while_requests_wait_in_haproxys_queue() -> None:
+    # No request on the server, two waiting in its queue (maxconn reached):
+    # those are still ours to serve, so the drain is not done.
+    router = SequenceRouter(
+        "web2", [with_counts("web2", 0, 2), with_counts("web2", 1, 0), with_counts("web2", 0, 0)]
+    )
+    st = router.wait_drained(Deadline(60))
+    assert (st.sessions, st.queued) == (0, 0)
+    # It read on past the queued state and the in-flight one: three reads.
+    assert router.sent.count("show stat be_app 4 -1") == 3
+
+
+def test_queue_left_at_the_deadline_is_reported() -> None:
+    router = SequenceRouter("web2", [with_counts("web2", 0, 3)])
+    st = router.wait_drained(Deadline(0))
+    assert (st.sessions, st.queued) == (0, 3)
+
+
+# -- a command sent but unanswered --------------------------------------------
+
+
+def test_unanswered_command_may_have_been_applied(tmp_path: Path) -> None:
+    # A stats socket that takes the command and never answers: HAProxy may have
+    # carried it out, so the error says "unknown" (applied=None), not "not done".
+    path = tmp_path / "admin.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+    got: list[bytes] = []
+
+    def take() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            got.append(conn.recv(4096))
+            conn.recv(4096)  # holds the connection open until the client gives up
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    try:
+        router = HAProxyRouter(HAProxyTarget(str(path), "be_app", "web1"), timeout=0.5)
+        with pytest.raises(RouterError, match="did not answer") as info:
+            router.divert()
+        assert info.value.applied is None
+        thread.join(10)
+        assert got == [b"set server be_app/web1 state drain\n"]
+    finally:
+        listener.close()
+
+
+def test_unreachable_socket_means_the_command_was_not_applied(tmp_path: Path) -> None:
+    router = HAProxyRouter(HAProxyTarget(str(tmp_path / "none.sock"), "be_app", "web1"))
+    with pytest.raises(RouterError, match="cannot talk to the unix socket") as info:
+        router.divert()
+    assert info.value.applied is False
+
+
+def test_peers_failing_names_a_peer_up_but_failing_its_checks() -> None:
+    # "UP 1/3": still up and in rotation, but its checks fail and it is going down.
+    router = ReplayRouter("web2", dict(CAPTURED))
+    router.replies["show stat be_app 4 -1"] = with_fields("web1", status="UP 1/3")
+    st = router.state()
+    assert st.peers_failing == ("web1",)
+    assert st.peers_up == 3  # counted until it is DOWN
+    assert ReplayRouter("web2", CAPTURED).state().peers_failing == ()

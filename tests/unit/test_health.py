@@ -141,9 +141,11 @@ def test_health_probe_timeout_bounds_a_dripped_body(http_server: str) -> None:
     assert result.error is not None and "timed out" in result.error
 
 
-def test_health_probe_reads_a_bounded_body(http_server: str) -> None:
+def test_health_probe_body_bound_reads_64_kib_and_no_more(http_server: str) -> None:
     result = probe(f"http://{http_server}/huge", 5)
     assert result.ok
+    # Of a 10 MiB body exactly 64 KiB were read, then the probe closed.
+    assert result.body_read == 64 * 1024 == MAX_BODY
     # The server could not send its 10 MiB: the probe stopped reading and closed.
     deadline = threading.Event()
     for _ in range(50):
@@ -151,7 +153,10 @@ def test_health_probe_reads_a_bounded_body(http_server: str) -> None:
             break
         deadline.wait(0.1)
     assert Handler.sent and Handler.sent[0] < 10 * 1024 * 1024
-    assert MAX_BODY < 10 * 1024 * 1024
+
+
+def test_health_probe_body_bound_reads_a_small_body_whole(http_server: str) -> None:
+    assert probe(f"http://{http_server}/ok", 2).body_read == len(b"ok\n")
 
 
 def test_health_probe_sends_the_name_based_vhost_host(http_server: str) -> None:

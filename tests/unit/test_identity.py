@@ -16,7 +16,15 @@ import pytest
 
 from wsgi_drain.apacheconf import ApacheConfig, parse_config
 from wsgi_drain.errors import GroupNotRunningError, IdentityError
-from wsgi_drain.identity import Change, Child, GroupSocket, Observation, config_changes, prove
+from wsgi_drain.identity import (
+    Change,
+    Child,
+    GroupSocket,
+    Observation,
+    _loaded_at,
+    config_changes,
+    prove,
+)
 
 ROOM = len("/usr/sbin/apache2")
 
@@ -221,3 +229,107 @@ def test_config_changes_sees_edits_renames_and_removals(tmp_path: Path) -> None:
     found = {c.path: c for c in config_changes([kept, edited, gone], since)}
     assert set(found) == {edited, gone}
     assert found[gone].when is None and "removed" in found[gone].describe()
+
+
+def test_title_proof_refuses_a_title_two_sockets_share(tmp_path: Path) -> None:
+    # Two sockets whose processes all show (wsgi:myapp): the title tells
+    # nothing about which is myapp's.  With the files unchanged, the position
+    # decides (socket 2), never the first titled socket found (1)...
+    cfg = config(tmp_path, TWO_GROUPS)
+    shared = [child(11, 1, "(wsgi:myapp)"), child(21, 2, "(wsgi:myapp)")]
+    identity = prove(cfg, cfg.group("myapp"), observation(shared), [])
+    assert identity.socket.id == 2
+    assert "configuration unchanged" in identity.proof
+    # ... and with the files changed nothing proves it: refused.
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError, match="nothing is signalled"):
+        prove(cfg, cfg.group("myapp"), observation(shared), changes)
+
+
+def test_title_proof_needs_every_titled_process_to_agree(tmp_path: Path) -> None:
+    # One process of socket 2 shows another group's title: no title proof.
+    cfg = config(tmp_path, TWO_GROUPS)
+    mixed = [child(11, 1, "(wsgi:alpha)"), child(21, 2, "(wsgi:myapp)"), child(22, 2, "(wsgi:x)")]
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError, match="titled '\\(wsgi:myapp\\)', '\\(wsgi:x\\)'"):
+        prove(cfg, cfg.group("myapp"), observation(mixed), changes)
+
+
+def test_config_age_an_edit_in_the_tick_apache_loaded_it_is_a_change(tmp_path: Path) -> None:
+    # File times have a clock tick's resolution: an edit in the same tick as
+    # the load shows the very same time, and must count as after it.
+    edited = tmp_path / "httpd.conf"
+    edited.write_text("x")
+    info = os.stat(edited)
+    tick = max(info.st_mtime, info.st_ctime)
+    found = config_changes([edited], since=tick)
+    assert [c.path for c in found] == [edited]
+    assert found[0].when == tick
+    # One tick later than the edit it is not a change.
+    assert config_changes([edited], since=tick + 0.001) == []
+
+
+def test_config_age_a_symlink_repointed_counts_by_its_own_change_time(tmp_path: Path) -> None:
+    old, link = tmp_path / "old.conf", tmp_path / "site.conf"
+    old.write_text("x")
+    since = os.stat(old).st_ctime + 0.001
+    time.sleep(0.01)
+    link.symlink_to(old)  # the target itself is older than `since`
+    assert max(os.stat(old).st_mtime, os.stat(old).st_ctime) < since
+    assert [c.path for c in config_changes([link], since)] == [link]
+
+
+def test_config_age_loaded_at_is_the_earliest_socket_file(tmp_path: Path) -> None:
+    first, second = tmp_path / "wsgi.1.0.1.sock", tmp_path / "wsgi.1.0.2.sock"
+    first.write_text("")
+    time.sleep(0.01)
+    second.write_text("")
+    socks = [GroupSocket(str(p), i, i, "3") for i, p in enumerate((second, first), 1)]
+    assert _loaded_at(socks, parent_create_time=1.0) == os.stat(first).st_ctime
+
+
+def test_config_age_without_socket_files_only_a_first_generation_is_known(
+    tmp_path: Path,
+) -> None:
+    gone = str(tmp_path / "missing.sock")
+    # Generation 0 cannot have loaded its configuration before the parent started.
+    assert _loaded_at([GroupSocket(gone, 1, 1, "0")], parent_create_time=42.0) == 42.0
+    # A later generation (a graceful restart) loaded it at an unknown time.
+    assert _loaded_at([GroupSocket(gone, 1, 1, "2")], parent_create_time=42.0) is None
+    mixed = [GroupSocket(gone, 1, 1, "0"), GroupSocket(gone, 2, 2, "2")]
+    assert _loaded_at(mixed, parent_create_time=42.0) is None
+
+
+def test_config_age_change_shows_the_millisecond(tmp_path: Path) -> None:
+    # An edit in the second Apache loaded the configuration must be told apart.
+    when = 1_700_000_000.123
+    text = Change(tmp_path / "httpd.conf", when).describe()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+    assert text == f"{tmp_path / 'httpd.conf'} (changed {stamp}.123)"
+
+
+def test_config_age_refusal_lists_three_changes_and_counts_the_rest(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    path = tmp_path / "httpd.conf"
+    changes = [Change(path, time.time() + i) for i in range(5)]
+    with pytest.raises(IdentityError, match=r"httpd.conf \(changed .* and 2 more"):
+        prove(cfg, cfg.group("myapp"), observation(PLAIN), changes)
+
+
+def test_title_proof_a_child_still_showing_the_parents_title_is_not_yet_titled(
+    tmp_path: Path,
+) -> None:
+    # Just forked, before mod_wsgi renamed it: a member, but no title evidence
+    # either way, so the other members' (wsgi:myapp) still prove socket 2.
+    cfg = config(tmp_path, TWO_GROUPS)
+    fresh = child(23, 2, "/usr/sbin/apache2")
+    obs = Observation(
+        100, ROOM, sockets(1, 2), (*TITLED, fresh), time.time(), False, "/usr/sbin/apache2"
+    )
+    assert fresh in obs.members(2) and fresh not in obs.titled(2)
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    assert prove(cfg, cfg.group("myapp"), obs, changes).socket.id == 2
+    # Without knowing the parent's title, that child contradicts the title.
+    plain = Observation(100, ROOM, sockets(1, 2), (*TITLED, fresh), time.time(), False)
+    with pytest.raises(IdentityError):
+        prove(cfg, cfg.group("myapp"), plain, changes)

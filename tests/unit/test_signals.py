@@ -7,7 +7,7 @@ import pytest
 
 from wsgi_drain.discovery import DaemonProcess
 from wsgi_drain.errors import UsageError
-from wsgi_drain.signals import Handle, parse_signal
+from wsgi_drain.signals import Handle, check_support, parse_signal
 
 
 @pytest.mark.parametrize("name", ["SIGUSR1", "USR1", "usr1", str(int(signal.SIGUSR1))])
@@ -43,3 +43,18 @@ def test_handle_signals_through_the_pidfd_and_sees_exit() -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_handle_close_releases_the_pidfd_once() -> None:
+    fd = os.pidfd_open(os.getpid())
+    handle = Handle(DaemonProcess(os.getpid(), 0.0, "self"), fd)
+    handle.close()
+    assert handle.fd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed for real
+    handle.close()  # a second close is harmless (never closes a reused fd number)
+    assert handle.fd == -1
+
+
+def test_check_support_passes_on_this_kernel() -> None:
+    check_support()  # Linux 5.3+ with pidfds: the suite's machines

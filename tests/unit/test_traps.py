@@ -56,7 +56,13 @@ def test_every_trap_message_says_the_fix(tmp_path: Path) -> None:
     conf = tmp_path / "httpd.conf"
     conf.write_text("WSGIDaemonProcess myapp shutdown-timeout=0\nLogLevel error\n")
     group = parse_config(conf, server_root=tmp_path, environ={}).group("myapp")
-    for trap in find_traps(group, fds_readable=False):
+    traps = find_traps(group, fds_readable=False)
+    # Every kind of trap this configuration falls into, so the loop below checks them all.
+    assert [t.key for t in traps] == [
+        "no-drain-timeout", "shutdown-timeout-zero", "script-reloading", "log-level",
+        "lazy-load", "no-identity",
+    ]  # fmt: skip
+    for trap in traps:
         assert any(word in trap.message for word in ("set ", "add ", "use ", "remove ")), trap
 
 
