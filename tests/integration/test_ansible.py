@@ -7,8 +7,9 @@ inventory of four hosts that are four Apache + mod_wsgi instances on loopback
 (connection local, each host's own pid file, state directory and HAProxy
 server in its host vars, as the role's typed options) behind one HAProxy,
 reached over its TCP runtime API as a central load balancer would be.  While
-it runs: continuous load through HAProxy, a 4 s request held on every host (so one is in flight when the
-host's turn comes), and a 50 ms sampler of HAProxy's view of the servers.
+it runs: continuous load through HAProxy, a 4 s request held on every host
+(so one is in flight when the host's turn comes), and a 50 ms sampler of
+HAProxy's view of the servers.
 """
 
 from __future__ import annotations
