@@ -78,38 +78,31 @@ def host_args(f: Fleet, name: str, *, router: bool = True) -> list[str]:
     return [*words, "--router", f.router(name)] if router else words
 
 
-def run_playbook(
-    f: Fleet,
-    workdir: Path,
-    playbook: Path,
-    command: str,
-    *extra: str,
-    timeout: float = 600,
-    router_on_host: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """The real ansible-playbook on an inventory of the fleet (connection local), bounded.
-
-    The inventory gives each host its own wsgi-drain arguments in host vars;
-    Ansible's home and temporary directories live under `workdir`, and the
-    environment is a bare system one (no virtualenv on PATH), as on a
-    controller.  `router_on_host=False` leaves --router out of the hosts'
-    arguments (the router step is then delegated to the load balancer's host).
-    Raises LabUnavailable when ansible-playbook is missing.
-    """
-    binary = Path(sys.executable).parent / "ansible-playbook"
-    if not binary.exists():
-        raise LabUnavailable(f"{binary} not found: pip install -e '.[test]' (ansible-core)")
-    hosts = {
-        name: {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": sys.executable,
-            "wsgi_drain_args": host_args(f, name, router=router_on_host),
-        }
-        for name in f.hosts
+def host_vars(f: Fleet, name: str, *, router: bool = True) -> dict[str, object]:
+    """Host `name`'s inventory in the role's typed options (what host_args says as words)."""
+    lab = f.hosts[name]
+    options: dict[str, object] = {
+        "wsgi_drain_apache_pidfile": str(lab.pid_file),
+        "wsgi_drain_health_url": f"{lab.url}/health",
+        "wsgi_drain_state_dir": str(f.state_dir(name)),
     }
-    inventory = workdir / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"children": {"app": {"hosts": hosts}}}}))
-    home = workdir / "ansible-home"
+    if router:
+        socket = f"ipv4@{f.haproxy.admin_address}"
+        route = {"kind": "haproxy", "socket": socket, "backend": "be_app", "server": name}
+        options["wsgi_drain_routers"] = [route]
+    return options
+
+
+@dataclass
+class Collection:
+    """The wsgi_drain.apache collection, built and installed from its tarball."""
+
+    tarball: Path
+    path: Path  # the collections path it is installed in (ANSIBLE_COLLECTIONS_PATH)
+
+
+def ansible_env(home: Path, collections: Path | None = None) -> dict[str, str]:
+    """A bare controller environment for Ansible's commands: its home under `home`, no venv."""
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": str(home),
@@ -121,9 +114,84 @@ def run_playbook(
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "LANG": "C.UTF-8",
     }
+    if collections is not None:
+        env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
+        env["ANSIBLE_COLLECTIONS_SCAN_SYS_PATH"] = "false"
+    return env
+
+
+def ansible_tool(name: str) -> Path:
+    """The venv's ansible-* command `name`; LabUnavailable when ansible-core is missing."""
+    binary = Path(sys.executable).parent / name
+    if not binary.exists():
+        raise LabUnavailable(f"{binary} not found: pip install -e '.[test]' (ansible-core)")
+    return binary
+
+
+def build_collection(source: Path, work: Path) -> Collection:
+    """`ansible-galaxy collection build` of `source`, then `install` of the tarball under `work`."""
+    galaxy = ansible_tool("ansible-galaxy")
+    env = ansible_env(work / "ansible-home")
+    build = subprocess.run(
+        [str(galaxy), "collection", "build", str(source), "--output-path", str(work)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    if build.returncode != 0:
+        raise AssertionError(f"collection build failed: {build.stdout}{build.stderr}")
+    (tarball,) = work.glob("wsgi_drain-apache-*.tar.gz")
+    path = work / "collections"
+    install = subprocess.run(
+        [str(galaxy), "collection", "install", "--offline", str(tarball), "-p", str(path)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    if install.returncode != 0:
+        raise AssertionError(f"collection install failed: {install.stdout}{install.stderr}")
+    return Collection(tarball, path)
+
+
+def run_playbook(
+    f: Fleet,
+    workdir: Path,
+    playbook: Path | str,
+    command: str,
+    *extra: str,
+    timeout: float = 600,
+    router_on_host: bool = True,
+    collections: Path | None = None,
+    typed: bool = True,
+    group: str | None = "myapp",
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The real ansible-playbook on an inventory of the fleet (connection local), bounded.
+
+    `playbook` is a file or a collection's playbook by name
+    (``wsgi_drain.apache.rolling_restart``, found under `collections`). The
+    inventory gives each host its own options in host vars: the role's typed
+    options (`typed`), else the free-form ``wsgi_drain_args`` words; then
+    `overrides[host]`.  `group` None leaves ``wsgi_drain_group`` unset.
+    Ansible's home and temporary directories live under `workdir`, and the
+    environment is a bare system one (no virtualenv on PATH), as on a
+    controller.  `router_on_host=False` leaves the router out of the hosts'
+    options (the router step is then delegated to the load balancer's host).
+    Raises LabUnavailable when ansible-playbook is missing.
+    """
+    binary = ansible_tool("ansible-playbook")
+    hosts: dict[str, dict[str, object]] = {}
+    for name in f.hosts:
+        options = (
+            host_vars(f, name, router=router_on_host)
+            if typed
+            else {"wsgi_drain_args": host_args(f, name, router=router_on_host)}
+        )
+        connection = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        hosts[name] = {**connection, **options, **(overrides or {}).get(name, {})}
+    inventory = workdir / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"children": {"app": {"hosts": hosts}}}}))
+    env = ansible_env(workdir / "ansible-home", collections)
+    group_var = ["-e", f"wsgi_drain_group={group}"] if group is not None else []
     argv = [
         str(binary), "-i", str(inventory), str(playbook),
-        "-e", "wsgi_drain_group=myapp", "-e", f"wsgi_drain_command={command}", *extra,
+        *group_var, "-e", f"wsgi_drain_command={command}", *extra,
     ]  # fmt: skip
     return subprocess.run(
         argv, capture_output=True, text=True, env=env, timeout=timeout, check=False

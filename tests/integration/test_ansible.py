@@ -1,12 +1,15 @@
 """A fleet rollout through Ansible: one host at a time, stop at the first bad one.
 
-The real `ansible-playbook` runs ansible/rolling-restart.yml against an
+The wsgi_drain.apache collection is built with `ansible-galaxy collection
+build` and installed from its tarball into a temporary collections path; the
+real `ansible-playbook` runs its rolling_restart playbook against an
 inventory of four hosts that are four Apache + mod_wsgi instances on loopback
 (connection local, each host's own pid file, state directory and HAProxy
-server in its host vars) behind one HAProxy, reached over its TCP runtime API
-as a central load balancer would be.  While it runs: continuous load through
-HAProxy, a 4 s request held on every host (so one is in flight when the
-host's turn comes), and a 50 ms sampler of HAProxy's view of the servers.
+server in its host vars, as the role's typed options) behind one HAProxy,
+reached over its TCP runtime API as a central load balancer would be.  While
+it runs: continuous load through HAProxy, a 4 s request held on every host
+(so one is in flight when the host's turn comes), and a 50 ms sampler of
+HAProxy's view of the servers.
 """
 
 from __future__ import annotations
@@ -26,17 +29,42 @@ from typing import Any
 import pytest
 
 from lab import LabUnavailable, LoadLoop, Outcome, Sample, skip_or_fail, slow_request
-from lab.fleet import Fleet, StateSampler, fleet, host_args, run_playbook
+from lab.fleet import (
+    Collection,
+    Fleet,
+    StateSampler,
+    ansible_env,
+    ansible_tool,
+    build_collection,
+    fleet,
+    host_args,
+    run_playbook,
+)
 from lab.stack import wsgi_drain_command
 from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PLAYBOOK = REPO / "ansible" / "rolling-restart.yml"
-REPAIR = REPO / "ansible" / "repair.yml"
+SOURCE = REPO / "ansible" / "collections" / "ansible_collections" / "wsgi_drain" / "apache"
+PLAYBOOK = "wsgi_drain.apache.rolling_restart"
+REPAIR = "wsgi_drain.apache.repair"
+ROLE = "wsgi_drain.apache.wsgi_drain"
+LEGACY_PLAYBOOK = REPO / "ansible" / "rolling-restart.yml"
 TIMEOUTS = {"graceful-timeout": 15, "shutdown-timeout": 5}
 LONG = 4.0
+
+
+@pytest.fixture(scope="module")
+def collection() -> Iterator[Collection]:
+    """The collection as users get it: built, and installed from the tarball."""
+    work = Path(tempfile.mkdtemp(prefix="wsgi-drain-collection-", dir="/tmp"))
+    try:
+        yield build_collection(SOURCE, work)
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture
@@ -49,11 +77,18 @@ def hosts(tmp_path: Path) -> Iterator[Fleet]:
 
 
 def playbook(
-    f: Fleet, tmp: Path, *extra: str, book: Path = PLAYBOOK, router_on_host: bool = True
+    f: Fleet,
+    tmp: Path,
+    collection: Collection | None,
+    *extra: str,
+    book: Path | str = PLAYBOOK,
+    **options: Any,
 ) -> subprocess.CompletedProcess[str]:
+    """`book` on the fleet, with the installed `collection` (None: the repository's, adjacent)."""
+    path = None if collection is None else collection.path
     try:
         return run_playbook(
-            f, tmp, book, wsgi_drain_command()[0], *extra, router_on_host=router_on_host
+            f, tmp, book, wsgi_drain_command()[0], *extra, collections=path, **options
         )
     except LabUnavailable as err:
         skip_or_fail(str(err))
@@ -110,7 +145,7 @@ def _pids(f: Fleet) -> dict[str, set[int]]:
 
 
 def test_ansible_rolling_restart_replaces_every_host_one_at_a_time_losing_nothing(
-    hosts: Fleet, tmp_path: Path
+    hosts: Fleet, tmp_path: Path, collection: Collection
 ) -> None:
     before = _pids(hosts)
     load = LoadLoop(hosts.haproxy.url + "/", max_requests=40_000, max_seconds=300)
@@ -118,7 +153,7 @@ def test_ansible_rolling_restart_replaces_every_host_one_at_a_time_losing_nothin
     try:
         with StateSampler(hosts) as sampler, LongRequests(hosts) as longs:
             time.sleep(1.0)
-            run = playbook(hosts, tmp_path)
+            run = playbook(hosts, tmp_path, collection)
             time.sleep(0.5)
     finally:
         load.stop()
@@ -138,14 +173,14 @@ def test_ansible_rolling_restart_replaces_every_host_one_at_a_time_losing_nothin
 
 
 def test_ansible_rollout_stops_at_the_broken_host_and_leaves_it_diverted(
-    hosts: Fleet, tmp_path: Path
+    hosts: Fleet, tmp_path: Path, collection: Collection
 ) -> None:
     break_new_code(hosts, "h2")
     before = _pids(hosts)
     load = LoadLoop(hosts.haproxy.url + "/", max_requests=40_000, max_seconds=300)
     load.start()
     try:
-        run = playbook(hosts, tmp_path)
+        run = playbook(hosts, tmp_path, collection)
         time.sleep(0.5)
     finally:
         load.stop()
@@ -167,7 +202,7 @@ def test_ansible_rollout_stops_at_the_broken_host_and_leaves_it_diverted(
 
 
 def test_ansible_refuses_to_take_a_host_out_while_another_is_left_out(
-    hosts: Fleet, tmp_path: Path
+    hosts: Fleet, tmp_path: Path, collection: Collection
 ) -> None:
     # An earlier failed run left h3 out of rotation (its new code failed to load).
     break_new_code(hosts, "h3")
@@ -176,7 +211,7 @@ def test_ansible_refuses_to_take_a_host_out_while_another_is_left_out(
     hosts.hosts["h3"].set_broken(False)
     assert hosts.haproxy.admin_state("h3") == "drain"
     before = _pids(hosts)
-    run = playbook(hosts, tmp_path, "-e", "wsgi_drain_peer_wait=2")
+    run = playbook(hosts, tmp_path, collection, "-e", "wsgi_drain_peer_wait=2")
     out = run.stdout + run.stderr
     assert run.returncode != 0, out[-3000:]
     assert "h3 (drain)" in out and "wsgi-drain undrain --group myapp" in out, out[-3000:]
@@ -203,7 +238,9 @@ def assert_one_host_out_at_a_time(reports: dict[str, dict[str, Any]]) -> None:
         assert back <= went, f"{first} and {second} were out of rotation at once: {spans}"
 
 
-def test_ansible_two_plays_at_once_never_take_two_hosts_out(hosts: Fleet, tmp_path: Path) -> None:
+def test_ansible_two_plays_at_once_never_take_two_hosts_out(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
     # Two deploys started together on halves of the same backend: each play
     # is serial 1, but only the load balancer sees both.
     before = _pids(hosts)
@@ -213,7 +250,7 @@ def test_ansible_two_plays_at_once_never_take_two_hosts_out(hosts: Fleet, tmp_pa
     def play(half: str) -> None:
         work = tmp_path / half
         work.mkdir()
-        runs[half] = playbook(hosts, work, "--limit", halves[half],
+        runs[half] = playbook(hosts, work, collection, "--limit", halves[half],
                               "-e", f"wsgi_drain_report_dir={tmp_path / 'reports'}")  # fmt: skip
 
     (tmp_path / "reports").mkdir()
@@ -241,14 +278,16 @@ def test_ansible_two_plays_at_once_never_take_two_hosts_out(hosts: Fleet, tmp_pa
     assert summary.total > 100 and not failed, summary
 
 
-def test_ansible_serial_2_still_takes_one_host_out_at_a_time(hosts: Fleet, tmp_path: Path) -> None:
+def test_ansible_serial_2_still_takes_one_host_out_at_a_time(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
     reports_dir = tmp_path / "reports"
     reports_dir.mkdir()
     load = LoadLoop(hosts.haproxy.url + "/", max_requests=40_000, max_seconds=300)
     load.start()
     try:
         with StateSampler(hosts) as sampler:
-            run = playbook(hosts, tmp_path, "-e", "wsgi_drain_serial=2",
+            run = playbook(hosts, tmp_path, collection, "-e", "wsgi_drain_serial=2",
                            "-e", f"wsgi_drain_report_dir={reports_dir}")  # fmt: skip
             time.sleep(0.5)
     finally:
@@ -268,73 +307,213 @@ def test_ansible_serial_2_still_takes_one_host_out_at_a_time(hosts: Fleet, tmp_p
     assert summary.total > 100 and not failed, summary
 
 
-def test_ansible_check_mode_runs_dry_run_everywhere_and_changes_nothing(
-    hosts: Fleet, tmp_path: Path
+def test_ansible_collection_check_mode_says_dry_run_with_the_plan_and_changes_nothing(
+    hosts: Fleet, tmp_path: Path, collection: Collection
 ) -> None:
     before = _pids(hosts)
-    run = playbook(hosts, tmp_path, "--check")
+    run = playbook(hosts, tmp_path, collection, "--check")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert _pids(hosts) == before
-    assert out.count("success in") == 4, out[-2000:]
+    for name in hosts.hosts:
+        assert f"{name}: dry run: would restart group myapp in drain mode, plan: " in out, out[
+            -3000:
+        ]
+    assert "success in" not in out, out[-3000:]  # a dry run is not reported as done
+    assert "plan: divert" in out or "plan: take" in out or "send SIGUSR1" in out, out[-3000:]
     assert all(hosts.haproxy.admin_state(n) == "ready" for n in hosts.hosts)
     assert "changed=0" in out
 
 
-def test_ansible_lint_passes_on_the_shipped_playbook_and_role() -> None:
+def test_ansible_collection_legacy_paths_still_run_with_the_free_form_args(
+    hosts: Fleet, tmp_path: Path
+) -> None:
+    """ansible/rolling-restart.yml (its collection found beside it, nothing installed) and
+    wsgi_drain_args, the escape hatch, as existing users' inventories have them."""
+    before = _pids(hosts)
+    run = playbook(hosts, tmp_path, None, "--check", book=LEGACY_PLAYBOOK, typed=False)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert _pids(hosts) == before
+    for name in hosts.hosts:
+        assert f"{name}: dry run: would restart group myapp" in out, out[-3000:]
+    assert "be_app/h1" in out, out[-3000:]  # the router came from wsgi_drain_args
+
+
+def test_ansible_collection_lint_production_profile_passes_on_everything_shipped() -> None:
     lint = Path(sys.executable).parent / "ansible-lint"
     if not lint.exists():
         skip_or_fail(f"{lint} not found: pip install -e '.[test]' (ansible-lint)")
+    config = REPO / "ansible" / ".ansible-lint"
+    assert "profile: production" in config.read_text()
     done = subprocess.run(
-        [str(lint), "--offline", str(REPO / "ansible")],
+        [str(lint), "-c", str(config), str(REPO / "ansible")],
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"},
+        env={
+            **os.environ,
+            "ANSIBLE_NOCOLOR": "1",
+            "NO_COLOR": "1",
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / "ansible" / "collections"),
+        },
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
-def test_ansible_repair_playbook_puts_back_a_host_left_out(hosts: Fleet, tmp_path: Path) -> None:
+def test_collection_builds_installs_from_its_tarball_and_ansible_doc_shows_its_options(
+    collection: Collection, tmp_path: Path
+) -> None:
+    manifest = collection.path / "ansible_collections" / "wsgi_drain" / "apache" / "MANIFEST.json"
+    info = json.loads(manifest.read_text())["collection_info"]
+    assert (info["namespace"], info["name"]) == ("wsgi_drain", "apache")
+    assert collection.tarball.name == f"wsgi_drain-apache-{info['version']}.tar.gz"
+    try:
+        doc = ansible_tool("ansible-doc")
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    shown = subprocess.run(
+        [str(doc), "-t", "role", ROLE],
+        capture_output=True, text=True, timeout=120, check=False,
+        env=ansible_env(tmp_path / "home", collection.path),
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for option in ("wsgi_drain_group", "wsgi_drain_routers", "wsgi_drain_apache_pidfile",
+                   "wsgi_drain_health_url", "wsgi_drain_min_peers", "wsgi_drain_peer_wait",
+                   "wsgi_drain_mode", "wsgi_drain_args", "wsgi_drain_wheel"):  # fmt: skip
+        assert option in shown.stdout, (option, shown.stdout[-3000:])
+    assert "ENTRY POINT: *main*" in shown.stdout and "ENTRY POINT: *validate*" in shown.stdout
+    assert "choices: [haproxy, nginx, health-file, command]" in shown.stdout, shown.stdout[-3000:]
+
+
+def _untouched(hosts: Fleet, before: dict[str, set[int]]) -> None:
+    assert _pids(hosts) == before, "a host was restarted"
+    assert all(hosts.haproxy.admin_state(n) == "ready" for n in hosts.hosts)
+    assert not any(hosts.state_dir(n).exists() for n in hosts.hosts), "wsgi-drain ran on a host"
+
+
+def test_collection_wrong_or_missing_options_fail_before_any_host_is_touched(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
+    before = _pids(hosts)
+    # The last host's peer wait is not a number: h1..h3 must not be restarted first.
+    typo = playbook(hosts, tmp_path, collection, overrides={"h4": {"wsgi_drain_peer_wait": "soon"}})
+    out = typo.stdout + typo.stderr
+    assert typo.returncode != 0, out[-3000:]
+    assert "wsgi_drain_peer_wait" in out and "float" in out, out[-3000:]
+    _untouched(hosts, before)
+    # No group at all.
+    bare = playbook(hosts, tmp_path, collection, group=None)
+    out = bare.stdout + bare.stderr
+    assert bare.returncode != 0 and "missing required arguments: wsgi_drain_group" in out, out[
+        -3000:
+    ]
+    _untouched(hosts, before)
+    # A router of an unknown kind, and an haproxy router without its backend.
+    socket = f"ipv4@{hosts.haproxy.admin_address}"
+    odd = {"h3": {"wsgi_drain_routers": [{"kind": "f5", "server": "h3"}]}}
+    kind = playbook(hosts, tmp_path, collection, overrides=odd)
+    out = kind.stdout + kind.stderr
+    assert kind.returncode != 0 and "kind" in out and "f5" in out, out[-3000:]
+    _untouched(hosts, before)
+    half = {"h3": {"wsgi_drain_routers": [{"kind": "haproxy", "socket": socket, "server": "h3"}]}}
+    short = playbook(hosts, tmp_path, collection, overrides=half)
+    out = short.stdout + short.stderr
+    assert short.returncode != 0, out[-3000:]
+    assert "wsgi_drain_routers[0] (kind haproxy) needs socket, backend, server" in out, out[-3000:]
+    _untouched(hosts, before)
+
+
+def test_ansible_repair_playbook_puts_back_a_host_left_out(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
     # A drain by hand (or a run killed outright) left h4 out of rotation.
     drained = run_cli("drain", "--group", "myapp", *host_args(hosts, "h4"))
     assert drained.returncode == 0, drained.stderr
     assert hosts.haproxy.admin_state("h4") == "drain"
-    run = playbook(hosts, tmp_path, book=REPAIR)
+    run = playbook(hosts, tmp_path, collection, book=REPAIR)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert all(hosts.haproxy.admin_state(n) == "ready" for n in hosts.hosts)
     assert "changed=1" in out  # h4: its journal was removed; the others had nothing to undo
 
 
-def test_ansible_installs_wsgi_drain_into_a_virtualenv_idempotently(
-    hosts: Fleet, tmp_path: Path, dist: Path
+def test_ansible_repair_playbook_undrains_the_load_balancers_journal_in_delegated_mode(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
+    # An interrupted delegated rollout left h2 drained on the load balancer's host.
+    lb_state = tmp_path / "lb-state"
+    router = f"haproxy:{hosts.haproxy.admin_socket}:be_app/h2"
+    drained = run_cli("drain", "--group", "myapp", "--router", router, "--state-dir", str(lb_state))
+    assert drained.returncode == 0, drained.stderr
+    assert hosts.haproxy.admin_state("h2") == "drain"
+    lb = {
+        "wsgi_drain_lb_host": "localhost",
+        "wsgi_drain_lb_router": router.replace("/h2", "/{{ inventory_hostname }}"),
+        "wsgi_drain_lb_args": ["--state-dir", str(lb_state)],
+    }
+    run = playbook(hosts, tmp_path, collection, "-e", json.dumps(lb), book=REPAIR,
+                   router_on_host=False)  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert all(hosts.haproxy.admin_state(n) == "ready" for n in hosts.hosts), out[-3000:]
+    assert "changed=1" in out  # h2's journal on the load balancer's host was removed
+
+
+def _install(
+    hosts: Fleet, tmp_path: Path, collection: Collection, place: Path, *source: str
+) -> subprocess.CompletedProcess[str]:
+    extra = [
+        "--tags", "install", "-e", "wsgi_drain_install=true", *source,
+        "-e", f"wsgi_drain_venv={place / 'venv'}",
+        "-e", f"wsgi_drain_link={place / 'wsgi-drain'}", "--limit", "h1",
+    ]  # fmt: skip
+    return playbook(hosts, tmp_path, collection, *extra)
+
+
+def test_collection_installs_from_a_copied_wheel_idempotently_and_refuses_without_a_source(
+    hosts: Fleet, tmp_path: Path, collection: Collection, dist: Path
 ) -> None:
     (wheel,) = dist.glob("wsgi_drain-*.whl")
+    version = wheel.name.split("-")[1]
+    controller = tmp_path / "controller"
+    controller.mkdir()
+    shutil.copy(wheel, controller)  # the wheel sits on the controller; the role copies it over
     place = Path(tempfile.mkdtemp(prefix="wsgi-drain-ansible-opt-", dir="/tmp"))
     try:
-        extra = [
-            "--tags", "install", "-e", "wsgi_drain_install=true",
-            "-e", f"wsgi_drain_package={wheel}", "-e", f"wsgi_drain_venv={place / 'venv'}",
-            "-e", f"wsgi_drain_link={place / 'wsgi-drain'}", "--limit", "h1",
-        ]  # fmt: skip
-        first = playbook(hosts, tmp_path, *extra)
+        # No wheel and no source named: refused, nothing installed.
+        refused = _install(hosts, tmp_path, collection, place)
+        out = refused.stdout + refused.stderr
+        assert refused.returncode != 0, out[-3000:]
+        assert "set wsgi_drain_wheel" in out and "public package index" in out, out[-3000:]
+        assert not (place / "venv").exists()
+        source = ("-e", f"wsgi_drain_wheel={controller / wheel.name}")
+        first = _install(hosts, tmp_path, collection, place, *source)
         assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-        assert "changed=2" in first.stdout
-        version = subprocess.run(
+        assert "changed=4" in first.stdout, first.stdout[-3000:]  # dir, copy, pip, link
+        assert (place / "venv-wheels" / wheel.name).read_bytes() == wheel.read_bytes()
+        done = subprocess.run(
             [str(place / "wsgi-drain"), "--version"], capture_output=True, text=True, check=False
         )
-        assert version.returncode == 0 and "wsgi-drain" in version.stdout
-        again = playbook(hosts, tmp_path, *extra)
+        assert done.returncode == 0 and done.stdout.split()[-1] == version, done
+        again = _install(hosts, tmp_path, collection, place, *source)
         assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+        # A version the wheel does not hold: the version check says so.
+        wrong = _install(
+            hosts, tmp_path, collection, place, *source, "-e", "wsgi_drain_version=9.9"
+        )
+        out = wrong.stdout + wrong.stderr
+        assert wrong.returncode != 0 and f'says "wsgi-drain, version {version}", not 9.9' in out, (
+            out[-3000:]
+        )
     finally:
         shutil.rmtree(place, ignore_errors=True)
 
 
 def test_ansible_router_step_delegated_to_the_load_balancers_host_loses_nothing(
-    hosts: Fleet, tmp_path: Path
+    hosts: Fleet, tmp_path: Path, collection: Collection
 ) -> None:
     """drain/undrain run on the LB's host (here: localhost, its unix admin socket)."""
     before = _pids(hosts)
@@ -348,7 +527,7 @@ def test_ansible_router_step_delegated_to_the_load_balancers_host_loses_nothing(
     load.start()
     try:
         with StateSampler(hosts) as sampler:
-            run = playbook(hosts, tmp_path, "-e", json.dumps(lb), router_on_host=False)
+            run = playbook(hosts, tmp_path, collection, "-e", json.dumps(lb), router_on_host=False)
             time.sleep(0.5)
     finally:
         load.stop()

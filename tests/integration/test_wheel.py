@@ -90,7 +90,7 @@ def test_wheel_carries_the_package_only_and_the_sdist_the_docs_and_examples(dist
         "scripts/logrotate.d-apache2",
         "scripts/certbot-deploy-hook",
         "ansible/rolling-restart.yml",
-        "ansible/roles/wsgi_drain/tasks/restart.yml",
+        "ansible/collections/ansible_collections/wsgi_drain/apache/roles/wsgi_drain/tasks/restart.yml",
         "lab/apache.py",
         "tests/integration/test_wheel.py",
     ):
