@@ -47,6 +47,7 @@ from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, Phase, Progress, RouterRecord
 from wsgi_drain.procfs import fds_readable
+from wsgi_drain.restart import policy
 from wsgi_drain.routers import Router, RouterState
 from wsgi_drain.signals import Handle, check_support, open_handle, parse_signal
 from wsgi_drain.state import Journal, group_lock, lock_holder, router_lock
@@ -1480,12 +1481,13 @@ def _healthy_now(run: _Run) -> bool:
 def _settle(run: _Run) -> None:
     """Restore the routers this run diverted, or deliberately leave them; end the journal."""
     out, s = run.outcome, run.settings
-    diverted = [(spec, router, rec) for (spec, router), rec in _paired(run) if rec.diverted]
+    acted_on = {id(rec) for rec in policy.ours_diverted(out.routers)}
+    diverted = [(spec, router, rec) for (spec, router), rec in _paired(run) if id(rec) in acted_on]
     if run.signalled and run.healthy is None:
         # Interrupted or failed between the signal and the verdict: only put
         # traffic back on an app that is proven to serve.
         run.healthy = _healthy_now(run)
-    restore = not run.signalled or run.healthy is True
+    restore = policy.restores(run.signalled, run.healthy)
     if diverted and restore:
         with out.phase(Phase.RESTORE, run.progress) as ph:
             failures = []
@@ -1519,11 +1521,7 @@ def _settle(run: _Run) -> None:
     if run.journal is not None:
         if out.left_diverted:
             run.journal.phase = "left-diverted"
-            run.journal.note = (
-                "restoring a router failed"
-                if run.healthy is not False and run.signalled
-                else "the app was not proven healthy after the restart"
-            )
+            run.journal.note = policy.left_diverted_note(run.signalled, run.healthy)
             run.journal.save(s.state_dir)
         else:
             run.journal.remove(s.state_dir)
