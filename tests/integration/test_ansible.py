@@ -544,3 +544,28 @@ def test_ansible_router_step_delegated_to_the_load_balancers_host_loses_nothing(
     summary = load.summary()
     failed = {k: v for k, v in summary.counts.items() if k != Outcome.OK and v}
     assert summary.total > 100 and not failed, summary
+
+
+def test_ansible_delegated_mode_refuses_two_hosts_per_batch_before_touching_any(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
+    """With the router step on the LB's host, serial 2 would deadlock the batch (issue 16).
+
+    The second host's drain would wait for the first host's undrain, a later task of the
+    same batch: the role refuses such a batch before anything is drained or signalled.
+    """
+    before = _pids(hosts)
+    lb = {
+        "wsgi_drain_lb_host": "localhost",
+        "wsgi_drain_lb_router": f"haproxy:{hosts.haproxy.admin_socket}:"
+        "be_app/{{ inventory_hostname }}",
+        "wsgi_drain_lb_args": ["--state-dir", str(tmp_path / "lb-state")],
+        "wsgi_drain_serial": 2,
+    }
+    run = playbook(hosts, tmp_path, collection, "-e", json.dumps(lb), router_on_host=False)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-4000:]
+    assert "one host per batch" in out and "serial 1" in out, out[-4000:]
+    assert _pids(hosts) == before
+    assert all(hosts.haproxy.admin_state(n) == "ready" for n in hosts.hosts)
+    assert not (tmp_path / "lb-state").exists() or not any((tmp_path / "lb-state").iterdir())

@@ -16,7 +16,7 @@ from wsgi_drain.procfs import fds_readable
 from wsgi_drain.restart.divert import too_few_peers
 from wsgi_drain.restart.records import Routing, Run, Target
 from wsgi_drain.signals import check_support
-from wsgi_drain.state import Journal, lock_holder
+from wsgi_drain.state import Journal, lock_holder, refuse_if_locked
 from wsgi_drain.traps import find_traps
 from wsgi_drain.traps import split as split_traps
 
@@ -91,6 +91,8 @@ def _read_routers(run: Run) -> Routing:
         ),
         records=out.routers,
     )
+    if not out.dry_run:  # a server the running run diverted is not an operator's
+        refuse_if_locked(s.state_dir, s.group, [spec for spec, _router in routing.routers])
     previous = Journal.load(s.state_dir, s.group)
     if previous is not None and lock_holder(s.state_dir, s.group) is None:
         routing.previous = previous
@@ -149,7 +151,7 @@ def _choose_mode(run: Run) -> None:
     for rec in out.routers:
         if rec.before != "ready":
             continue
-        if rec.peers_up is None and s.min_peers != 0:
+        if rec.peers_up is None and s.min_peers not in (0, peers.ALL):
             run.warn(
                 f"{rec.name} cannot tell how many other servers are UP: "
                 f"{peers.describe(s.min_peers)} is taken on trust for it"
@@ -161,8 +163,8 @@ def _choose_mode(run: Run) -> None:
                 raise RouterError(rec.name, too_few_peers(run, rec.state))
             out.mode = "rolling"
             run.warn(
-                f"{rec.name} has {rec.peers_up} other server(s) UP (need "
-                f"{peers.needed(rec.state, s.min_peers)}): draining it would fail every "
-                "request, so restarting in place, one process at a time, without diverting"
+                f"{rec.name}: {peers.shortfall(rec.state, s.min_peers, 0)}: draining it could "
+                "fail every request, so restarting in place, one process at a time, without "
+                "diverting"
             )
             return
