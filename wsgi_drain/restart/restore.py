@@ -14,9 +14,8 @@ from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import DrainError, Interrupted, RouterError, UnhealthyError
 from wsgi_drain.health import probe_for
 from wsgi_drain.outcome import Phase, RouterRecord
-from wsgi_drain.restart import policy
 from wsgi_drain.restart.apache_restarted import reader
-from wsgi_drain.restart.policy import Verdict
+from wsgi_drain.restart.policy import Verdict, left_diverted_note, ours_diverted, restores
 from wsgi_drain.restart.records import Routing, Run, Target
 from wsgi_drain.routers import Router
 from wsgi_drain.state import Journal
@@ -49,13 +48,13 @@ def begin_journal(run: Run, routing: Routing) -> Journal:
 def settle(run: Run, target: Target, routing: Routing, verdict: Verdict) -> None:
     """Restore the routers this run diverted, or deliberately leave them; end the journal."""
     out, s = run.outcome, run.settings
-    acted_on = {id(rec) for rec in policy.ours_diverted(routing.records)}
+    acted_on = {id(rec) for rec in ours_diverted(routing.records)}
     diverted = [(router, rec) for (_spec, router), rec in routing.paired() if id(rec) in acted_on]
     if verdict.signalled and verdict.healthy is None:
         # Interrupted or failed between the signal and the verdict: only put
         # traffic back on an app that is proven to serve.
         verdict.healthy = _healthy_now(run, target)
-    if diverted and policy.restores(verdict.signalled, verdict.healthy):
+    if diverted and restores(verdict.signalled, verdict.healthy):
         with out.phase(Phase.RESTORE, run.progress) as ph:
             failures = []
             for router, rec in diverted:
@@ -89,7 +88,7 @@ def settle(run: Run, target: Target, routing: Routing, verdict: Verdict) -> None
     if journal is not None:
         if out.left_diverted:
             journal.phase = "left-diverted"
-            journal.note = policy.left_diverted_note(verdict.signalled, verdict.healthy)
+            journal.note = left_diverted_note(verdict.signalled, verdict.healthy)
             journal.save(s.state_dir)
         else:
             journal.remove(s.state_dir)
