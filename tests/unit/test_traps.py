@@ -76,3 +76,25 @@ def test_lazy_load_is_a_restart_warning_not_a_check_one() -> None:
     from wsgi_drain.traps import KEYS, RESTART_ONLY
 
     assert "lazy-load" in KEYS and {"lazy-load"} == RESTART_ONLY
+
+
+def test_express_no_lazy_load_trap_when_preloaded_with_quoted_group(tmp_path: Path) -> None:
+    # mod_wsgi-express 6.1 writes the group and its value quoted like this.
+    text = SAFE.replace(" process-group=myapp application-group=%{GLOBAL}", "")
+    text += (
+        "WSGIImportScript '/srv/handler.wsgi' process-group='myapp' application-group=%{GLOBAL}\n"
+    )
+    assert traps_of(tmp_path, text) == []
+
+
+def test_express_check_unit_sees_the_default_server_root_in_tmp() -> None:
+    # mod_wsgi-express's default server root is /tmp/mod_wsgi-HOST:PORT:UID:
+    # a private /tmp would hide its pid file and sockets from the check.
+    import configparser
+
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    path = Path(__file__).resolve().parents[2] / "scripts" / "systemd" / "wsgi-drain-check@.service"
+    unit.read(path)
+    assert unit["Service"]["ExecStart"].split()[1] == "check"
+    assert unit["Service"].get("PrivateTmp", "no").lower() in ("no", "false", "0")

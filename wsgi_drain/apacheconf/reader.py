@@ -268,6 +268,10 @@ class Reader:
         by each process on its first request.
         """
         options = dict(w.split("=", 1) for w in words(rest) if "=" in w)
+        # mod_wsgi reads an option's value after '=' as a word of its own, so
+        # one pair of quotes around it goes; mod_wsgi-express writes
+        # process-group='HOST:PORT' on its WSGIImportScript.
+        options = {k: _unquote_value(v) for k, v in options.items()}
         group = options.get("process-group")
         if group and "application-group" in options:
             self.server.preloaded.add(group)
@@ -299,3 +303,10 @@ def _close(word: str, section: str | None, line: Line) -> None:
 def _check_variable_name(name: str, line: Line) -> None:
     if ":" in name:
         raise ApacheConfigError(f"{line.source}: Variable name must not contain ':' ({name!r})")
+
+
+def _unquote_value(value: str) -> str:
+    """A key=value option's value without one pair of enclosing ' or " quotes."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
