@@ -13,8 +13,7 @@ import select
 import time
 from collections.abc import Callable, Iterable
 
-import psutil
-
+from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import GroupProcesses
 from wsgi_drain.interrupts import Interrupts
@@ -101,10 +100,18 @@ def died_within(pids: Iterable[int], settle: float, interrupts: Interrupts) -> s
     try:
         for pid in pids:
             try:
-                started = psutil.Process(pid).create_time()
-                fds[os.pidfd_open(pid)] = (pid, started)
-            except (psutil.NoSuchProcess, ProcessLookupError):
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
                 died.add(pid)
+                continue
+            # Read after the pidfd is open: a pid reused since would have a
+            # later start and only make the watch longer, never shorter.
+            started = procfs.started_at(pid)
+            if started is None:
+                os.close(fd)
+                died.add(pid)
+                continue
+            fds[fd] = (pid, started)
         poller = select.poll()
         for fd in fds:
             poller.register(fd, select.POLLIN)
@@ -113,7 +120,7 @@ def died_within(pids: Iterable[int], settle: float, interrupts: Interrupts) -> s
         while pending:
             interrupts.check()
             oldest = min(started for _pid, started in pending.values())
-            remaining = oldest + settle - time.time()
+            remaining = oldest + settle - procfs.boot_clock()
             if remaining <= 0:
                 break
             for fd, _event in poller.poll(max(1, int(remaining * 1000))):
@@ -124,7 +131,7 @@ def died_within(pids: Iterable[int], settle: float, interrupts: Interrupts) -> s
                 if entry is not None:
                     poller.unregister(fd)
                     died.add(entry[0])
-            now = time.time()
+            now = procfs.boot_clock()
             for fd, (_pid, started) in list(pending.items()):
                 if started + settle <= now:
                     poller.unregister(fd)

@@ -17,7 +17,7 @@ from wsgi_drain.discovery import DaemonProcess
 from wsgi_drain.errors import Interrupted
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.signals import Handle
-from wsgi_drain.watch import wait_exits
+from wsgi_drain.watch import died_within, wait_exits
 
 SLEEPER = "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)"
 
@@ -112,3 +112,45 @@ def test_sigterm_to_self_interrupts_the_wait(sleepers: list[subprocess.Popen[str
     h.close()
     # The previous handler is back.
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_started_at_is_on_the_boot_clock_to_a_clock_tick() -> None:
+    """A process's start, from /proc, on the same clock as boot_clock() (no whole-second btime)."""
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    before = procfs.boot_clock()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        after = procfs.boot_clock()
+        started = procfs.started_at(child.pid)
+        assert started is not None
+        assert before - tick <= started <= after + tick, (before, started, after)
+    finally:
+        child.kill()
+        child.wait()
+    assert procfs.started_at(child.pid) is None
+
+
+def test_crash_settle_sees_a_replacement_that_dies_inside_the_settle_window() -> None:
+    """The rolling/crash-loop rule: a process that dies 0.3 s old, with settle 0.6 s, died.
+
+    Judged by psutil's create_time() (boot time in whole seconds) it could look up to a
+    second older than it is, so the watch ended at once and the death went unseen.
+    """
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    try:
+        with Interrupts() as interrupts:
+            died = died_within([child.pid], 0.6, interrupts)
+    finally:
+        child.wait()
+    assert died == {child.pid}
+
+
+def test_crash_settle_lets_a_healthy_process_pass() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        with Interrupts() as interrupts:
+            died = died_within([child.pid], 0.3, interrupts)
+        assert died == set()
+    finally:
+        child.kill()
+        child.wait()
