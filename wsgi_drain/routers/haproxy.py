@@ -275,7 +275,8 @@ class HAProxyRouter:
 
     def _unreachable(self, line: str, err: OSError) -> str:
         sock = self.target.socket
-        if isinstance(err, TimeoutError):
+        # socket.timeout is TimeoutError only from Python 3.10 on (RHEL 9 has 3.9).
+        if isinstance(err, (TimeoutError, socket.timeout)):
             return (
                 f"stats socket {sock} did not answer {line!r} within {self.timeout:g} s; "
                 "is HAProxy overloaded or is something else listening there?"
