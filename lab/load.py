@@ -6,7 +6,7 @@ before answering.  Each thread keeps one keep-alive connection, as real
 clients do (that reuse is where those silent closes happen), and opens a new
 one after any error.  A failed request is never retried, with one exception a
 loop may opt into (`retry_reused_close`): a GET whose *reused* keep-alive
-connection was closed before any byte of the response is retried once on a
+connection was closed (or reset) before any byte of the response is retried once on a
 new connection, as RFC 9112 section 9.3.1 lets clients do and browsers and
 client libraries do.  Reloading nginx or HAProxy closes idle keep-alive
 connections that way.  Such a request counts as ``retried`` (not ``ok``) when
@@ -102,12 +102,19 @@ def classify(err: BaseException) -> Outcome:
 def request_once(conn: http.client.HTTPConnection, path: str) -> tuple[Sample, bool]:
     """Send one GET on `conn`; the sample and whether the connection must be dropped."""
     start = time.monotonic()
+    answered = False
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
+        answered = True
         resp.read()
     except (OSError, http.client.HTTPException) as err:
-        early = isinstance(err, http.client.RemoteDisconnected)
+        # Closed before any answer: a FIN (RemoteDisconnected), or a reset when
+        # the request reached a connection the server had just closed (nginx's
+        # reload closing idle keep-alive connections races the next request).
+        early = isinstance(err, http.client.RemoteDisconnected) or (
+            not answered and isinstance(err, (ConnectionResetError, BrokenPipeError))
+        )
         return Sample(start, time.monotonic() - start, classify(err), None, None, early), True
     pid_header = resp.getheader("X-Pid")
     pid = int(pid_header) if pid_header and pid_header.isdigit() else None
