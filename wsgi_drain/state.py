@@ -116,13 +116,7 @@ def router_lock(state_dir: Path, spec: str, group: str) -> Iterator[Path]:
     with _flock(path, f"{os.getpid()} {group}") as holder:
         if holder is not None:
             pid, _, other = holder.partition(" ")
-            raise LockedError(
-                group,
-                str(path),
-                f": router {spec} is being diverted by another wsgi-drain run (group {other!r}, "
-                f"pid {pid}); restart the groups behind one server one after the other",
-                router=True,
-            )
+            raise _router_locked(group, path, spec, pid, other)
         yield path
 
 
@@ -163,14 +157,18 @@ def refuse_if_locked(state_dir: Path, group: str, specs: Iterable[str]) -> None:
         path = _router_lock_path(state_dir, spec)
         pid = _holder(path)
         if pid is not None:
-            other = _note(path).partition(" ")[2]
-            raise LockedError(
-                group,
-                str(path),
-                f": router {spec} is being diverted by another wsgi-drain run (group {other!r}, "
-                f"pid {pid}); restart the groups behind one server one after the other",
-                router=True,
-            )
+            raise _router_locked(group, path, spec, str(pid), _note(path).partition(" ")[2])
+
+
+def _router_locked(group: str, path: Path, spec: str, pid: str, other: str) -> LockedError:
+    """The error for a router lock another live run holds (for `other`, its group)."""
+    return LockedError(
+        group,
+        str(path),
+        f": router {spec} is being diverted by another wsgi-drain run (group {other!r}, "
+        f"pid {pid}); restart the groups behind one server one after the other",
+        router=True,
+    )
 
 
 def _holder(path: Path) -> int | None:
