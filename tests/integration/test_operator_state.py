@@ -408,3 +408,45 @@ def test_operator_state_second_restart_is_told_the_lock_holder_not_an_operators_
     assert first.returncode == 0, err
     assert slow.result(timeout=30).status == 200
     assert server_admin(stack) == "ready"
+
+
+def _drain_cli(stack: Stack, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*wsgi_drain_command(), "drain", "--group", "myapp", "--state-dir", str(stack.state_dir),
+         "--drain-timeout", "5", *extra],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_operator_state_undrain_moves_a_broken_journal_aside_and_restores_the_server(
+    stack: Stack,
+) -> None:
+    """A journal that cannot be read blocks nothing when the router is named (issue 25)."""
+    drained = _drain_cli(stack, "--haproxy", f"{stack.haproxy.admin_socket}:be_app/a")
+    assert drained.returncode == 0, drained.stderr
+    assert server_admin(stack) == "drain"
+    path = Journal.path_for(stack.state_dir, "myapp", "drain")
+    path.write_text("{ this is not a journal")
+    run = undrain(stack, "--json")
+    assert run.returncode == 0, (run.stdout, run.stderr)
+    assert server_admin(stack) == "ready"
+    assert not path.exists()
+    aside = list(path.parent.glob(path.name + ".broken-*"))
+    assert len(aside) == 1 and aside[0].read_text() == "{ this is not a journal"
+    assert str(aside[0]) in run.stdout, run.stdout
+
+
+def test_operator_state_drain_refused_at_a_later_router_leaves_nothing_half_drained(
+    stack: Stack,
+) -> None:
+    """a goes out first; then b would leave no server UP: refused, and a is put back."""
+    sock = stack.haproxy.admin_socket
+    run = _drain_cli(
+        stack, "--haproxy", f"{sock}:be_app/a", "--haproxy", f"{sock}:be_app/b",
+        "--min-peers", "1",
+    )  # fmt: skip
+    assert run.returncode == 4, (run.stdout, run.stderr)
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert stack.haproxy.admin_state("b") == "ready"
+    journal = Journal.load(stack.state_dir, "myapp", "drain")
+    assert journal is None or not journal.still_diverted, journal
