@@ -8,6 +8,7 @@ recording Router (a fake of our own interface, not of a load balancer).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -24,11 +25,13 @@ from wsgi_drain.errors import NotReplacedError
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, RouterRecord
 from wsgi_drain.restart.crashloop import CRASH_EXITS, SETTLE, is_crash_loop, new_deaths
+from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run
-from wsgi_drain.restart.restore import put_back
+from wsgi_drain.restart.restore import put_back, settle
 from wsgi_drain.restart.rolling import settled_step
 from wsgi_drain.restart.timing import IDLE_WAIT, RESPAWN_MARGIN, rolling_step, watch_deadline
 from wsgi_drain.routers import RouterState
+from wsgi_drain.state import Journal
 
 
 def group_of(tmp_path: Path, options: str) -> DaemonGroup:
@@ -199,3 +202,61 @@ def test_routing_pairs_each_router_with_its_record() -> None:
     router, rec = RecordingRouter("ready"), RouterRecord(name="recording:web1")
     routing = Routing(routers=(("recording:web1", router),), records=[rec])
     assert routing.paired() == [(("recording:web1", router), rec)]
+
+
+# -- the one failure policy, as the restore phase applies it -------------------------------
+
+
+def _settle(
+    tmp_path: Path, router: RecordingRouter, rec: RouterRecord, verdict: Verdict
+) -> tuple[Run, Path]:
+    """Run the restore phase's policy on one recorded router; the run and its journal path."""
+    settings = Settings(group="myapp", state_dir=tmp_path, lb_up_timeout=0)
+    journal = Journal(group="myapp", pid=os.getpid(), started=time.time(),
+                      routers=["recording:web1"], before={"recording:web1": "ready"},
+                      diverted=["recording:web1"] if rec.diverted else [])  # fmt: skip
+    journal.save(tmp_path)
+    routing = Routing(routers=(("recording:web1", router),), records=[rec], journal=journal)
+    with Interrupts() as interrupts:
+        run = Run(settings, lambda kind, message: None, interrupts, a_run(interrupts).outcome)
+        # The target is read only when a signalled run has no verdict yet.
+        settle(run, None, routing, verdict)  # type: ignore[arg-type]
+    return run, Journal.path_for(tmp_path, "myapp")
+
+
+def test_policy_signalled_and_unhealthy_leaves_the_router_diverted_and_keeps_the_journal(
+    tmp_path: Path,
+) -> None:
+    router = RecordingRouter("drain")
+    rec = RouterRecord(name="recording:web1", before="ready", diverted=True)
+    run, journal = _settle(tmp_path, router, rec, Verdict(signalled=True, healthy=False))
+    assert router.commands == [] and router.admin == "drain"
+    assert run.outcome.left_diverted
+    kept = Journal.load(tmp_path, "myapp")
+    assert kept is not None and kept.phase == "left-diverted", journal
+
+
+def test_policy_signalled_and_healthy_restores_the_router_and_ends_the_journal(
+    tmp_path: Path,
+) -> None:
+    router = RecordingRouter("drain")
+    rec = RouterRecord(name="recording:web1", before="ready", diverted=True)
+    run, journal = _settle(tmp_path, router, rec, Verdict(signalled=True, healthy=True))
+    assert router.commands == ["restore"] and not run.outcome.left_diverted
+    assert not journal.exists()
+
+
+def test_policy_nothing_signalled_restores_the_router(tmp_path: Path) -> None:
+    router = RecordingRouter("drain")
+    rec = RouterRecord(name="recording:web1", before="ready", diverted=True)
+    run, _journal = _settle(tmp_path, router, rec, Verdict(signalled=False, healthy=None))
+    assert router.commands == ["restore"] and not run.outcome.left_diverted
+
+
+def test_policy_never_touches_a_router_the_operator_had_out_before_the_run(
+    tmp_path: Path,
+) -> None:
+    router = RecordingRouter("maint")
+    rec = RouterRecord(name="recording:web1", before="maint", diverted=False)
+    _settle(tmp_path, router, rec, Verdict(signalled=True, healthy=True))
+    assert router.commands == [] and router.admin == "maint"
