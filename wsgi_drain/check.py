@@ -69,6 +69,9 @@ class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     processes: list[ProcessInfo] = field(default_factory=list)
     expected: int | None = None
+    # Whether the group's processes were counted: when they could not be read
+    # (UNKNOWN), no count is reported, not a false 0.
+    processes_known: bool = False
     health: Probe | None = None
     health_timeout: float | None = None
     forced: int | None = None
@@ -231,6 +234,7 @@ def _processes_rule(
             break
         time.sleep(0.1)
     result.processes = [info for p in procs.processes if (info := process_info(p.pid))]
+    result.processes_known = True
     count = len(result.processes)
     if count == 0:
         result.add(NagiosStatus.CRITICAL, f"no process of group {group.name!r} is running")
@@ -324,9 +328,7 @@ def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds
     result.health = probe_for(settings)
     result.health_timeout = settings.health_timeout
     if not result.health.ok:
-        result.add(
-            NagiosStatus.CRITICAL, f"{settings.health_url} answered {result.health.describe()}"
-        )
+        result.add(NagiosStatus.CRITICAL, f"{settings.health_url} {result.health.said()}")
     elif result.health.latency > thresholds.health_warn:
         result.add(
             NagiosStatus.WARNING,

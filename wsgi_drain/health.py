@@ -57,6 +57,10 @@ class Probe:
             return text
         return f"failed after {self.latency * 1000:.0f} ms: {self.error}"
 
+    def said(self) -> str:
+        """The probe's outcome after the URL: "answered HTTP 503 in 3 ms", "failed after ..."."""
+        return f"answered {self.describe()}" if self.status is not None else self.describe()
+
 
 def validate_url(url: str) -> str:
     """Reject anything but an absolute http(s) URL, with the fix in the message."""

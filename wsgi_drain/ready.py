@@ -67,5 +67,5 @@ def _look(settings: Settings) -> tuple[bool, str]:
         return True, f"{up}; no health URL"
     result = probe_for(settings)
     if not result.ok:
-        return False, f"{up}; {settings.health_url} answered {result.describe()}"
+        return False, f"{up}; {settings.health_url} {result.said()}"
     return True, f"{up}; {result.describe()}"

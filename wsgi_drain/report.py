@@ -185,7 +185,7 @@ def check_perfdata(result: CheckResult, thresholds: Thresholds) -> str:
     # health WARNING above --health-warn, CRITICAL when the probe fails (its
     # timeout); forced exits WARNING above 0.
     parts = []
-    if result.expected is not None:
+    if result.expected is not None and result.processes_known:
         parts.append(f"processes={len(result.processes)};{result.expected}:;1:;0;{result.expected}")
     if result.health is not None:
         crit = "" if result.health_timeout is None else f"{result.health_timeout:g}"

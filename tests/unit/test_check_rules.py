@@ -67,10 +67,19 @@ def test_check_severity_critical_over_warning_over_unknown_over_ok() -> None:
 
 
 def test_perfdata_thresholds_match_the_rules() -> None:
-    result = CheckResult("g", expected=3, forced=0)
+    result = CheckResult("g", expected=3, forced=0, processes_known=True)
     perf = check_perfdata(result, Thresholds(health_warn=1.0))
     # WARNING below 3 processes, CRITICAL below 1; forced exits WARNING above 0.
     assert "processes=0;3:;1:;0;3" in perf
+    assert "forced_exits=0;0;;0;" in perf
+
+
+def test_check_perfdata_has_no_process_count_when_it_is_not_known() -> None:
+    """An UNKNOWN that could not count the processes reports no count, not a false 0."""
+    result = CheckResult("g", expected=3, forced=0)
+    result.add(NagiosStatus.UNKNOWN, "cannot tell group 'g''s processes from Apache's workers")
+    perf = check_perfdata(result, Thresholds(health_warn=1.0))
+    assert "processes=" not in perf
     assert "forced_exits=0;0;;0;" in perf
 
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import pytest
 
-from wsgi_drain.health import MAX_BODY, probe
+from wsgi_drain.health import MAX_BODY, Probe, probe
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -185,3 +185,12 @@ def test_health_probe_refused_connection_is_a_result_not_an_exception() -> None:
         port = s.getsockname()[1]
     result = probe(f"http://127.0.0.1:{port}/", 1)
     assert not result.ok and result.error
+
+
+def test_health_probe_said_reads_as_english_for_an_answer_and_for_a_failure() -> None:
+    """Not "answered failed after 2 ms" (issue 22): a failure did not answer."""
+    answer = Probe("http://127.0.0.1:1/health", ok=False, status=503, latency=0.003)
+    failure = Probe("http://127.0.0.1:1/health", ok=False, status=None, latency=0.002,
+                    error="connection refused")  # fmt: skip
+    assert answer.said() == "answered HTTP 503 in 3 ms"
+    assert failure.said() == "failed after 2 ms: connection refused"

@@ -287,6 +287,6 @@ def _healthy_between_steps(
     if not result.ok:
         verdict.healthy = False
         raise UnhealthyError(
-            f"after pid {old} was replaced, {url} answered {result.describe()}; stopped after "
+            f"after pid {old} was replaced, {url} {result.said()}; stopped after "
             f"{done} of {total} processes so the rest keep serving the old code"
         )

@@ -56,7 +56,7 @@ def verify(run: Run, target: Target, watched: Watched, verdict: Verdict) -> None
         verdict.healthy = result.ok
         if not result.ok:
             raise UnhealthyError(
-                f"{s.health_url} answered {result.describe()} after the restart; the backend "
+                f"{s.health_url} {result.said()} after the restart; the backend "
                 "stays diverted so users do not reach it. Fix the app, then run "
                 f"`wsgi-drain undrain --group {s.group}`"
             )
