@@ -92,3 +92,19 @@ def test_nginx_router_config_failing_nginx_t_is_put_back_and_nothing_signalled(
     assert set(stack.a.daemon_pids()) == old
     assert all(not p["signals"] for p in report["processes"])  # type: ignore[union-attr]
     assert set(nginx.workers()) == workers, "nginx was reloaded"
+
+
+def test_nginx_operator_state_down_refuses_min_peers_all_and_survives_undrain(
+    stack: Stack, nginx: NginxLab
+) -> None:
+    # The operator took b out by hand: an unmarked `down`.
+    b = nginx.server_address("b")
+    text = nginx.upstream_file.read_text().replace(f"server {b} ", f"server {b} down ")
+    nginx.upstream_file.write_text(text)
+    words = ["--group", "myapp", "--state-dir", str(stack.state_dir), "--router"]
+    run = run_cli("drain", "--min-peers", "all", *words, nginx_router(nginx))
+    assert run.returncode == 4, run.stderr
+    assert nginx.upstream_file.read_text() == text, "edited though refused"
+    b_router = f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{b}"
+    run = run_cli("undrain", *words, b_router)
+    assert f"server {b} down " in nginx.upstream_file.read_text(), run.stderr
