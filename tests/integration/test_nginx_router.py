@@ -92,3 +92,36 @@ def test_nginx_router_config_failing_nginx_t_is_put_back_and_nothing_signalled(
     assert set(stack.a.daemon_pids()) == old
     assert all(not p["signals"] for p in report["processes"])  # type: ignore[union-attr]
     assert set(nginx.workers()) == workers, "nginx was reloaded"
+
+
+def test_nginx_operator_state_down_refuses_min_peers_all_and_survives_undrain(
+    stack: Stack, nginx: NginxLab
+) -> None:
+    # The operator took b out by hand: an unmarked `down`.
+    b = nginx.server_address("b")
+    text = nginx.upstream_file.read_text().replace(f"server {b} ", f"server {b} down ")
+    nginx.upstream_file.write_text(text)
+    words = ["--group", "myapp", "--state-dir", str(stack.state_dir), "--router"]
+    run = run_cli("drain", "--min-peers", "all", *words, nginx_router(nginx))
+    assert run.returncode == 4, run.stderr
+    assert nginx.upstream_file.read_text() == text, "edited though refused"
+    b_router = f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{b}"
+    run = run_cli("undrain", *words, b_router)
+    assert f"server {b} down " in nginx.upstream_file.read_text(), run.stderr
+
+
+def test_nginx_symlinked_upstream_file_is_written_through_and_stays_a_link(
+    stack: Stack, nginx: NginxLab
+) -> None:
+    # Debian's layout: the included file is a link to the real one.
+    real = nginx.root / "sites-available" / "app.conf"
+    real.parent.mkdir()
+    nginx.upstream_file.rename(real)
+    nginx.upstream_file.symlink_to(Path("..") / "sites-available" / "app.conf")
+    original = real.read_bytes()
+    real.chmod(0o640)
+    run = run_cli(*restart_args(stack, "--json", haproxy=False), "--router", nginx_router(nginx))
+    assert run.returncode == 0, run.stderr
+    assert nginx.upstream_file.is_symlink(), "the link was replaced by a copy"
+    assert real.read_bytes() == original
+    assert real.stat().st_mode & 0o777 == 0o640

@@ -24,12 +24,16 @@ workers still running.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import re
 import signal
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +49,11 @@ RELOAD_WAIT = 10.0
 _POLL = 0.05
 
 _SPEC = re.compile(r"^(?P<file>/.+):(?P<server>(?:\[[0-9A-Fa-f:.]+\]|[^:\s\[\]/]+):\d{1,5})$")
-_UPSTREAM = re.compile(r"^\s*upstream\s+(?P<name>\S+)\s*\{")
-_DOWN = re.compile(r"\s+down(?=[\s;])")
+# wsgi-drain's own `down` carries this comment right after its ';' (nginx has no
+# MAINT: an unmarked `down` is the operator's).  MARK_BREAK when code follows on
+# the line, so the comment cannot swallow it.
+MARK = " # wsgi-drain"
+MARK_BREAK = " # wsgi-drain (line break added)\n"
 
 
 @dataclass(frozen=True)
@@ -80,65 +87,221 @@ def parse_target(spec: str) -> NginxTarget:
 
 @dataclass(frozen=True)
 class ServerLine:
-    """The server's line in the upstream file, and its upstream's other servers."""
+    """Our `server` directive in the upstream file, and its upstream's other servers.
 
-    index: int
+    `start`/`semi` are the offsets of the directive's first byte and of its ';'
+    (the text is decoded as latin-1, so offsets are byte offsets); `down` whether
+    it carries `down`, `ours` whether that `down` is wsgi-drain's (marked).
+    """
+
+    start: int
+    semi: int
     down: bool
+    ours: bool
     peers_up: int
+    peers_out: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Directive:
+    words: tuple[str, ...]
+    start: int
+    semi: int
+    block: str | None  # the enclosing block's name ("upstream"), None at top level
+
+
+def _tokens(text: str) -> Iterator[tuple[str, int, bool]]:
+    """nginx's tokens as (value, offset, is_word): words (quotes and \\ escapes
+    resolved), ';', '{', '}'; a '#' starting a token comments to end of line."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif c in ";{}":
+            yield c, i, False
+            i += 1
+        else:
+            start, word = i, []
+            while i < n and not text[i].isspace() and text[i] not in ";{}":
+                c = text[i]
+                if c in "\"'":
+                    i += 1
+                    while i < n and text[i] != c:
+                        if text[i] == "\\" and i + 1 < n:
+                            i += 1
+                        word.append(text[i])
+                        i += 1
+                    i += 1
+                    continue
+                if c == "\\" and i + 1 < n:
+                    i += 1
+                word.append(text[i])
+                i += 1
+            yield "".join(word), start, True
+
+
+def _directives(text: str, where: str) -> list[_Directive]:
+    found: list[_Directive] = []
+    blocks: list[str] = []
+    words: list[str] = []
+    start = 0
+    for value, at, is_word in _tokens(text):
+        if is_word:
+            if not words:
+                start = at
+            words.append(value)
+        elif value == ";":
+            if words:
+                found.append(_Directive(tuple(words), start, at, blocks[-1] if blocks else None))
+            words = []
+        elif value == "{":
+            blocks.append(words[0] if words else "")
+            words = []
+        else:
+            if not blocks:
+                raise RouterError(where, f"unbalanced '}}' at byte {at} of the upstream file")
+            blocks.pop()
+            words = []
+    return found
+
+
+def _mark_at(text: str, semi: int) -> str | None:
+    """Our mark right after the ';' at `semi`, if there is one."""
+    rest = text[semi + 1 : semi + 1 + len(MARK_BREAK)]
+    for mark in (MARK_BREAK, MARK):
+        if rest.startswith(mark):
+            return mark
+    return None
 
 
 def find_server(text: str, server: str, where: str) -> ServerLine:
-    """Locate the single-line ``server SERVER ...;`` directive; RouterError if not exactly one."""
-    found: list[tuple[int, str | None, bool]] = []
-    in_rotation: dict[str | None, int] = {}
-    upstream: str | None = None
-    for index, raw in enumerate(text.split("\n")):
-        line = raw.split("#", 1)[0]
-        head = _UPSTREAM.match(line)
-        if head:
-            upstream = head["name"]
-            continue
-        if line.strip().startswith("}"):
-            upstream = None
-            continue
-        words = line.replace(";", " ; ").split()
-        if len(words) < 2 or words[0] != "server":
-            continue
-        if ";" not in words:
-            raise RouterError(
-                where,
-                f"line {index + 1} (a server directive over several lines) is not supported: "
-                "write each server on one line",
-            )
-        flags = words[2 : words.index(";")]
-        down = "down" in flags
-        if words[1] == server:
-            found.append((index, upstream, down))
-        elif not down and "backup" not in flags:
-            in_rotation[upstream] = in_rotation.get(upstream, 0) + 1
-    if len(found) != 1:
-        what = "no" if not found else f"{len(found)}"
+    """Locate the one ``server SERVER ...;`` directive of an upstream block;
+    RouterError if not exactly one.  `text` is the file decoded as latin-1."""
+    servers = [
+        d for d in _directives(text, where) if d.block == "upstream" and d.words[0] == "server"
+    ]
+    ours = [d for d in servers if len(d.words) > 1 and d.words[1] == server]
+    if len(ours) != 1:
+        what = "no" if not ours else f"{len(ours)}"
         raise RouterError(
             where,
-            f"{what} `server {server} ...;` line in the file: name the address exactly as "
-            "the upstream writes it, once",
+            f"{what} `server {server} ...;` line in an upstream block of the file: name the "
+            "address exactly as the upstream writes it, once",
         )
-    index, upstream, down = found[0]
-    return ServerLine(index, down, in_rotation.get(upstream, 0))
+    me = ours[0]
+    # The upstream's other servers: those between the same braces.
+    up, out = 0, []
+    for d in servers:
+        if d is me or len(d.words) < 2 or not _same_block(text, d, me):
+            continue
+        flags = d.words[2:]
+        if "down" in flags:
+            out.append(f"{d.words[1]} ({'drain' if _mark_at(text, d.semi) else 'maint'})")
+        elif "backup" in flags:
+            out.append(f"{d.words[1]} (backup)")
+        else:
+            up += 1
+    down = "down" in me.words[2:]
+    return ServerLine(
+        me.start, me.semi, down, down and _mark_at(text, me.semi) is not None, up, tuple(out)
+    )
 
 
-def set_down(text: str, index: int, down: bool) -> str:
-    """`text` with line `index` marked down (before its ';') or with that mark removed."""
-    lines = text.split("\n")
-    line = lines[index]
-    code, hash_, comment = line.partition("#")
+def _same_block(text: str, a: _Directive, b: _Directive) -> bool:
+    """No upstream block boundary between the two directives."""
+    lo, hi = sorted((a.start, b.start))
+    return not any(v in "{}" for v, _, w in _tokens(text[lo:hi]) if not w)
+
+
+def set_down(text: str, line: ServerLine, down: bool) -> str:
+    """`text` with our directive marked down by wsgi-drain, or with exactly that mark removed."""
+    semi = line.semi
     if down:
-        at = code.index(";")
-        code = code[:at] + " down" + code[at:]
-    else:
-        code = _DOWN.sub("", code, count=1)
-    lines[index] = code + hash_ + comment
-    return "\n".join(lines)
+        tail = text[semi + 1 :].split("\n", 1)[0]
+        mark = MARK if not tail.strip() or tail.lstrip().startswith("#") else MARK_BREAK
+        return text[:semi] + " down;" + mark + text[semi + 1 :]
+    found = _mark_at(text, semi)
+    if found is None or not text[:semi].endswith(" down"):
+        return text
+    return text[: semi - len(" down")] + ";" + text[semi + 1 + len(found) :]
+
+
+def master_exe(link: str, where: str) -> str:
+    """The master's executable from /proc/PID/exe; after a package upgrade the
+    link reads "PATH (deleted)": PATH is the new nginx if it exists."""
+    suffix = " (deleted)"
+    if not link.endswith(suffix):
+        return link
+    path = link[: -len(suffix)]
+    if os.path.exists(path):
+        return path
+    raise RouterError(
+        where,
+        f"the nginx master's executable {path} was deleted (a package upgrade?) and "
+        "nothing is there now: restart nginx, then run wsgi-drain again",
+    )
+
+
+# nginx's options that take a value (nginx -h); -g's value holds blanks.
+_VALUED = ("-s", "-p", "-e", "-c", "-g")
+_FLAGS = ("-?", "-h", "-v", "-V", "-t", "-T", "-q")
+
+
+def master_args(rest: str) -> list[str]:
+    """The master's options from its title after "nginx: master process ".
+
+    nginx overwrites its argv with the title (/proc/PID/cmdline is that one
+    string, the NUL boundaries lost), so `-g 'daemon on; master_process on;'`
+    reads `-g daemon on; master_process on;`: a -g value runs on to the next
+    word that is an nginx option after a word ending in ';'.  -t/-T/-q dropped.
+    """
+    words = rest.split()[1:]  # [0] is the program
+    args: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word == "-g":
+            value: list[str] = []
+            while i < len(words) and not (
+                value and value[-1].endswith(";") and words[i] in _VALUED + _FLAGS
+            ):
+                value.append(words[i])
+                i += 1
+            args += ["-g", " ".join(value)]
+        elif word in _VALUED and i < len(words):
+            args += [word, words[i]]
+            i += 1
+        elif word not in ("-t", "-T", "-q"):
+            args.append(word)
+    return args
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """flock keyed by the upstream file's real path, under the state directory, so
+    two runs on different servers of one file take turns (read, nginx -t, reload)."""
+    from wsgi_drain.state import DEFAULT_STATE_DIR
+
+    real = os.path.realpath(path)
+    base = Path(os.environ.get("WSGI_DRAIN_STATE_DIR") or DEFAULT_STATE_DIR)
+    name = "nginx-" + hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(base / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise RouterError(
+            f"nginx {path}", f"cannot take the file lock in {base}: {err.strerror}"
+        ) from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class NginxRouter:
@@ -165,11 +328,13 @@ class NginxRouter:
             raise RouterError(self.name, f"cannot read the upstream file: {err.strerror}") from err
 
     def _line(self, data: bytes) -> ServerLine:
-        return find_server(data.decode("utf-8", "surrogateescape"), self.target.server, self.name)
+        return find_server(data.decode("latin-1"), self.target.server, self.name)
 
     def _write(self, data: bytes) -> None:
-        """Replace the file atomically, keeping its mode and owner."""
-        path = self.target.upstream_file
+        """Replace the file atomically, keeping its mode and owner; through a
+        symlink (sites-enabled/X -> ../sites-available/X) the link's real target
+        is replaced in its own directory, so the link stays a link."""
+        path = Path(os.path.realpath(self.target.upstream_file))
         info = os.stat(path)
         write_atomic(path, data, stat.S_IMODE(info.st_mode), owner=(info.st_uid, info.st_gid))
 
@@ -180,7 +345,7 @@ class NginxRouter:
         try:
             pid = int(self.target.pid_file.read_text().strip())
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-            exe = os.readlink(f"/proc/{pid}/exe")
+            exe = master_exe(os.readlink(f"/proc/{pid}/exe"), self.name)
         except (OSError, ValueError) as err:
             raise RouterError(
                 self.name,
@@ -192,10 +357,8 @@ class NginxRouter:
             raise RouterError(
                 self.name, f"pid {pid} from {self.target.pid_file} is not an nginx master"
             )
-        # nginx keeps its original arguments in its title after the prefix;
         # `-t` checks the configuration that master would load.
-        args = [a for a in title[len(prefix) :].split() if a not in ("-t", "-T", "-q")][1:]
-        return pid, [exe, *args, "-t", "-q"]
+        return pid, [exe, *master_args(title[len(prefix) :]), "-t", "-q"]
 
     def _workers(self, master: int) -> set[int]:
         try:
@@ -204,9 +367,30 @@ class NginxRouter:
             return set()
         return {int(p) for p in text.split()}
 
-    def _reload(self, original: bytes, changed: bytes) -> None:
+    def _reload(self, down: bool) -> None:
+        """Under the file's lock: read, edit our directive, `nginx -t`, reload."""
+        with file_lock(self.target.upstream_file):
+            original = self._read()
+            line = self._line(original)
+            if down and line.down:
+                return  # out of rotation already (ours, or the operator's)
+            if not down and not line.ours:
+                return  # in rotation, or an operator's `down`: never ours to remove
+            text = original.decode("latin-1")
+            self._write(set_down(text, line, down).encode("latin-1"))
+            self._reloaded(down)
+
+    def _undo(self, down: bool) -> None:
+        """Undo only our own change, on the file as it is now."""
+        text = self._read().decode("latin-1")
+        line = find_server(text, self.target.server, self.name)
+        if down and line.ours:
+            self._write(set_down(text, line, False).encode("latin-1"))
+        elif not down and not line.down:
+            self._write(set_down(text, line, True).encode("latin-1"))
+
+    def _reloaded(self, down: bool) -> None:
         master, test = self._master()
-        self._write(changed)
         try:
             done = subprocess.run(
                 test, capture_output=True, text=True, timeout=TEST_TIMEOUT, check=False
@@ -216,17 +400,17 @@ class NginxRouter:
         except (OSError, subprocess.TimeoutExpired) as err:
             failed, why = True, str(err)
         if failed:
-            self._write(original)
+            self._undo(down)
             raise RouterError(
                 self.name,
-                f"`nginx -t` failed after the edit, so the file was put back byte for byte and "
+                f"`nginx -t` failed after the edit, so our edit was undone and "
                 f"nginx was not reloaded: {why}",
             )
         before = self._workers(master)
         try:
             fd = os.pidfd_open(master)
         except OSError as err:
-            self._write(original)
+            self._undo(down)
             raise RouterError(self.name, f"nginx master {master} is gone: {err}") from err
         try:
             signal.pidfd_send_signal(fd, signal.SIGHUP)
@@ -250,7 +434,8 @@ class NginxRouter:
         line = self._line(self._read())
         alive = {pid for pid in self._old_workers if os.path.exists(f"/proc/{pid}")}
         self._old_workers = alive
-        admin = "drain" if line.down else "ready"
+        # An unmarked `down` is the operator's: maintenance, not our drain.
+        admin = ("drain" if line.ours else "maint") if line.down else "ready"
         return RouterState(
             name=self.name,
             admin=admin,
@@ -258,16 +443,11 @@ class NginxRouter:
             sessions=len(alive),
             queued=0,
             peers_up=line.peers_up,
+            peers_out=line.peers_out,
         )
 
     def _set(self, down: bool) -> None:
-        original = self._read()
-        line = self._line(original)
-        if line.down == down:
-            return
-        text = original.decode("utf-8", "surrogateescape")
-        changed = set_down(text, line.index, down).encode("utf-8", "surrogateescape")
-        self._reload(original, changed)
+        self._reload(down)
 
     def divert(self) -> None:
         self._set(True)
