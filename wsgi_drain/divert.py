@@ -47,6 +47,10 @@ def _configured(settings: Settings) -> list[str]:
     return routers_mod.specs(settings.haproxy, settings.routers)
 
 
+def _router(settings: Settings, spec: str) -> Router:
+    return routers_mod.from_spec(spec, settings.group, settings.lb_detect, settings.state_dir)
+
+
 def _need_routers(group: str, specs: list[str]) -> None:
     if not specs:
         raise ConfigError(
@@ -73,10 +77,7 @@ def drain(settings: Settings, progress: Progress) -> DivertResult:
         )
         for spec in specs:
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
-        routers = [
-            (spec, routers_mod.from_spec(spec, settings.group, settings.lb_detect))
-            for spec in specs
-        ]
+        routers = [(spec, _router(settings, spec)) for spec in specs]
         before: dict[str, str] = {}
         to_divert: list[tuple[str, Router]] = []
         for spec, router in routers:
@@ -222,7 +223,7 @@ def undrain(
             locks.enter_context(router_lock(settings.state_dir, spec, settings.group))
         errors: list[str] = []
         for spec in specs:
-            router = routers_mod.from_spec(spec, settings.group, settings.lb_detect)
+            router = _router(settings, spec)
             try:
                 note = _undrain_one(router, spec, journals)
                 result.states.append(router.state())

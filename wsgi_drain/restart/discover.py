@@ -86,7 +86,7 @@ def _read_routers(run: Run) -> Routing:
     s, out = run.settings, run.outcome
     routing = Routing(
         routers=tuple(
-            (spec, routers_mod.from_spec(spec, s.group, s.lb_detect))
+            (spec, routers_mod.from_spec(spec, s.group, s.lb_detect, s.state_dir))
             for spec in routers_mod.specs(s.haproxy, s.routers)
         ),
         records=out.routers,

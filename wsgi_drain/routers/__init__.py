@@ -8,6 +8,7 @@ router is adding a module and a registry entry.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from wsgi_drain.errors import ConfigError
 from wsgi_drain.routers.protocol import Router, RouterState
@@ -27,7 +28,13 @@ __all__ = [
 KINDS = ("haproxy", "nginx", "health-file", "command")
 
 
-def build(kind: str, spec: str, group: str | None = None, lb_detect: float | None = None) -> Router:
+def build(
+    kind: str,
+    spec: str,
+    group: str | None = None,
+    lb_detect: float | None = None,
+    state_dir: Path | None = None,
+) -> Router:
     """A router from its kind and spec, e.g. ("haproxy", "/run/haproxy.sock:be/web1").
 
     Modules are imported here, on use, so commands that need no router stay fast.
@@ -41,7 +48,7 @@ def build(kind: str, spec: str, group: str | None = None, lb_detect: float | Non
         from wsgi_drain.routers.nginx import NginxRouter
         from wsgi_drain.routers.nginx import parse_target as parse_nginx
 
-        return NginxRouter(parse_nginx(spec))
+        return NginxRouter(parse_nginx(spec), state_dir)
     if kind == "health-file":
         from wsgi_drain.routers.healthfile import HealthFileRouter, parse_path
 
@@ -82,10 +89,16 @@ def spec_of(kind: str, spec: str) -> str:
     return f"{kind}:{spec}"
 
 
-def from_spec(entry: str, group: str | None = None, lb_detect: float | None = None) -> Router:
+def from_spec(
+    entry: str,
+    group: str | None = None,
+    lb_detect: float | None = None,
+    state_dir: Path | None = None,
+) -> Router:
     """A router from its "KIND:SPEC" form (command line, configuration, journal).
 
-    `group` is told to routers that pass it on (the command router's environment).
+    `group` is told to routers that pass it on (the command router's environment);
+    `state_dir` is where routers that edit shared files take their locks (nginx).
     """
     kind, spec = parse_spec(entry)
-    return build(kind, spec, group, lb_detect)
+    return build(kind, spec, group, lb_detect, state_dir)

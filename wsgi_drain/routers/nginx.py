@@ -282,17 +282,26 @@ def master_args(rest: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, state_dir: Path | None = None) -> Iterator[None]:
     """flock keyed by the upstream file's real path, under the state directory, so
-    two runs on different servers of one file take turns (read, nginx -t, reload)."""
-    from wsgi_drain.state import DEFAULT_STATE_DIR
+    two runs on different servers of one file take turns (read, nginx -t, reload).
+
+    `state_dir` is the run's (--state-dir); without one, $WSGI_DRAIN_STATE_DIR or
+    the default.  The directory gets the state directory's checks (ours, 0700).
+    """
+    from wsgi_drain.errors import ConfigError
+    from wsgi_drain.state import DEFAULT_STATE_DIR, ensure_dir
 
     real = os.path.realpath(path)
-    base = Path(os.environ.get("WSGI_DRAIN_STATE_DIR") or DEFAULT_STATE_DIR)
+    base = state_dir or Path(os.environ.get("WSGI_DRAIN_STATE_DIR") or DEFAULT_STATE_DIR)
     name = "nginx-" + hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     try:
-        base.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(base / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        ensure_dir(base)
+        fd = os.open(
+            base / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+        )
+    except ConfigError as err:
+        raise RouterError(f"nginx {path}", f"cannot take the file lock: {err}") from err
     except OSError as err:
         raise RouterError(
             f"nginx {path}", f"cannot take the file lock in {base}: {err.strerror}"
@@ -307,8 +316,9 @@ def file_lock(path: Path) -> Iterator[None]:
 class NginxRouter:
     """The Router protocol over one `server` line of an nginx upstream file."""
 
-    def __init__(self, target: NginxTarget) -> None:
+    def __init__(self, target: NginxTarget, state_dir: Path | None = None) -> None:
         self.target = target
+        self.state_dir = state_dir
         self._old_workers: set[int] = set()
 
     @property
@@ -369,7 +379,7 @@ class NginxRouter:
 
     def _reload(self, down: bool) -> None:
         """Under the file's lock: read, edit our directive, `nginx -t`, reload."""
-        with file_lock(self.target.upstream_file):
+        with file_lock(self.target.upstream_file, self.state_dir):
             original = self._read()
             line = self._line(original)
             if down and line.down:
