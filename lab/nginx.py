@@ -6,6 +6,11 @@ edits that file.  ``/slow`` goes to the first server only (its own upstream,
 not in that file), so a test can keep a long request on the host it restarts.
 nginx runs in the foreground (``daemon off``) as our child, with its pid file,
 error log and temporary directories under ``root``; reloads are SIGHUP to it.
+``debian_unit=True`` starts it instead the way Debian's nginx.service does
+(``nginx -g 'daemon on; master_process on;'``: it forks, the master is found
+by its pid file) and lays the upstream file out as Debian's packages do: the
+included ``upstreams/app.conf`` is a link to ``../sites-available/app.conf``,
+whose ``upstream`` has its brace on the next line, weights and comments.
 ``proxy_next_upstream off``: nginx must not hide a failed request by retrying
 it on another server, so the load loop sees every failure.
 """
@@ -24,6 +29,7 @@ from lab import procs
 from lab.errors import LabError, LabUnavailable
 from lab.ports import LOOPBACK, accepts, free_port
 from lab.service import Service
+from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
 
 
@@ -36,6 +42,7 @@ class NginxLab(Service):
         servers: Sequence[tuple[str, str, int]],
         *,
         start_timeout: float = 10.0,
+        debian_unit: bool = False,
     ) -> None:
         if not servers:
             raise ValueError("NginxLab needs at least one server")
@@ -47,8 +54,14 @@ class NginxLab(Service):
         self.conf_d = self.root / "conf.d"
         self.pid_file = self.root / "nginx.pid"
         self.error_log = self.root / "error.log"
+        self.debian_unit = debian_unit
+        # The file the link points to, with debian_unit (else the file itself).
+        self.real_upstream_file = (
+            self.root / "sites-available" / "app.conf" if debian_unit else self.upstream_file
+        )
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._master: int | None = None  # debian_unit: the forked master, from its pid file
 
     @property
     def url(self) -> str:
@@ -56,6 +69,8 @@ class NginxLab(Service):
 
     @property
     def pid(self) -> int:
+        if self._master is not None:
+            return self._master
         if self._proc is None:
             raise LabError("nginx is not running")
         return self._proc.pid
@@ -68,6 +83,20 @@ class NginxLab(Service):
         raise LabError(f"no server {name!r} in {self.servers}")
 
     def _upstream(self) -> str:
+        if self.debian_unit:
+            weighted = "\n".join(
+                f"    server {host}:{port} weight={3 if i == 0 else 1} max_fails=0; # {name}"
+                for i, (name, host, port) in enumerate(self.servers)
+            )
+            return f"""\
+# /etc/nginx/sites-available/app.conf (written by lab.NginxLab, Debian style)
+upstream app
+{{
+    # the app servers; wsgi-drain marks one down and back
+{weighted}
+    keepalive 16;
+}}
+"""
         lines = "\n".join(
             f"    server {host}:{port} max_fails=0;  # host {name}"
             for name, host, port in self.servers
@@ -83,10 +112,12 @@ upstream app {{
 
     def _config(self) -> str:
         first = self.servers[0]
+        # With debian_unit, `-g 'daemon on; ...'` on the command line decides it.
+        daemon = "" if self.debian_unit else "daemon off;"
         temp = self.root / "tmp"
         return f"""\
 # Written by lab.NginxLab.
-daemon off;
+{daemon}
 worker_processes 2;
 # Old workers finish their requests after a reload, for at most this long.
 worker_shutdown_timeout 60s;
@@ -141,19 +172,17 @@ http {{
         # only temporary files, here.
         os.chmod(self.root / "tmp", 0o1777)
         self.port = free_port()
-        self.upstream_file.write_text(self._upstream(), encoding="utf-8")
+        self.real_upstream_file.parent.mkdir(parents=True, exist_ok=True)
+        self.real_upstream_file.write_text(self._upstream(), encoding="utf-8")
+        if self.debian_unit:
+            self.upstream_file.symlink_to(Path("..") / "sites-available" / "app.conf")
         self.conf_path.write_text(self._config(), encoding="utf-8")
+        argv = [binary, "-p", str(self.root), "-c", str(self.conf_path), "-e", str(self.error_log)]
+        if self.debian_unit:
+            argv += ["-g", "daemon on; master_process on;"]  # Debian's nginx.service
         with self.error_log.open("ab") as log:
             self._proc = subprocess.Popen(
-                [
-                    binary,
-                    "-p",
-                    str(self.root),
-                    "-c",
-                    str(self.conf_path),
-                    "-e",
-                    str(self.error_log),
-                ],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -161,6 +190,20 @@ http {{
                 start_new_session=True,
             )
         try:
+            if self.debian_unit:
+                # The launcher forks the master and exits; the master is ours
+                # from its pid file on (we started it).
+                self._proc.wait(self.start_timeout)
+                if self._proc.returncode != 0:
+                    msg = f"nginx exited with {self._proc.returncode}\n{procs.tail(self.error_log)}"
+                    raise LabError(msg)
+                while not (self.pid_file.exists() and accepts(LOOPBACK, self.port)):
+                    if deadline.expired():
+                        msg = f"nginx not ready in {self.start_timeout} s\n"
+                        raise LabError(msg + procs.tail(self.error_log))
+                    time.sleep(0.05)
+                self._master = int(self.pid_file.read_text().split()[0])
+                return
             while not (self.pid_file.exists() and accepts(LOOPBACK, self.port)):
                 if self._proc.poll() is not None:
                     msg = f"nginx exited with {self._proc.returncode}\n{procs.tail(self.error_log)}"
@@ -183,6 +226,9 @@ http {{
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (fast stop) our nginx master, SIGKILL it after `timeout`, reap it."""
+        master, self._master = self._master, None
+        if master is not None:
+            self._stop_daemon(master, timeout)
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -191,3 +237,21 @@ http {{
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5.0)
+
+    def _stop_daemon(self, master: int, timeout: float) -> None:
+        """Stop the master started with debian_unit (not our child: it forked away)."""
+        try:
+            fd = os.pidfd_open(master)  # the pid we started, read from our own pid file
+        except ProcessLookupError:
+            return
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+            deadline = Deadline(timeout)
+            while not procfs.gone(master) and not deadline.expired():
+                time.sleep(0.05)
+            if not procfs.gone(master):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)

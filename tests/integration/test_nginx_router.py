@@ -8,6 +8,7 @@ Everything else (5xx, resets, timeouts, a closed fresh connection) fails.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request
 from lab.nginx import NginxLab
-from tests.integration.conftest import restart_args, run_cli
+from tests.integration.conftest import restart_args, run_cli, wsgi_drain_command
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +126,99 @@ def test_nginx_symlinked_upstream_file_is_written_through_and_stays_a_link(
     assert nginx.upstream_file.is_symlink(), "the link was replaced by a copy"
     assert real.read_bytes() == original
     assert real.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.fixture
+def debian_nginx(stack: Stack, tmp_path: Path) -> Iterator[NginxLab]:
+    """nginx as Debian's nginx.service starts it, its upstream file laid out as Debian's."""
+    lab = NginxLab(
+        tmp_path / "nginx-debian",
+        [("a", "127.0.0.1", stack.a.port), ("b", "127.0.0.1", stack.b.port)],
+        debian_unit=True,
+    )
+    try:
+        lab.start()
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def test_nginx_debian_unit_restart_under_load_through_a_symlinked_upstream_file(
+    stack: Stack, debian_nginx: NginxLab
+) -> None:
+    """Issue 16: `-g 'daemon on; master_process on;'`, a sites-enabled link, weights,
+    comments and `{` on the next line: restart under load, 0 failed, file identical."""
+    nginx = debian_nginx
+    assert nginx.upstream_file.is_symlink()
+    master_cmdline = Path(f"/proc/{nginx.pid}/cmdline").read_bytes()
+    assert b"daemon on; master_process on;" in master_cmdline
+    original = nginx.real_upstream_file.read_bytes()
+    assert b"upstream app\n{" in original and b"weight=3" in original
+    old = set(stack.a.daemon_pids())
+    load = LoadLoop(
+        nginx.url + "/", max_requests=3000, max_seconds=40, clients=8, retry_reused_close=True
+    )
+    load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(nginx.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        run = run_cli(
+            *restart_args(stack, "--json", haproxy=False), "--router", nginx_router(nginx)
+        )
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    report = run.json()
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
+    assert report["mode"] == "drain"
+    assert [r["diverted"] and r["restored"] for r in report["routers"]] == [True]
+    assert slow.result(timeout=30).status == 200
+    summary = load.summary()
+    failed = {
+        k: v for k, v in summary.counts.items() if k not in (Outcome.OK, Outcome.RETRIED) and v
+    }
+    assert summary.total > 50, summary
+    assert not failed, f"failed requests: {failed} of {summary.total}"
+    assert not set(stack.a.daemon_pids()) & old
+    assert nginx.upstream_file.is_symlink(), "the link was replaced by a copy"
+    assert nginx.real_upstream_file.read_bytes() == original
+
+
+def test_nginx_two_runs_on_one_upstream_file_never_lose_a_mark(
+    stack: Stack, nginx: NginxLab
+) -> None:
+    """Two drains on different servers of one file at once: both marks stay (issue 16).
+
+    Each run's read, edit, `nginx -t` and reload hold a lock keyed by the file's real
+    path, so neither writes back a file without the other's mark.
+    """
+    original = nginx.upstream_file.read_bytes()
+    a, b = nginx.server_address("a"), nginx.server_address("b")
+    words = ["--group", "myapp", "--state-dir", str(stack.state_dir), "--min-peers", "0"]
+
+    def router(server: str) -> str:
+        return f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{server}"
+
+    for _round in range(3):
+        drain = [*wsgi_drain_command(), "drain", *words, "--router"]
+        runs = [
+            subprocess.Popen(
+                [*drain, router(server)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for server in (a, b)
+        ]
+        for proc in runs:
+            _out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        text = nginx.upstream_file.read_text()
+        for server in (a, b):
+            line = next(x for x in text.splitlines() if f"server {server} " in x)
+            assert " down" in line and "wsgi-drain" in line, text
+        for server in (a, b):
+            run = run_cli("undrain", *words[:4], "--router", router(server))
+            assert run.returncode == 0, run.stderr
+        assert nginx.upstream_file.read_bytes() == original
