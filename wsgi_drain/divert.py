@@ -306,7 +306,7 @@ def _undrain_one(router: Router, spec: str, journals: list[Journal]) -> str:
             return "ready (its state before wsgi-drain diverted it)"
         return (
             f"left in {state.admin}: someone set it after wsgi-drain diverted it; "
-            f"`set server {_server(router)} state ready` on the HAProxy socket if you mean it"
+            f"{_by_hand(router)} if you mean it"
         )
     if recorded is not None and recorded != "ready":
         return (
@@ -318,12 +318,16 @@ def _undrain_one(router: Router, spec: str, journals: list[Journal]) -> str:
         return "ready (was in drain)"
     return (
         f"left in {state.admin}, which wsgi-drain never sets (an operator's maintenance?); "
-        f"`set server {_server(router)} state ready` on the HAProxy socket if you mean it"
+        f"{_by_hand(router)} if you mean it"
     )
 
 
-def _server(router: Router) -> str:
+def _by_hand(router: Router) -> str:
+    """How an operator puts this router's server back by hand, in the router's own terms."""
     target = getattr(router, "target", None)
-    if target is None:
-        return router.name
-    return f"{target.backend}/{target.server}"
+    if target is not None and hasattr(target, "backend"):  # HAProxy
+        return f"`set server {target.backend}/{target.server} state ready` on the HAProxy socket"
+    upstream = getattr(target, "upstream_file", None)
+    if target is not None and upstream is not None:  # nginx: an unmarked `down` is the operator's
+        return f"remove the `down` of `server {target.server}` in {upstream}, then reload nginx"
+    return f"put it back in rotation by hand ({router.name})"

@@ -569,3 +569,45 @@ def test_ansible_delegated_mode_refuses_two_hosts_per_batch_before_touching_any(
     assert _pids(hosts) == before
     assert all(hosts.haproxy.admin_state(n) == "ready" for n in hosts.hosts)
     assert not (tmp_path / "lb-state").exists() or not any((tmp_path / "lb-state").iterdir())
+
+
+def test_ansible_repair_playbook_leaves_an_operators_nginx_down_and_repairs_ours(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
+    """Issue 16: nginx has no MAINT; repair.yml puts back only wsgi-drain's own `down`."""
+    from lab.nginx import NginxLab
+
+    nginx = NginxLab(tmp_path / "nginx", [(n, "127.0.0.1", h.port) for n, h in hosts.hosts.items()])
+    try:
+        nginx.start()
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    try:
+
+        def router(name: str) -> dict[str, object]:
+            return {"kind": "nginx", "pid_file": str(nginx.pid_file),
+                    "upstream_file": str(nginx.upstream_file),
+                    "server": nginx.server_address(name)}  # fmt: skip
+
+        # The operator took h3 out by hand (an unmarked `down`); a drain of ours left h2 out.
+        h3 = nginx.server_address("h3")
+        text = nginx.upstream_file.read_text().replace(f"server {h3} ", f"server {h3} down ")
+        nginx.upstream_file.write_text(text)
+        spec = f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{nginx.server_address('h2')}"
+        drained = run_cli("drain", "--group", "myapp", "--router", spec, "--min-peers", "0",
+                          *host_args(hosts, "h2", router=False))  # fmt: skip
+        assert drained.returncode == 0, drained.stderr
+        assert "wsgi-drain" in next(
+            x for x in nginx.upstream_file.read_text().splitlines() if "h2" in x
+        )
+        overrides = {n: {"wsgi_drain_routers": [router(n)]} for n in hosts.hosts}
+        run = playbook(hosts, tmp_path, collection, book=REPAIR, router_on_host=False,
+                       overrides=overrides)  # fmt: skip
+        out = run.stdout + run.stderr
+        assert run.returncode == 0, out[-3000:]
+        lines = {n: next(x for x in nginx.upstream_file.read_text().splitlines()
+                         if f"# host {n}" in x) for n in hosts.hosts}  # fmt: skip
+        assert f"server {h3} down " in lines["h3"], lines
+        assert all(" down" not in line for n, line in lines.items() if n != "h3"), lines
+    finally:
+        nginx.stop()

@@ -108,6 +108,8 @@ def test_nginx_operator_state_down_refuses_min_peers_all_and_survives_undrain(
     assert nginx.upstream_file.read_text() == text, "edited though refused"
     b_router = f"nginx:pid={nginx.pid_file}:{nginx.upstream_file}:{b}"
     run = run_cli("undrain", *words, b_router)
+    assert run.returncode == 0, run.stderr
+    assert "an operator's maintenance" in run.stdout and "remove the `down`" in run.stdout
     assert f"server {b} down " in nginx.upstream_file.read_text(), run.stderr
 
 
