@@ -71,7 +71,7 @@ def test_wheel_carries_the_package_only_and_the_sdist_the_docs_and_examples(dist
     names = zipfile.ZipFile(_wheel(dist)).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"wsgi_drain", f"wsgi_drain-{__version__}.dist-info"}, tops
-    assert "wsgi_drain/cli.py" in names
+    assert "wsgi_drain/cli/__init__.py" in names
     assert not [n for n in names if n.startswith(("lab/", "tests/", "wsgi_drain/lab/"))]
     assert any(n.endswith("LICENSE") for n in names), "the licence is not in the wheel"
 

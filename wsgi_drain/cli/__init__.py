@@ -1,0 +1,60 @@
+"""Command line: parse, call the core, hand the result to report.py, exit with its status.
+
+Every user mistake or environment problem arrives here as a DrainError and
+leaves as one line on stderr plus the documented exit status, never as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from wsgi_drain import __version__
+from wsgi_drain.cli.check import check
+from wsgi_drain.cli.divert import drain, undrain
+from wsgi_drain.cli.options import CONTEXT
+from wsgi_drain.cli.restart import restart
+from wsgi_drain.cli.status import status
+from wsgi_drain.status import ExitStatus, NagiosStatus
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="wsgi-drain")
+def cli() -> None:
+    """Restart Apache mod_wsgi daemon process groups without losing a request.
+
+    \b
+      wsgi-drain restart --group myapp    divert, restart gracefully, verify, restore
+      wsgi-drain drain   --group myapp    take the backend out of the router only
+      wsgi-drain undrain --group myapp    put it back (also repairs an interrupted run)
+      wsgi-drain check   --group myapp    health check for cron/monitoring (Nagios codes)
+      wsgi-drain status                   Apache instances, groups, processes, routers
+
+    Settings come from options, WSGI_DRAIN_* variables, or /etc/wsgi-drain.toml
+    (see README). Run any command with --help for its options and exit statuses.
+    """
+
+
+for _command in (restart, drain, undrain, check, status):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Entry point. `check` reports bad usage as UNKNOWN (3), as Nagios expects."""
+    try:
+        cli.main(prog_name="wsgi-drain", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as err:
+        err.show()
+        is_check = len(sys.argv) > 1 and sys.argv[1] == "check"
+        sys.exit(int(NagiosStatus.UNKNOWN) if is_check else err.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Aborted!", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+
+
+# Keep ExitStatus importable from here for scripts that map codes.
+__all__ = ["ExitStatus", "cli", "main"]

@@ -1,0 +1,92 @@
+"""`wsgi-drain drain` and `undrain`: the router step alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from wsgi_drain import report
+from wsgi_drain.cli.options import (
+    CONTEXT,
+    divert_options,
+    divert_settings,
+    group_options,
+    handles_errors,
+    settings,
+)
+
+
+@click.command(context_settings=CONTEXT)
+@group_options
+@divert_options
+@handles_errors
+def drain(**kwargs: Any) -> None:
+    """Take this host's backend out of every router, and wait for in-flight requests.
+
+    Only the router step: Apache is not touched. Refuses when too few other
+    servers are UP. Undo with `wsgi-drain undrain`. Exit 0, or 4 on a router error.
+    """
+    from wsgi_drain.divert import drain as run_drain
+
+    as_json = kwargs.pop("as_json")
+    result = run_drain(settings(kwargs, divert_settings(kwargs)), report.ProgressPrinter())
+    _print_divert(result, as_json)
+
+
+@click.command(context_settings=CONTEXT)
+@group_options
+@click.option(
+    "--wait-ready",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="First wait up to SECONDS until the group has all its processes and the health URL "
+    "answers 2xx; if not, restore nothing and exit 6. For after an Apache reload "
+    "(scripts/certbot-deploy-hook).",
+)
+@handles_errors
+def undrain(**kwargs: Any) -> None:
+    """Put this host's backend back in rotation; repairs an interrupted restart.
+
+    Restores exactly the routers given (or configured); with none, every
+    router a left-behind run journal names. The journal forgets what was put
+    back and is removed once it names nothing else. Exit 0, 4 on a router error,
+    6 when --wait-ready ran out before the group was ready.
+
+    \b
+    After an Apache reload (which restarts every daemon group abruptly):
+      wsgi-drain drain --group myapp
+      apache2ctl graceful
+      wsgi-drain undrain --group myapp --wait-ready 60
+    """
+    from wsgi_drain.divert import undrain as run_undrain
+
+    as_json = kwargs.pop("as_json")
+    wait_ready = kwargs.pop("wait_ready")
+    result = run_undrain(settings(kwargs, {}), report.ProgressPrinter(), wait_ready)
+    _print_divert(result, as_json)
+
+
+def _print_divert(result: Any, as_json: bool) -> None:
+    states = [
+        {"router": s.name, "admin": s.admin, "status": s.status, "sessions": s.sessions}
+        for s in result.states
+    ]
+    if as_json:
+        report.print_json(
+            {
+                "verdict": "success",
+                "exit_status": 0,
+                "group": result.group,
+                "action": result.action,
+                "routers": states,
+                "notes": result.notes,
+                "journal_removed": result.journal_removed,
+            }
+        )
+    else:
+        click.echo(f"wsgi-drain: OK - {result.action} {result.group}")
+        for s in states:
+            click.echo(f"  {s['router']}: {s['admin']} ({s['status']}, {s['sessions']} sessions)")
+        for note in result.notes:
+            click.echo(f"  {note}")

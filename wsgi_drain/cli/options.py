@@ -1,0 +1,269 @@
+"""Options shared by several commands, each declared once with its help.
+
+One decorator per family: the group and its Apache, routers, health probe and
+state (`group_options`), the router-step options of `restart` and `drain`
+(`divert_options`), and the output/state options `status` shares
+(`JSON_OPTION`, `state_dir_option`). Also the settings every per-group command
+resolves and the DrainError-to-exit-status wrapper.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from wsgi_drain import config, peers, privilege, report
+from wsgi_drain.errors import ConfigError, DrainError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _MinPeers(click.ParamType):  # type: ignore[type-arg]
+    """--min-peers: a whole number 0 or more, or "all"."""
+
+    name = "N|all"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return peers.parse(value)
+        except ConfigError:
+            self.fail(f"{value!r} is not a whole number (0 or more) or 'all'", param, ctx)
+
+
+MIN_PEERS = _MinPeers()
+
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
+)
+
+
+def state_dir_option(*, readable: bool = True) -> Callable[[F], F]:
+    """--state-dir; `readable=False` leaves an unreadable directory to the command to report."""
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, readable=readable, path_type=Path),
+        envvar="WSGI_DRAIN_STATE_DIR",
+        help="Where locks and run journals live [default: /run/wsgi-drain].",
+    )
+
+
+def _apply(f: F, options: list[Callable[[F], F]]) -> F:
+    # click lists options in decorator order: apply the last first.
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def group_options(f: F) -> F:
+    """Options every per-group command shares: the group, its Apache, routers, state."""
+    return _apply(
+        f,
+        [
+            click.option(
+                "--group",
+                "-g",
+                required=True,
+                envvar="WSGI_DRAIN_GROUP",
+                help="Name of the WSGIDaemonProcess group (as in the Apache configuration).",
+            ),
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="wsgi-drain TOML file [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
+            ),
+            click.option(
+                "--apache-config",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="WSGI_DRAIN_APACHE_CONFIG",
+                help="Apache's main configuration file; its PidFile names the instance.",
+            ),
+            click.option(
+                "--apache-pidfile",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="WSGI_DRAIN_APACHE_PIDFILE",
+                help="Pid file of the Apache parent [default: the one Apache parent running].",
+            ),
+            click.option(
+                "--haproxy",
+                multiple=True,
+                metavar="SOCKET:BACKEND/SERVER",
+                envvar="WSGI_DRAIN_HAPROXY",
+                help="HAProxy admin socket and this host's server in it, e.g. "
+                "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
+            ),
+            click.option(
+                "--router",
+                "routers",
+                multiple=True,
+                metavar="KIND:SPEC",
+                help="A front-end router of this host (repeat; kinds mix): "
+                "haproxy:SOCKET:BACKEND/SERVER (SOCKET a path or ipv4@HOST:PORT), "
+                "nginx:[pid=PIDFILE:]UPSTREAM_FILE:HOST:PORT (marks that server line down, "
+                "nginx -t, reload), health-file:PATH (its presence fails the health URL; "
+                "with --lb-detect), "
+                "command:'PROGRAM ARGS' (runs PROGRAM ARGS divert|restore|state, no shell). "
+                "--haproxy S is short for --router haproxy:S.",
+            ),
+            click.option(
+                "--health-url",
+                envvar="WSGI_DRAIN_HEALTH_URL",
+                help="URL on Apache itself (not the router) that answers 2xx when the app is "
+                "healthy.",
+            ),
+            click.option(
+                "--health-timeout",
+                type=click.FloatRange(min=0.1),
+                envvar="WSGI_DRAIN_HEALTH_TIMEOUT",
+                help="Seconds one health probe may take [default: 5].",
+            ),
+            click.option(
+                "--lb-detect",
+                type=click.FloatRange(min=0),
+                metavar="SECONDS",
+                help="For a health-file router: how long the load balancer takes to stop "
+                "sending once the health URL fails (check interval x unhealthy threshold + "
+                "deregistration delay).",
+            ),
+            click.option(
+                "--ack-trap",
+                "ack_traps",
+                multiple=True,
+                metavar="KEY",
+                help="Acknowledge a configuration trap chosen on purpose (its key is in the "
+                "warning, e.g. script-reloading): a note instead of a WARNING; repeat for "
+                "several.",
+            ),
+            click.option(
+                "--health-host",
+                metavar="NAME",
+                envvar="WSGI_DRAIN_HEALTH_HOST",
+                help="Host header for the health probe (and TLS server name for https), for an "
+                "app on a name-based virtual host; the probe still connects to --health-url's "
+                "address.",
+            ),
+            click.option(
+                "--health-ca",
+                type=click.Path(dir_okay=False, path_type=Path),
+                envvar="WSGI_DRAIN_HEALTH_CA",
+                help="CA bundle (PEM) to verify an https health URL with [default: the system's].",
+            ),
+            click.option(
+                "--health-insecure",
+                is_flag=True,
+                default=None,
+                help="Do not verify the https health URL's certificate (said in the report).",
+            ),
+            # Not checked for readability here: `check` as the monitoring user
+            # reports an unreadable state directory as UNKNOWN, by name.
+            state_dir_option(readable=False),
+            JSON_OPTION,
+        ],
+    )
+
+
+def divert_options(f: F) -> F:
+    """The router step's options, shared by `restart` and `drain`."""
+    return _apply(
+        f,
+        [
+            click.option(
+                "--drain-timeout",
+                type=click.FloatRange(min=0),
+                help="Seconds to wait for the router's in-flight requests to finish [default: 30].",
+            ),
+            click.option(
+                "--min-peers",
+                type=MIN_PEERS,
+                help="Divert only if at least this many other servers are UP ('all': every "
+                "other server the router sees, so never two hosts out; refused with a router "
+                "that cannot name the servers out); with fewer, drain refuses and restart "
+                "restarts in place (see --if-few-peers) [default: 1].",
+            ),
+            click.option(
+                "--peer-wait",
+                type=click.FloatRange(min=0),
+                metavar="SECONDS",
+                help="When too few other servers are UP, or another host went out at the same "
+                "moment, wait this long for them before deciding (a rollout in parallel: hosts "
+                "take turns) [default: 0, decide at once].",
+            ),
+        ],
+    )
+
+
+def divert_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop `divert_options`' values from `kwargs`, as settings."""
+    return {name: kwargs.pop(name) for name in ("drain_timeout", "min_peers", "peer_wait")}
+
+
+def settings(
+    kwargs: dict[str, Any], extra: dict[str, Any], guarded: dict[str, Any] | None = None
+) -> config.Settings:
+    """Resolve `group_options`' values (popped from `kwargs`) and `extra` into Settings."""
+    # Before any file is opened: under sudo the caller may not choose paths or programs.
+    privilege.refuse_under_sudo({**kwargs, **(guarded or {})})
+    path = config.config_path(kwargs.pop("config_file"))
+    data = config.read_file(path)
+    given = {
+        "apache_config": kwargs.pop("apache_config"),
+        "apache_pidfile": kwargs.pop("apache_pidfile"),
+        "haproxy": tuple(kwargs.pop("haproxy")),
+        "routers": tuple(kwargs.pop("routers")),
+        "ack_traps": tuple(kwargs.pop("ack_traps")),
+        "lb_detect": kwargs.pop("lb_detect"),
+        "health_url": kwargs.pop("health_url"),
+        "health_timeout": kwargs.pop("health_timeout"),
+        "health_host": kwargs.pop("health_host"),
+        "health_ca": kwargs.pop("health_ca"),
+        "health_insecure": kwargs.pop("health_insecure"),
+        "state_dir": kwargs.pop("state_dir"),
+        **extra,
+    }
+    resolved = config.resolve(kwargs.pop("group"), given, data, str(path or "defaults"))
+    if resolved.health_url:
+        from wsgi_drain.health import validate_ca, validate_url
+
+        validate_url(resolved.health_url)
+        validate_ca(resolved.health_ca)
+    if resolved.ack_traps:
+        from wsgi_drain.traps import check_keys
+
+        check_keys(resolved.ack_traps)
+    return resolved
+
+
+def _fail(err: DrainError, as_json: bool) -> None:
+    if as_json:
+        report.print_json(
+            {
+                "verdict": err.status.name.lower(),
+                "exit_status": int(err.status),
+                "message": str(err),
+            }
+        )
+    click.echo(f"wsgi-drain: error: {err}", err=True)
+    sys.exit(int(err.status))
+
+
+def handles_errors(f: F) -> F:
+    """Turn DrainError into one stderr line and its exit status (JSON too with --json)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return f(*args, **kwargs)
+        except DrainError as err:
+            _fail(err, as_json)
+
+    return wrapper  # type: ignore[return-value]

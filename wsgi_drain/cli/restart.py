@@ -1,0 +1,134 @@
+"""`wsgi-drain restart`: parse its options, run the restart, report."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from wsgi_drain import report
+from wsgi_drain.cli.options import (
+    CONTEXT,
+    divert_options,
+    divert_settings,
+    group_options,
+    handles_errors,
+    settings,
+)
+from wsgi_drain.errors import DrainError
+
+
+def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from wsgi_drain.signals import parse_signal
+
+    try:
+        return parse_signal(value).name
+    except DrainError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@click.command(context_settings=CONTEXT)
+@group_options
+@click.option(
+    "--mode",
+    type=click.Choice(["drain", "rolling"]),
+    help="drain: divert at the router, restart all processes at once, restore (default). "
+    "rolling: one process at a time, no router, N-1 keep serving.",
+)
+@click.option(
+    "--signal",
+    "signal_name",
+    callback=_signal_option,
+    help="Restart signal: SIGUSR1 (graceful, default) or SIGTERM. SIGUSR2 is refused: "
+    "it is not a restart on any mod_wsgi version.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for every old process to be replaced [default: the group's "
+    "drain window + shutdown-timeout + 10].",
+)
+@divert_options
+@click.option(
+    "--if-few-peers",
+    "few_peers",
+    type=click.Choice(["rolling", "refuse"]),
+    help="When fewer than --min-peers other servers are UP: restart in place, one process at "
+    "a time (rolling, default), or refuse, exit 4, naming the servers that are out (refuse: a "
+    "fleet rollout must never take a second host out).",
+)
+@click.option(
+    "--lb-up-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="After putting the server back, wait this long for the router to see it UP (its "
+    "health checks pass); not UP by then is exit 6 [default: 30; 0: do not wait].",
+)
+@click.option("--dry-run", is_flag=True, help="Discover and show the plan; change nothing.")
+@click.option("--force", is_flag=True, help="SIGKILL a process still alive past the deadline.")
+@click.option(
+    "--py-spy",
+    "py_spy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="py-spy executable for the stacks of a stuck process [default: next to wsgi-drain's "
+    "interpreter, else on PATH].",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@handles_errors
+def restart(**kwargs: Any) -> None:
+    """Restart one daemon group gracefully, losing no request.
+
+    \b
+    1. find Apache and the group's processes, proven by what they run as
+       (never a guess: a group that cannot be proven is exit 3, with why)
+    2. take a lock on the group and its routers (a second run exits 7 at once)
+    3. divert: take this host out of every --router/--haproxy that has it in
+       rotation (one an operator took out is left exactly so); wait for
+       in-flight requests
+    4. signal: SIGUSR1 to every old process, through a pidfd
+    5. watch: each old process exits, the Apache parent spawns replacements
+    6. verify: replacements up and alive, --health-url answers 2xx on Apache
+    7. restore: put back what this run took out
+
+    With no router, or when this server is the only one UP, it restarts in place,
+    one process at a time, stopping at the first step that fails. If the new
+    code is broken (import error, crash loop) the run says so in the app's own
+    words and the backend stays diverted; `wsgi-drain undrain` puts it back.
+
+    \b
+    Exit statuses: 0 success, 1 unexpected error, 2 usage, 3 Apache or group not
+    found or not provable, 4 router error, 5 processes not replaced in time,
+    6 unhealthy after restart (crash loop, import error), 7 another run holds
+    the lock, 130 interrupted (SIGINT, SIGTERM, SIGHUP).
+    """
+    from wsgi_drain.restart import restart as run_restart
+
+    as_json = kwargs.pop("as_json")
+    quiet = kwargs.pop("quiet")
+    dry_run, force = kwargs.pop("dry_run"), kwargs.pop("force")
+    py_spy = kwargs.pop("py_spy")
+    extra = {
+        "mode": kwargs.pop("mode"),
+        "signal": kwargs.pop("signal_name"),
+        "timeout": kwargs.pop("timeout"),
+        **divert_settings(kwargs),
+        "few_peers": kwargs.pop("few_peers"),
+        "lb_up_timeout": kwargs.pop("lb_up_timeout"),
+    }
+    resolved = settings(kwargs, extra, {"py_spy": py_spy})
+    progress = report.ProgressPrinter(quiet=quiet)
+    outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)
+    if as_json:
+        report.print_json(report.restart_dict(outcome))
+    else:
+        report.print_restart(outcome)
+    if outcome.unexpected is not None:
+        traceback.print_exception(outcome.unexpected, file=sys.stderr)
+    elif outcome.error is not None and not as_json:
+        click.echo(f"wsgi-drain: error: {outcome.error}", err=True)
+    sys.exit(int(outcome.status))
