@@ -6,7 +6,7 @@ is the fleet rule "never two hosts out": a rollout, a second play, or a host
 left out by an earlier failed run all count.
 
 Two hosts that check at the same instant both see enough peers.  So a run
-counts again right after its own divert (`restart.py`, `divert.py`); if a
+counts again right after its own divert (`restart/divert.py`, `divert.py`); if a
 peer went out meanwhile it puts its server back and, with `--peer-wait`,
 waits for the peers and tries again after a random pause.  Whatever the
 interleaving, of several runs that divert at once the last to recount sees

@@ -1,7 +1,7 @@
 """Front-end routers: take this host's backend out of rotation and put it back.
 
 Every router implements the small `Router` protocol (routers/protocol.py,
-re-exported here); `restart.py` only talks to that protocol, so adding a
+re-exported here); `restart/` only talks to that protocol, so adding a
 router is adding a module and a registry entry.
 """
 
