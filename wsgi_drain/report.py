@@ -281,7 +281,8 @@ def prometheus_text(result: CheckResult) -> str:
         int(result.status),
     )
     metric("check_timestamp_seconds", "When the last check ran.", round(time.time(), 3))
-    metric("processes", "Live daemon processes of the group.", len(result.processes))
+    if result.processes_known:  # not counted (UNKNOWN): no count, rather than a false 0
+        metric("processes", "Live daemon processes of the group.", len(result.processes))
     if result.expected is not None:
         metric("processes_expected", "The group's processes= setting.", result.expected)
     if result.health is not None:

@@ -81,6 +81,7 @@ def test_check_perfdata_has_no_process_count_when_it_is_not_known() -> None:
     perf = check_perfdata(result, Thresholds(health_warn=1.0))
     assert "processes=" not in perf
     assert "forced_exits=0;0;;0;" in perf
+    assert "wsgi_drain_processes{" not in prometheus_text(result)
 
 
 def test_check_usage_error_is_one_unknown_line_on_stdout() -> None:
@@ -94,14 +95,17 @@ def test_check_usage_error_is_one_unknown_line_on_stdout() -> None:
     assert len(done.stdout.splitlines()) == 1
 
 
-def test_check_textfile_unwritable_is_unknown_not_a_traceback(tmp_path: Path) -> None:
+def test_check_textfile_unwritable_does_not_hide_the_critical(tmp_path: Path) -> None:
+    # Apache down (no such pid file) is CRITICAL; the unwritable textfile is an
+    # UNKNOWN of its own, which must never hide it (issue 22; worst-of rule).
     result = CliRunner().invoke(
         cli,
         ["check", "--group", "g", "--apache-pidfile", str(tmp_path / "none.pid"),
          "--state-dir", str(tmp_path / "state"),
          "--textfile", str(tmp_path / "missing-dir" / "wsgi_drain.prom")],
     )  # fmt: skip
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("WSGI-DRAIN CRITICAL - ")
     assert "cannot write --textfile" in result.output
     assert "Traceback" not in result.output
 

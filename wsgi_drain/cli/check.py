@@ -122,7 +122,7 @@ def check(**kwargs: Any) -> None:
             traceback.print_exception(err, file=sys.stderr)
         unknown = CheckResult(group)
         unknown.add(NagiosStatus.UNKNOWN, str(err))
-        _write_textfile(textfile, unknown)
+        problem = _write_textfile(textfile, unknown)
         line = f"WSGI-DRAIN UNKNOWN - {group}: {err}"
         if as_json:
             report.print_json(
@@ -131,8 +131,14 @@ def check(**kwargs: Any) -> None:
             )  # fmt: skip
         else:
             click.echo(line)
+            if problem:
+                click.echo(f"UNKNOWN: {problem}")
         sys.exit(int(NagiosStatus.UNKNOWN))
-    _write_textfile(textfile, result)
+    problem = _write_textfile(textfile, result)
+    if problem:
+        # An UNKNOWN finding of its own: the worst-of rule keeps a CRITICAL found
+        # above (an UNKNOWN never hides a CRITICAL, README "check").
+        result.add(NagiosStatus.UNKNOWN, problem)
     if as_json:
         report.print_json(report.check_dict(result, thresholds))
     else:
@@ -161,18 +167,17 @@ def _alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _write_textfile(path: Path | None, result: Any) -> None:
-    """Rewrite the metrics file; a failure is the check's UNKNOWN, never a traceback."""
+def _write_textfile(path: Path | None, result: Any) -> str | None:
+    """Rewrite the metrics file; a failure is returned (the check's UNKNOWN), never raised."""
     if path is None:
-        return
+        return None
     from wsgi_drain.state import write_atomic
-    from wsgi_drain.status import NagiosStatus
 
     try:
         write_atomic(path, report.prometheus_text(result))
     except OSError as err:
-        click.echo(
-            f"WSGI-DRAIN UNKNOWN - {result.group}: cannot write --textfile {path}: "
-            f"{err.strerror or err} (does the directory exist, and may this user write it?)"
+        return (
+            f"cannot write --textfile {path}: {err.strerror or err} "
+            "(does the directory exist, and may this user write it?)"
         )
-        sys.exit(int(NagiosStatus.UNKNOWN))
+    return None
