@@ -22,11 +22,12 @@ from tests.integration.conftest import restart_args, run_cli, wsgi_drain_command
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def nginx(stack: Stack, tmp_path: Path) -> Iterator[NginxLab]:
+def _started(stack: Stack, root: Path, *, debian_unit: bool = False) -> Iterator[NginxLab]:
+    """nginx in front of the stack's two hosts, stopped afterwards."""
     lab = NginxLab(
-        tmp_path / "nginx",
+        root,
         [("a", "127.0.0.1", stack.a.port), ("b", "127.0.0.1", stack.b.port)],
+        debian_unit=debian_unit,
     )
     try:
         lab.start()
@@ -36,6 +37,11 @@ def nginx(stack: Stack, tmp_path: Path) -> Iterator[NginxLab]:
         yield lab
     finally:
         lab.stop()
+
+
+@pytest.fixture
+def nginx(stack: Stack, tmp_path: Path) -> Iterator[NginxLab]:
+    yield from _started(stack, tmp_path / "nginx")
 
 
 def nginx_router(nginx: NginxLab) -> str:
@@ -142,19 +148,7 @@ def test_nginx_symlinked_upstream_file_is_written_through_and_stays_a_link(
 @pytest.fixture
 def debian_nginx(stack: Stack, tmp_path: Path) -> Iterator[NginxLab]:
     """nginx as Debian's nginx.service starts it, its upstream file laid out as Debian's."""
-    lab = NginxLab(
-        tmp_path / "nginx-debian",
-        [("a", "127.0.0.1", stack.a.port), ("b", "127.0.0.1", stack.b.port)],
-        debian_unit=True,
-    )
-    try:
-        lab.start()
-    except LabUnavailable as err:
-        skip_or_fail(str(err))
-    try:
-        yield lab
-    finally:
-        lab.stop()
+    yield from _started(stack, tmp_path / "nginx-debian", debian_unit=True)
 
 
 def test_nginx_debian_unit_restart_under_load_through_a_symlinked_upstream_file(
