@@ -163,7 +163,7 @@ def _choose_mode(run: Run) -> None:
                 raise RouterError(rec.name, too_few_peers(run, rec.state))
             out.mode = "rolling"
             run.warn(
-                f"{rec.name}: {peers.shortfall(rec.state, s.min_peers, 0)}: draining it could "
+                f"{rec.name}: {peers.shortfall(rec.state, s.min_peers, 0)}: draining it would "
                 "fail every request, so restarting in place, one process at a time, without "
                 "diverting"
             )
