@@ -22,25 +22,19 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.unit.children import SLEEPER, reap
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.discovery import ApacheInstance, DaemonProcess, still_member
 from wsgi_drain.identity import GroupSocket
 from wsgi_drain.signals import open_handle
 
-SLEEPER = "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)"
-
 
 @pytest.fixture
 def children() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
-    for child in started:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=10)
-        if child.stdout is not None:
-            child.stdout.close()
+    reap(started)
 
 
 @pytest.fixture

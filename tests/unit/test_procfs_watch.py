@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.children import SLEEPER, reap
 from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import DaemonProcess
@@ -19,19 +20,12 @@ from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.signals import Handle
 from wsgi_drain.watch import died_within, wait_exits
 
-SLEEPER = "import sys, time; sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)"
-
 
 @pytest.fixture
 def sleepers() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
-    for child in started:
-        if child.poll() is None:
-            child.kill()
-        child.wait(timeout=10)
-        if child.stdout is not None:
-            child.stdout.close()
+    reap(started)
 
 
 def spawn(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.children import reap
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import DaemonGroup, parse_config
 from wsgi_drain.config import Settings
@@ -82,10 +83,7 @@ def test_timeout_given_replaces_the_derived_deadline(tmp_path: Path) -> None:
 def children() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
     yield started
-    for child in started:
-        if child.poll() is None:
-            child.kill()
-        child.wait()
+    reap(started)
 
 
 def spawn(children: list[subprocess.Popen[bytes]], seconds: float) -> int:
