@@ -28,7 +28,13 @@ from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
 from wsgi_drain.errorlog import LifecycleEvent, recent_events
-from wsgi_drain.errors import DrainError, GroupNotFoundError, IdentityError, RouterError
+from wsgi_drain.errors import (
+    AmbiguousApacheError,
+    DrainError,
+    GroupNotFoundError,
+    IdentityError,
+    RouterError,
+)
 from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
@@ -94,9 +100,18 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     result = CheckResult(settings.group)
     running = _journal_rule(result, settings)
     try:
-        instance = find_apache(pidfile=settings.apache_pidfile, config_path=settings.apache_config)
+        instance = find_apache(
+            pidfile=settings.apache_pidfile,
+            config_path=settings.apache_config,
+            group=settings.group,
+        )
     except GroupNotFoundError:
         raise
+    except AmbiguousApacheError as err:
+        # Apache runs; which instance is meant is not known: not seen, so not CRITICAL.
+        result.add(NagiosStatus.UNKNOWN, str(err))
+        _router_rule(result, settings, running)
+        return result
     except DrainError as err:
         result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
         _router_rule(result, settings, running)

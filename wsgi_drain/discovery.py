@@ -21,7 +21,13 @@ import psutil
 
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup, load_envvars, parse_config
-from wsgi_drain.errors import IdentityError, NotFoundError
+from wsgi_drain.errors import (
+    AmbiguousApacheError,
+    DrainError,
+    GroupNotFoundError,
+    IdentityError,
+    NotFoundError,
+)
 from wsgi_drain.httpd import HttpdBinary
 from wsgi_drain.identity import (
     GroupSocket,
@@ -87,13 +93,18 @@ class GroupProcesses:
         return tuple(p.pid for p in self.processes)
 
 
-def find_apache(*, pidfile: Path | None = None, config_path: Path | None = None) -> ApacheInstance:
+def find_apache(
+    *, pidfile: Path | None = None, config_path: Path | None = None, group: str | None = None
+) -> ApacheInstance:
     """Locate the running Apache parent.
 
     With `pidfile`, the pid in it; with `config_path`, the PidFile that
     configuration names; with neither, the one Apache parent running on the
-    host.  Raises NotFoundError with the fix when there is none, the pid file
-    is stale, or several parents run and none was named.
+    host, or, when several run and `group` is given, the one whose
+    configuration defines `group` (`instance_defining`).  Raises NotFoundError
+    with the fix when there is none or the pid file is stale,
+    AmbiguousApacheError when several parents run and neither a path nor the
+    group tells which is meant.
     """
     if pidfile is not None:
         pid = _read_pidfile(pidfile)
@@ -122,12 +133,58 @@ def find_apache(*, pidfile: Path | None = None, config_path: Path | None = None)
             "or pass --apache-pidfile/--apache-config for the instance to use"
         )
     if len(parents) > 1:
-        listing = ", ".join(f"pid {p.pid} ({' '.join(p.cmdline())})" for p in parents)
-        raise NotFoundError(
-            f"several Apache instances run: {listing}; "
-            "choose one with --apache-pidfile or --apache-config"
+        if group is not None:
+            return instance_defining(group, parents)
+        pids = ", ".join(str(p.pid) for p in parents)
+        raise AmbiguousApacheError(
+            f"{len(parents)} Apache instances run (pids {pids}); "
+            "name one with --apache-pidfile or --apache-config"
         )
     return instance_by_pid(parents[0].pid, None, source="the running Apache parent")
+
+
+def instance_defining(group: str, parents: list[psutil.Process]) -> ApacheInstance:
+    """The one running instance whose configuration defines `group`, as `status` lists them.
+
+    A parent that exits meanwhile is skipped (it serves no group).  One that
+    cannot be read might define `group` too: then nothing is chosen, since
+    picking the other would be a guess about which processes to signal.
+    Raises GroupNotFoundError when no instance defines it, AmbiguousApacheError
+    when several do or one could not be read.
+    """
+    defining: list[ApacheInstance] = []
+    unread: list[str] = []
+    known: set[str] = set()
+    for parent in parents:
+        try:
+            instance = instance_by_pid(parent.pid, None, source="a running Apache parent")
+        except DrainError as err:
+            if not procfs.gone(parent.pid):
+                unread.append(f"pid {parent.pid} cannot be read ({err})")
+            continue
+        names = {g.name for g in instance.config.groups}
+        known |= names
+        if group in names:
+            defining.append(instance)
+    if len(defining) == 1 and not unread:
+        return defining[0]
+    fix = "name the instance with --apache-pidfile (or apache_pidfile in the group's table)"
+    if len(defining) > 1:
+        listed = "; ".join(_pidfile_hint(i) for i in defining)
+        raise AmbiguousApacheError(
+            f"group {group!r} is defined by {len(defining)} running Apache instances ({listed}): "
+            + fix
+        )
+    if unread:
+        found = f"defined by {defining[0].describe()}, but " if defining else "not found, and "
+        raise AmbiguousApacheError(f"group {group!r} {found}{'; '.join(unread)}: {fix}")
+    pids = ", ".join(str(p.pid) for p in parents)
+    raise GroupNotFoundError(group, tuple(sorted(known)), f"the running Apache instances ({pids})")
+
+
+def _pidfile_hint(instance: ApacheInstance) -> str:
+    pid_file = instance.config.pid_file
+    return f"pid {instance.pid}" + (f": --apache-pidfile {pid_file}" if pid_file else "")
 
 
 def running_parents() -> list[psutil.Process]:

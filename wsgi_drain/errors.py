@@ -51,6 +51,10 @@ class GroupNotFoundError(NotFoundError):
         super().__init__(f"group {group!r} not found in {config}; groups defined there: {names}")
 
 
+class AmbiguousApacheError(NotFoundError):
+    """Several Apache instances run and nothing given tells which one is meant."""
+
+
 class GroupNotRunningError(NotFoundError):
     """The group is configured, but the running Apache has no socket (no process) for it."""
 

@@ -46,7 +46,11 @@ def wait_ready(settings: Settings, timeout: float, progress: Progress) -> str:
 def _look(settings: Settings) -> tuple[bool, str]:
     named = settings.apache_pidfile is not None or settings.apache_config is not None
     try:
-        instance = find_apache(pidfile=settings.apache_pidfile, config_path=settings.apache_config)
+        instance = find_apache(
+            pidfile=settings.apache_pidfile,
+            config_path=settings.apache_config,
+            group=settings.group,
+        )
     except ApacheConfigError:
         raise
     except NotFoundError as err:

@@ -69,7 +69,9 @@ def _after_apache_restart(run: Run, target: Target) -> GroupProcesses:
     wait = Deadline(APACHE_RESTART_WAIT)
     while True:
         try:
-            instance = find_apache(pidfile=s.apache_pidfile, config_path=s.apache_config)
+            instance = find_apache(
+                pidfile=s.apache_pidfile, config_path=s.apache_config, group=s.group
+            )
             current = group_processes(instance, instance.config.group(s.group))
             if current.processes:
                 break

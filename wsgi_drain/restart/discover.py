@@ -26,7 +26,7 @@ def discover(run: Run) -> tuple[Target, Routing]:
     s, out = run.settings, run.outcome
     with out.phase(Phase.DISCOVER, run.progress) as ph:
         check_support()
-        instance = find_apache(pidfile=s.apache_pidfile, config_path=s.apache_config)
+        instance = find_apache(pidfile=s.apache_pidfile, config_path=s.apache_config, group=s.group)
         group = instance.config.group(s.group)
         procs = group_processes(instance, group)
         if not procs.processes:
