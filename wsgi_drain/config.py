@@ -30,7 +30,7 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -158,19 +158,27 @@ def groups_in(data: Mapping[str, Any]) -> list[str]:
     return sorted(groups) if isinstance(groups, dict) else []
 
 
-def resolve(group: str, given: Mapping[str, Any], data: Mapping[str, Any], source: str) -> Settings:
-    """Merge: `given` (command line and environment, None = not given) over the file."""
+def resolve(
+    group: str,
+    given: Mapping[str, Any],
+    data: Mapping[str, Any],
+    source: str,
+    apache_defines: Callable[[Settings], bool] | None = None,
+) -> Settings:
+    """Merge: `given` (command line and environment, None = not given) over the file.
+
+    A group with no table of its own whose name is close to a table's is
+    flagged as a typo only when `apache_defines(settings)` says Apache does
+    not define it either (None: it is not asked, so flagged): a second app
+    on the host that the file does not name must just work.
+    """
     top = {k: v for k, v in data.items() if k != "groups"}
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
         raise ConfigError(f"{source}: [groups] must be a table of group tables")
+    near = []
     if group not in groups:
         near = difflib.get_close_matches(group, [str(g) for g in groups], n=1, cutoff=0.75)
-        if near:
-            raise ConfigError(
-                f"{source}: no [groups.{group}] table, but there is [groups.{near[0]}]: a typo? "
-                f"Rename the table (or pass --group {near[0]})"
-            )
     table = groups.get(group, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: [groups.{group}] must be a table")
@@ -193,7 +201,13 @@ def resolve(group: str, given: Mapping[str, Any], data: Mapping[str, Any], sourc
     for key, value in given.items():
         if value is not None and value != ():
             values[key] = value
-    return Settings(group=group, **values)
+    settings = Settings(group=group, **values)
+    if near and (apache_defines is None or not apache_defines(settings)):
+        raise ConfigError(
+            f"{source}: no [groups.{group}] table and Apache defines no group {group!r}, but "
+            f"there is [groups.{near[0]}]: a typo? Rename the table (or pass --group {near[0]})"
+        )
+    return settings
 
 
 def _check(key: str, value: Any, source: str) -> Any:

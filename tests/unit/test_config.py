@@ -104,11 +104,32 @@ def test_toml_min_peers_all_and_peer_wait(tmp_path: Path) -> None:
 def test_toml_misspelt_group_table_is_an_error_with_the_close_match(tmp_path: Path) -> None:
     data = config.read_file(write(tmp_path, '[groups.myap]\nmode = "rolling"\n'))
     with pytest.raises(
-        ConfigError, match=r"no \[groups.myapp\] table, but there is \[groups.myap\]"
+        ConfigError,
+        match=r"no \[groups.myapp\] table and Apache defines no group 'myapp', "
+        r"but there is \[groups.myap\]",
     ):
-        config.resolve("myapp", {}, data, "f")
+        config.resolve("myapp", {}, data, "f", lambda s: False)
     # A group with no table and no near miss takes the top-level defaults.
     assert config.resolve("billing", {}, data, "f").mode == "drain"
+
+
+def test_check_group_apache_defines_beside_a_near_table_is_no_typo(tmp_path: Path) -> None:
+    # [groups.app1] only, and Apache defines app2 too: app2 takes the command line.
+    data = config.read_file(write(tmp_path, '[groups.app1]\nmode = "rolling"\n'))
+    asked: list[str] = []
+
+    def apache_defines(s: config.Settings) -> bool:
+        asked.append(s.group)
+        return s.group == "app2"
+
+    given = {"apache_pidfile": Path("/run/other.pid")}
+    s = config.resolve("app2", given, data, "f", apache_defines)
+    assert (s.mode, s.apache_pidfile, asked) == ("drain", Path("/run/other.pid"), ["app2"])
+    with pytest.raises(ConfigError, match=r"Apache defines no group 'app3'"):
+        config.resolve("app3", {}, data, "f", apache_defines)
+    # Apache is asked only when a table's name is near: a healthy run reads no Apache here.
+    config.resolve("billing", {}, data, "f", apache_defines)
+    assert asked == ["app2", "app3"]
 
 
 def test_toml_health_host_ca_insecure(tmp_path: Path) -> None:

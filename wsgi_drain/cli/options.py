@@ -229,7 +229,9 @@ def settings(
         "state_dir": kwargs.pop("state_dir"),
         **extra,
     }
-    resolved = config.resolve(kwargs.pop("group"), given, data, str(path or "defaults"))
+    resolved = config.resolve(
+        kwargs.pop("group"), given, data, str(path or "defaults"), _apache_defines
+    )
     if resolved.health_url:
         from wsgi_drain.health import validate_ca, validate_url
 
@@ -240,6 +242,22 @@ def settings(
 
         check_keys(resolved.ack_traps)
     return resolved
+
+
+def _apache_defines(resolved: config.Settings) -> bool:
+    """Whether the Apache instance these settings name defines their group (typo rule)."""
+    from wsgi_drain.discovery import find_apache
+
+    try:
+        instance = find_apache(
+            pidfile=resolved.apache_pidfile,
+            config_path=resolved.apache_config,
+            group=resolved.group,
+        )
+        instance.config.group(resolved.group)
+    except DrainError:
+        return False
+    return True
 
 
 def _fail(err: DrainError, as_json: bool) -> None:
