@@ -82,6 +82,8 @@ class CheckResult:
     health_timeout: float | None = None
     forced: int | None = None
     routers_drained: dict[str, bool] = field(default_factory=dict)
+    # Per router name: its kind, endpoint (socket, file, program), backend, server.
+    router_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     journal: bool = False
     ok_notes: list[str] = field(default_factory=list)
 
@@ -366,6 +368,7 @@ def _router_rule(result: CheckResult, settings: Settings, running: bool) -> None
             continue
         drained = state.admin != "ready"
         result.routers_drained[router.name] = drained
+        result.router_labels[router.name] = router_labels(router)
         if drained and not running:
             since = f" for {state.since:.0f} s" if state.since is not None else ""
             result.add(
@@ -373,6 +376,23 @@ def _router_rule(result: CheckResult, settings: Settings, running: bool) -> None
                 f"{router.name} is left in {state.admin}{since} while no restart runs; put it "
                 f"back with: wsgi-drain undrain --group {settings.group}",
             )
+
+
+def router_labels(router: object) -> dict[str, str]:
+    """A router as metric labels: kind, endpoint (where it is reached), backend, server.
+
+    One free-text name would make a label nobody can select on; two HAProxy
+    instances with the same backend/server differ by their endpoint.
+    """
+    name = str(getattr(router, "name", router))
+    kind, _, rest = name.partition(" ")
+    labels = {"kind": kind, "endpoint": rest, "backend": "", "server": ""}
+    target = getattr(router, "target", None)
+    if kind == "haproxy" and target is not None:
+        labels.update(endpoint=target.socket, backend=target.backend, server=target.server)
+    elif kind == "nginx" and target is not None:
+        labels.update(endpoint=str(target.upstream_file), server=target.server)
+    return labels
 
 
 def _ago(started: float) -> str:

@@ -130,6 +130,19 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+ERROR_SCHEMA = "wsgi-drain/error/v1"
+
+
+def error_dict(verdict: str, exit_status: int, message: str) -> dict[str, Any]:
+    """`--json` of a command that stopped before its own report: a usage error, a DrainError."""
+    return {
+        "schema": ERROR_SCHEMA,
+        "verdict": verdict,
+        "exit_status": exit_status,
+        "message": message,
+    }
+
+
 def print_json(data: dict[str, Any], stream: TextIO | None = None) -> None:
     out = stream if stream is not None else sys.stdout
     out.write(json.dumps(data, indent=2) + "\n")
@@ -223,16 +236,29 @@ def check_summary(result: CheckResult) -> str:
 
 def print_check(result: CheckResult, thresholds: Thresholds, stream: TextIO | None = None) -> None:
     """Nagios plugin output: one status line with perfdata, then details."""
+    from wsgi_drain import nagios
+
     out = stream if stream is not None else sys.stdout
-    perf = check_perfdata(result, thresholds)
-    line = f"WSGI-DRAIN {result.status.name} - {check_summary(result)}"
-    out.write(line + (f" | {perf}" if perf else "") + "\n")
-    for finding in sorted(result.findings, key=lambda f: -f.level):
-        if finding.level != 0:
-            out.write(f"{finding.level.name}: {finding.message}\n")
+    head = f"WSGI-DRAIN {result.status.name} - "
+    worst = [f.message for f in result.findings if f.level == result.status]
+    if worst:
+        # One short first line (NRPE, pagers): the worst finding; all in full below.
+        more = len(result.findings) - 1
+        summary = f"{result.group}: {worst[0]}"
+        suffix = f" (+{more} more)" if more else ""
+    else:
+        summary, suffix = check_summary(result), ""
+    first = nagios.first_line(head, summary, suffix, check_perfdata(result, thresholds))
+    details = [
+        f"{finding.level.name}: {finding.message}"
+        for finding in sorted(result.findings, key=lambda f: -f.level.severity)
+        if finding.level != 0
+    ]
+    details.extend(f"note: {note}" for note in result.ok_notes)
     for p in result.processes:
         rss = f"{p.rss / 2**20:.0f} MiB" if p.rss else "?"
-        out.write(f"pid {p.pid}: {p.state}, age {p.age:.0f} s, RSS {rss}, {p.threads} threads\n")
+        details.append(f"pid {p.pid}: {p.state}, age {p.age:.0f} s, RSS {rss}, {p.threads} threads")
+    out.write(nagios.output(first, details))
 
 
 def check_dict(result: CheckResult, thresholds: Thresholds) -> dict[str, Any]:
@@ -290,7 +316,13 @@ def prometheus_text(result: CheckResult) -> str:
         metric("health_seconds", "Health probe latency.", round(result.health.latency, 4))
     rss = [p.rss for p in result.processes if p.rss]
     if rss:
-        metric("process_rss_bytes_max", "Largest RSS among the group's processes.", max(rss))
+        metric("process_rss_max_bytes", "Largest RSS among the group's processes.", max(rss))
+    if result.processes:
+        metric(
+            "process_age_max_seconds",
+            "Age of the group's oldest process (perfdata age_max).",
+            round(max(p.age for p in result.processes), 3),
+        )
     if result.forced is not None:
         metric(
             "forced_exits",
@@ -298,12 +330,15 @@ def prometheus_text(result: CheckResult) -> str:
             result.forced,
         )
     metric("journal_left", "1 if an interrupted restart left its journal.", int(result.journal))
+    from wsgi_drain.check import router_labels
+
     for router, drained in sorted(result.routers_drained.items()):
+        labels = result.router_labels.get(router) or router_labels(router)
         metric(
             "router_drained",
             "1 if the router has the backend out of rotation.",
             int(drained),
-            f'{label},router="{_escape(router)}"',
+            label + "".join(f',{k}="{_escape(v)}"' for k, v in sorted(labels.items())),
         )
     return "\n".join(lines) + "\n"
 

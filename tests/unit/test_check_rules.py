@@ -168,4 +168,4 @@ def test_sudo_textfile_label_values_are_escaped_as_the_exposition_format_says() 
     assert not any(line.startswith("wsgi_drain_evil") for line in lines)
     samples = [line for line in lines if not line.startswith("#")]
     assert samples and all(escaped in line for line in samples), text
-    assert 'router="r\\"\\n"' in text
+    assert 'kind="r\\"\\n"' in text

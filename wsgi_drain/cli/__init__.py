@@ -48,9 +48,16 @@ def main() -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as err:
-        err.show()
         is_check = len(sys.argv) > 1 and sys.argv[1] == "check"
-        sys.exit(int(NagiosStatus.UNKNOWN) if is_check else err.exit_code)
+        code = int(NagiosStatus.UNKNOWN) if is_check else err.exit_code
+        if "--json" in sys.argv[1:]:
+            # Asked for JSON: a script parses stdout, so the usage error is JSON too.
+            from wsgi_drain import report
+
+            report.print_json(report.error_dict("usage", code, err.format_message()))
+        else:
+            err.show()
+        sys.exit(code)
     except (click.Abort, KeyboardInterrupt):
         click.echo("Aborted!", err=True)
         sys.exit(int(ExitStatus.INTERRUPTED))

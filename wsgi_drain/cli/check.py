@@ -26,12 +26,21 @@ class NagiosCommand(click.Command):
     """
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        as_json = "--json" in args  # before click consumes the list
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as err:
-            click.echo(
-                f"WSGI-DRAIN UNKNOWN - usage: {err.format_message()} (see wsgi-drain check --help)"
-            )
+            message = f"usage: {err.format_message()} (see wsgi-drain check --help)"
+            if as_json:
+                report.print_json(
+                    {"schema": report.CHECK_SCHEMA, "group": None, "status": "UNKNOWN",
+                     "exit_status": int(NagiosStatus.UNKNOWN), "summary": message,
+                     "findings": [{"level": "UNKNOWN", "message": message}]}
+                )  # fmt: skip
+            else:
+                from wsgi_drain import nagios
+
+                click.echo(nagios.shorten(f"WSGI-DRAIN UNKNOWN - {message}", nagios.FIRST_LINE_MAX))
             sys.exit(int(NagiosStatus.UNKNOWN))
 
 
@@ -120,20 +129,8 @@ def check(**kwargs: Any) -> None:
             textfile = None  # the refused file is not written, not even with UNKNOWN
         if not isinstance(err, (DrainError, _CheckTimeout)):
             traceback.print_exception(err, file=sys.stderr)
-        unknown = CheckResult(group)
-        unknown.add(NagiosStatus.UNKNOWN, str(err))
-        problem = _write_textfile(textfile, unknown)
-        line = f"WSGI-DRAIN UNKNOWN - {group}: {err}"
-        if as_json:
-            report.print_json(
-                {"schema": report.CHECK_SCHEMA, "group": group, "status": "UNKNOWN",
-                 "exit_status": 3, "summary": line}
-            )  # fmt: skip
-        else:
-            click.echo(line)
-            if problem:
-                click.echo(f"UNKNOWN: {problem}")
-        sys.exit(int(NagiosStatus.UNKNOWN))
+        result = CheckResult(group)
+        result.add(NagiosStatus.UNKNOWN, str(err))
     problem = _write_textfile(textfile, result)
     if problem:
         # An UNKNOWN finding of its own: the worst-of rule keeps a CRITICAL found

@@ -262,13 +262,7 @@ def _apache_defines(resolved: config.Settings) -> bool:
 
 def _fail(err: DrainError, as_json: bool) -> None:
     if as_json:
-        report.print_json(
-            {
-                "verdict": err.status.name.lower(),
-                "exit_status": int(err.status),
-                "message": str(err),
-            }
-        )
+        report.print_json(report.error_dict(err.status.name.lower(), int(err.status), str(err)))
     click.echo(f"wsgi-drain: error: {err}", err=True)
     sys.exit(int(err.status))
 
