@@ -28,7 +28,9 @@ not be writable by anyone but root.
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -158,6 +160,17 @@ def groups_in(data: Mapping[str, Any]) -> list[str]:
     return sorted(groups) if isinstance(groups, dict) else []
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def table_name(group: str) -> str:
+    """`groups.NAME` as TOML spells it: quoted when NAME is not a bare key (mod_wsgi-express's
+    `127.0.0.1:8000`, a name with '.'), so that it can be pasted into the file."""
+    if _BARE_KEY.fullmatch(group):
+        return f"groups.{group}"
+    return "groups." + json.dumps(group)
+
+
 def resolve(
     group: str,
     given: Mapping[str, Any],
@@ -181,14 +194,22 @@ def resolve(
         near = difflib.get_close_matches(group, [str(g) for g in groups], n=1, cutoff=0.75)
     table = groups.get(group, {})
     if not isinstance(table, dict):
-        raise ConfigError(f"{source}: [groups.{group}] must be a table")
+        raise ConfigError(f"{source}: [{table_name(group)}] must be a table")
     merged: dict[str, Any] = {}
-    for where, layer in ((source, top), (f"{source} [groups.{group}]", table)):
+    for where, layer in ((source, top), (f"{source} [{table_name(group)}]", table)):
         unknown = set(layer) - _KEYS
         if unknown:
+            # A top-level [group."x"] is a misspelt [groups."x"]: say so.
+            allowed = _KEYS | ({"groups"} if layer is top else set())
+            hints = [
+                f"{key!r}: did you mean {near[0]}?"
+                for key in sorted(unknown)
+                if (near := difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75))
+            ]
             raise ConfigError(
-                f"{where}: unknown setting(s) {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(sorted(_KEYS))}"
+                f"{where}: unknown setting(s) {', '.join(sorted(unknown))}"
+                + (f" ({'; '.join(hints)})" if hints else "")
+                + f"; known: {', '.join(sorted(_KEYS))}"
             )
         merged.update(layer)
     values = {k: _check(k, v, source) for k, v in merged.items()}
@@ -204,8 +225,9 @@ def resolve(
     settings = Settings(group=group, **values)
     if near and (apache_defines is None or not apache_defines(settings)):
         raise ConfigError(
-            f"{source}: no [groups.{group}] table and Apache defines no group {group!r}, but "
-            f"there is [groups.{near[0]}]: a typo? Rename the table (or pass --group {near[0]})"
+            f"{source}: no [{table_name(group)}] table and Apache defines no group {group!r}, "
+            f"but there is [{table_name(near[0])}]: a typo? Rename the table (or pass --group "
+            f"{near[0]})"
         )
     return settings
 

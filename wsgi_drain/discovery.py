@@ -359,7 +359,7 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
     title = expected_title(group, room)
     if not title:
         raise NotFoundError(
-            f"cannot tell group {group.name!r}'s processes from Apache's workers: this user "
+            f"cannot tell the processes of group {group.name!r} from Apache's workers: this user "
             "may not read their sockets (run as root) and the group sets no display-name "
             "(add display-name=%{GROUP} to its WSGIDaemonProcess)"
         )
@@ -370,7 +370,7 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
         ]  # fmt: skip
         if shared or len(title) <= len("(wsgi:"):
             raise IdentityError(
-                f"group {group.name!r}'s processes are titled {title!r}, which does not tell "
+                f"the processes of group {group.name!r} are titled {title!r}, which does not tell "
                 f"them from {', '.join(shared) or 'other groups'}'s; run as root (its sockets "
                 "tell), or start Apache by its full path so the whole (wsgi:NAME) title fits"
             )
@@ -378,9 +378,9 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
         changed = config_changes(group.inputs, loaded_at) if loaded_at is not None else None
         if changed is None or changed or group.uncertain:
             raise IdentityError(
-                f"group {group.name!r}'s processes are titled {title!r}, which only identifies "
-                "them in the configuration Apache loaded, and that cannot be proven to be the "
-                "one on disk without root; run as root"
+                f"the processes of group {group.name!r} are titled {title!r}, which only "
+                "identifies them in the configuration Apache loaded, and that cannot be proven "
+                "to be the one on disk without root; run as root"
             )
     members = []
     for pid in procfs.children(instance.pid):

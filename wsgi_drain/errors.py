@@ -6,7 +6,24 @@ exits with `err.status`.  Nothing here formats for a terminal.
 
 from __future__ import annotations
 
-from wsgi_drain.status import ExitStatus
+from wsgi_drain.status import ExitStatus, NagiosStatus
+
+_S = ExitStatus
+# Every exit status each command can return; its --help lists exactly these
+# (tests/unit/test_check_messages.py reads the help against this table).
+COMMAND_EXITS: dict[str, tuple[int, ...]] = {
+    "restart": (
+        _S.SUCCESS, _S.ERROR, _S.USAGE, _S.NOT_FOUND, _S.ROUTER, _S.NOT_REPLACED,
+        _S.UNHEALTHY, _S.LOCKED, _S.INTERRUPTED,
+    ),
+    "drain": (_S.SUCCESS, _S.ERROR, _S.USAGE, _S.ROUTER, _S.LOCKED, _S.INTERRUPTED),
+    "undrain": (
+        _S.SUCCESS, _S.ERROR, _S.USAGE, _S.NOT_FOUND, _S.ROUTER, _S.UNHEALTHY, _S.LOCKED,
+        _S.INTERRUPTED,
+    ),
+    "status": (_S.SUCCESS, _S.ERROR, _S.USAGE, _S.NOT_FOUND),
+    "check": tuple(NagiosStatus),
+}  # fmt: skip
 
 
 class DrainError(Exception):

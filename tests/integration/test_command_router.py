@@ -137,7 +137,7 @@ def test_command_router_min_peers_all_refuses_when_the_program_cannot_name_the_s
         "--router", command_router(stack, hook(tmp_path)), "--min-peers", "all",
     )  # fmt: skip
     assert run.returncode == 4, (run.stdout, run.stderr)
-    assert "cannot name the servers out, so --min-peers all cannot be checked" in run.stderr
+    assert "cannot name the servers out, so --min-peers all cannot be checked" in run.stdout
     assert "myapp divert" not in log.read_text().split("\n")
     assert stack.haproxy.admin_state("a") == "ready"
     # A count is still checked against peers_up: 0 UP, --min-peers 1 refuses too.
@@ -145,5 +145,5 @@ def test_command_router_min_peers_all_refuses_when_the_program_cannot_name_the_s
         "drain", "--group", "myapp", "--state-dir", str(stack.state_dir),
         "--router", command_router(stack, hook(tmp_path)), "--min-peers", "1",
     )  # fmt: skip
-    assert run.returncode == 4 and "0 other server(s) UP" in run.stderr, run.stderr
+    assert run.returncode == 4 and "0 other server(s) UP" in run.stdout, run.stdout
     assert stack.haproxy.admin_state("a") == "ready"

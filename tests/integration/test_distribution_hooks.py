@@ -149,8 +149,8 @@ def test_undrain_wait_ready_keeps_an_unhealthy_group_out_of_rotation(
     stack.a.set_healthy(False)
     run = run_cli("undrain", "--group", "myapp", "--wait-ready", "1.5", env=env)
     assert run.returncode == 6, run.stdout + run.stderr
-    assert "not ready 1.5 s after undrain began" in run.stderr
-    assert "HTTP 503" in run.stderr and "wsgi-drain undrain --group myapp" in run.stderr
+    assert "not ready 1.5 s after undrain began" in run.stdout
+    assert "HTTP 503" in run.stdout and "wsgi-drain undrain --group myapp" in run.stdout
     assert stack.haproxy.admin_state("a") == "drain"
     stack.a.set_healthy(True)
     run = run_cli("undrain", "--group", "myapp", "--wait-ready", "10", env=env)

@@ -16,21 +16,30 @@ from wsgi_drain.cli.options import (
     settings,
 )
 
+QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+
 
 @click.command(context_settings=CONTEXT)
 @group_options
 @divert_options
+@QUIET
 @handles_errors
 def drain(**kwargs: Any) -> None:
     """Take this host's backend out of every router, and wait for in-flight requests.
 
     Only the router step: Apache is not touched. Refuses when too few other
-    servers are UP. Undo with `wsgi-drain undrain`. Exit 0, or 4 on a router error.
+    servers are UP. Undo with `wsgi-drain undrain`.
+
+    \b
+    Exit statuses: 0 success, 1 unexpected error, 2 usage, 4 router error (or
+    too few other servers UP), 7 a restart or another drain of the group
+    holds its lock, 130 interrupted.
     """
     from wsgi_drain.divert import drain as run_drain
 
     as_json = kwargs.pop("as_json")
-    result = run_drain(settings(kwargs, divert_settings(kwargs)), report.ProgressPrinter())
+    progress = report.ProgressPrinter(quiet=kwargs.pop("quiet"))
+    result = run_drain(settings(kwargs, divert_settings(kwargs)), progress)
     _print_divert(result, as_json)
 
 
@@ -44,14 +53,20 @@ def drain(**kwargs: Any) -> None:
     "answers 2xx; if not, restore nothing and exit 6. For after an Apache reload "
     "(scripts/certbot-deploy-hook).",
 )
+@QUIET
 @handles_errors
 def undrain(**kwargs: Any) -> None:
     """Put this host's backend back in rotation; repairs an interrupted restart.
 
     Restores exactly the routers given (or configured); with none, every
     router a left-behind run journal names. The journal forgets what was put
-    back and is removed once it names nothing else. Exit 0, 4 on a router error,
-    6 when --wait-ready ran out before the group was ready.
+    back and is removed once it names nothing else.
+
+    \b
+    Exit statuses: 0 success, 1 unexpected error, 2 usage, 3 Apache or group
+    not found (--wait-ready), 4 router error, 6 --wait-ready ran out before
+    the group was ready, 7 a restart of the group holds its lock, 130
+    interrupted.
 
     \b
     After an Apache reload (which restarts every daemon group abruptly):
@@ -63,7 +78,8 @@ def undrain(**kwargs: Any) -> None:
 
     as_json = kwargs.pop("as_json")
     wait_ready = kwargs.pop("wait_ready")
-    result = run_undrain(settings(kwargs, {}), report.ProgressPrinter(), wait_ready)
+    progress = report.ProgressPrinter(quiet=kwargs.pop("quiet"))
+    result = run_undrain(settings(kwargs, {}), progress, wait_ready)
     _print_divert(result, as_json)
 
 

@@ -232,6 +232,13 @@ def settings(
     resolved = config.resolve(
         kwargs.pop("group"), given, data, str(path or "defaults"), _apache_defines
     )
+    if resolved.haproxy or resolved.routers:
+        # Every router spec parsed now, before Apache is looked for: a typo is a
+        # usage error (exit 2), not found after discovery and its warnings.
+        from wsgi_drain import routers
+
+        for spec in routers.specs(resolved.haproxy, resolved.routers):
+            routers.from_spec(spec, resolved.group, resolved.lb_detect, resolved.state_dir)
     if resolved.health_url:
         from wsgi_drain.health import validate_ca, validate_url
 
@@ -261,14 +268,17 @@ def _apache_defines(resolved: config.Settings) -> bool:
 
 
 def _fail(err: DrainError, as_json: bool) -> None:
+    # Once, on stdout, as the verdict a successful run prints there (issue 22:
+    # not on both streams); with --json the JSON carries it.
     if as_json:
         report.print_json(report.error_dict(err.status.name.lower(), int(err.status), str(err)))
-    click.echo(f"wsgi-drain: error: {err}", err=True)
+    else:
+        click.echo(f"wsgi-drain: {err.status.name} - {err}")
     sys.exit(int(err.status))
 
 
 def handles_errors(f: F) -> F:
-    """Turn DrainError into one stderr line and its exit status (JSON too with --json)."""
+    """Turn DrainError into one verdict line on stdout (JSON with --json) and its exit status."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

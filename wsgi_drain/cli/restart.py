@@ -129,6 +129,5 @@ def restart(**kwargs: Any) -> None:
         report.print_restart(outcome)
     if outcome.unexpected is not None:
         traceback.print_exception(outcome.unexpected, file=sys.stderr)
-    elif outcome.error is not None and not as_json:
-        click.echo(f"wsgi-drain: error: {outcome.error}", err=True)
+    # An error is in the verdict line on stdout already: not again on stderr (issue 22).
     sys.exit(int(outcome.status))

@@ -19,7 +19,8 @@ from wsgi_drain.status import ExitStatus
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="wsgi-drain TOML file (names each group's routers) [default: /etc/wsgi-drain.toml].",
+    help="wsgi-drain TOML file (names each group's routers) [default: $WSGI_DRAIN_CONFIG or "
+    "/etc/wsgi-drain.toml].",
 )
 @click.option(
     "--apache-config",
@@ -38,8 +39,11 @@ def status(**kwargs: Any) -> None:
     """Show Apache instances, their daemon groups, live processes, routers, journals.
 
     Without --apache-* it lists every running Apache parent. Router state is
-    read for groups whose routers /etc/wsgi-drain.toml names. Exit 0, or 3
-    when no Apache instance could be read.
+    read for groups whose routers /etc/wsgi-drain.toml names.
+
+    \b
+    Exit statuses: 0 success, 1 unexpected error, 2 usage (a bad option or
+    configuration file), 3 no Apache instance could be read.
     """
     from wsgi_drain.inventory import gather
 

@@ -110,8 +110,8 @@ def probe_until_ok(
         if failure is not None:
             verdict.healthy = False
             raise UnhealthyError(
-                f"the new code fails to load: {failure} ({s.health_url} answered "
-                f"{result.describe()}); the backend stays diverted. Fix the app (its traceback "
+                f"the new code fails to load: {failure} ({s.health_url} "
+                f"{result.said()}); the backend stays diverted. Fix the app (its traceback "
                 f"is in the report), then run `wsgi-drain undrain --group {s.group}`"
             )
         if health_deadline.expired():

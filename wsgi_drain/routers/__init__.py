@@ -26,6 +26,19 @@ __all__ = [
 
 
 KINDS = ("haproxy", "nginx", "health-file", "command")
+# What each kind's spec is, and an example of it, for the message when it is missing.
+EXAMPLES = {
+    "haproxy": ("the stats socket and the server", "haproxy:/run/haproxy/admin.sock:be_app/web1"),
+    "nginx": (
+        "the upstream file and the server",
+        "nginx:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080",
+    ),
+    "health-file": (
+        "the file whose presence fails the health URL",
+        "health-file:/var/www/myapp/maintenance",
+    ),
+    "command": ("the program and its arguments", "command:'/usr/local/sbin/lb-hook web1'"),
+}
 
 
 def build(
@@ -66,6 +79,11 @@ def build(
 def parse_spec(entry: str) -> tuple[str, str]:
     """ "KIND:SPEC" -> (kind, spec); the kind is everything before the first ':'."""
     kind, sep, spec = entry.partition(":")
+    if sep and kind in EXAMPLES and not spec.strip():
+        raise ConfigError(
+            f"router {entry!r}: nothing after '{kind}:'; give {EXAMPLES[kind][0]}, "
+            f"e.g. {EXAMPLES[kind][1]}"
+        )
     if not sep or not kind or not spec:
         raise ConfigError(
             f"router {entry!r} must be KIND:SPEC, e.g. haproxy:/run/haproxy/admin.sock:be_app/web1 "

@@ -94,6 +94,8 @@ def parse_target(spec: str) -> HAProxyTarget:
             text = text[len(prefix) :]
             break
     if text.startswith("/"):
+        if ":" not in text:
+            raise bad(f"no ':BACKEND/SERVER' after the socket {text!r}")
         sock, rest = _split_unix(text)
     else:
         tcp = _TCP_HEAD_RE.match(text)
@@ -271,7 +273,20 @@ class HAProxyRouter:
             # A command sent but not answered may have been carried out.
             applied = None if sent else False
             raise RouterError(self.name, self._unreachable(line, err), applied=applied) from err
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        reply = b"".join(chunks).decode("utf-8", errors="replace")
+        head = reply.lstrip()[:15].lower()
+        if head.startswith(("http/", "<!doctype html", "<html")):
+            # An HTTP server (a frontend, the stats page) answers any line with a
+            # 400, with a status line, or (to a one-line "HTTP/0.9" request) a page.
+            status = reply.lstrip().splitlines()[0].strip()
+            said = repr(status) if head.startswith("http/") else "an HTML page"
+            raise RouterError(
+                self.name,
+                f"{self.target.socket} answered in HTTP ({said}): that is an HTTP port (a "
+                "frontend or the stats page), not HAProxy's runtime API; give the address of "
+                "the `stats socket ... level admin` line in haproxy.cfg's global section",
+            )
+        return reply
 
     def _unreachable(self, line: str, err: OSError) -> str:
         sock = self.target.socket
