@@ -7,6 +7,7 @@ failing the whole listing, because an operator runs this when things are odd.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,8 +89,13 @@ def gather(
     state_dir: Path,
     file_data: dict[str, object],
     source: str,
+    routers_given: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Inventory:
-    """Everything `status` shows; `group` narrows it to one group."""
+    """Everything `status` shows; `group` narrows it to one group.
+
+    `routers_given` (`haproxy`, `routers`: the command line's) replace the
+    file's routers of every group shown, as they do for `restart`.
+    """
     inv = Inventory()
     instances: list[ApacheInstance] = []
     try:
@@ -108,7 +114,7 @@ def gather(
         for g in instance.config.groups:
             if group is not None and g.name != group:
                 continue
-            ist.groups.append(_group_status(instance, g, file_data, source))
+            ist.groups.append(_group_status(instance, g, file_data, source, routers_given))
         inv.instances.append(ist)
     if group is not None and not any(ist.groups for ist in inv.instances) and instances:
         known = sorted({g.name for i in instances for g in i.config.groups})
@@ -124,7 +130,11 @@ def gather(
 
 
 def _group_status(
-    instance: ApacheInstance, g: DaemonGroup, file_data: dict[str, object], source: str
+    instance: ApacheInstance,
+    g: DaemonGroup,
+    file_data: dict[str, object],
+    source: str,
+    routers_given: Mapping[str, tuple[str, ...]] | None = None,
 ) -> GroupStatus:
     gs = GroupStatus(g)
     try:
@@ -136,7 +146,9 @@ def _group_status(
         gs.error = str(err)
     try:
         # The group is Apache's own: a table with a near name is no typo of it.
-        settings = config_mod.resolve(g.name, {}, file_data, source, lambda _s: True)
+        settings = config_mod.resolve(
+            g.name, dict(routers_given or {}), file_data, source, lambda _s: True
+        )
     except DrainError as err:
         gs.router_errors.append(str(err))
         return gs

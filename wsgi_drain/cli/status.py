@@ -32,6 +32,20 @@ from wsgi_drain.status import ExitStatus
     type=click.Path(dir_okay=False, path_type=Path),
     help="Show only the Apache instance in this pid file [default: every running one].",
 )
+@click.option(
+    "--haproxy",
+    multiple=True,
+    metavar="SOCKET:BACKEND/SERVER",
+    help="Read this HAProxy server's state for the group(s) shown (as restart's --haproxy; "
+    "replaces the file's routers; repeat for several).",
+)
+@click.option(
+    "--router",
+    "routers",
+    multiple=True,
+    metavar="KIND:SPEC",
+    help="Read this router's state for the group(s) shown (as restart's --router; repeat).",
+)
 @state_dir_option()
 @JSON_OPTION
 @handles_errors
@@ -39,7 +53,8 @@ def status(**kwargs: Any) -> None:
     """Show Apache instances, their daemon groups, live processes, routers, journals.
 
     Without --apache-* it lists every running Apache parent. Router state is
-    read for groups whose routers /etc/wsgi-drain.toml names.
+    read for groups whose routers /etc/wsgi-drain.toml names, or from
+    --haproxy/--router (for --group's group, or every group shown).
 
     \b
     Exit statuses: 0 success, 1 unexpected error, 2 usage (a bad option or
@@ -51,7 +66,14 @@ def status(**kwargs: Any) -> None:
     path = config.config_path(kwargs["config_file"])
     data = config.read_file(path)
     state_dir = kwargs["state_dir"] or config.resolve("-", {}, data, str(path)).state_dir
+    given = {"haproxy": tuple(kwargs["haproxy"]), "routers": tuple(kwargs["routers"])}
+    if given["haproxy"] or given["routers"]:
+        from wsgi_drain import routers
+
+        for spec in routers.specs(given["haproxy"], given["routers"]):
+            routers.from_spec(spec)  # a typo is a usage error, before anything is read
     inv = gather(
+        routers_given=given,
         group=kwargs["group"],
         apache_pidfile=kwargs["apache_pidfile"],
         apache_config=kwargs["apache_config"],
