@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,26 @@ def test_check_textfile_parses_with_prometheus_client_under_the_new_names() -> N
     assert by_endpoint["/var/www/maintenance"].labels["kind"] == "health-file"
     for family in families.values():
         assert family.type == "gauge" and family.documentation
+
+
+def test_check_readme_example_perfdata_is_what_the_code_prints() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("WSGI-DRAIN OK - myapp: 3/3"))
+    perf = line.split(" | ", 1)[1]
+    latency = float(re.search(r"health_time=([\d.]+)s", perf)[1])  # type: ignore[index]
+    rss = int(re.search(r"rss_max=(\d+)B", perf)[1])  # type: ignore[index]
+    result = CheckResult("myapp")
+    result.expected, result.processes_known, result.forced = 3, True, 0
+    result.processes = [ProcessInfo(8550 + i, 3.0, rss, 8, "sleeping") for i in range(3)]
+    result.health = Probe("http://127.0.0.1:8080/health", True, 200, latency)
+    result.health_timeout = 5.0
+    out = _output_default(result)
+    assert out.splitlines()[0] == line
+    for example in [x for x in readme.splitlines() if x.startswith("WSGI-DRAIN ")]:
+        assert len(example) < 200, example
+
+
+def _output_default(result: CheckResult) -> str:
+    out = io.StringIO()
+    print_check(result, Thresholds(), out)
+    return out.getvalue()
