@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
 
 if sys.version_info >= (3, 11):
     from enum import StrEnum
-
-    import tomllib
 else:  # pragma: no cover - exercised by the 3.9/3.10 unit runs
-    import tomli as tomllib
 
     class StrEnum(str, Enum):
         """`enum.StrEnum` before 3.11: members are strings and print as their value."""
@@ -24,6 +28,17 @@ else:  # pragma: no cover - exercised by the 3.9/3.10 unit runs
 
         def __format__(self, spec: str) -> str:
             return str(self.value).__format__(spec)
+
+
+def __getattr__(name: str) -> Any:
+    """`tomllib` on first use (PEP 562): `check` without a file never loads a TOML parser."""
+    if name == "tomllib":
+        if sys.version_info >= (3, 11):
+            import tomllib as module
+        else:  # pragma: no cover
+            import tomli as module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["StrEnum", "tomllib"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -30,6 +29,8 @@ def write_atomic(
     """
     # mkstemp: O_EXCL, O_NOFOLLOW and an unpredictable name, so nobody can
     # plant a symlink or a file there first; the mode is set on the descriptor.
+    import tempfile  # only a check with --textfile writes one
+
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     try:

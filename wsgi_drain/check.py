@@ -19,11 +19,11 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from wsgi_drain import procfs
-from wsgi_drain import routers as routers_mod
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
@@ -35,12 +35,14 @@ from wsgi_drain.errors import (
     IdentityError,
     RouterError,
 )
-from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
 from wsgi_drain.traps import RESTART_ONLY, find_traps
 from wsgi_drain.traps import split as split_traps
+
+if TYPE_CHECKING:
+    from wsgi_drain.health import Probe
 
 # How long a process count below `processes=` may last before it counts: the
 # parent respawns a dead daemon within about a second.
@@ -342,6 +344,8 @@ def _log_rule(
 
 def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds) -> None:
     assert settings.health_url is not None
+    from wsgi_drain.health import probe_for  # http.client: only with a health URL
+
     result.health = probe_for(settings)
     result.health_timeout = settings.health_timeout
     if not result.health.ok:
@@ -355,6 +359,10 @@ def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds
 
 
 def _router_rule(result: CheckResult, settings: Settings, running: bool) -> None:
+    if not settings.haproxy and not settings.routers:
+        return
+    from wsgi_drain import routers as routers_mod  # a check with no router never loads them
+
     for spec in routers_mod.specs(settings.haproxy, settings.routers):
         try:
             router = routers_mod.from_spec(spec)

@@ -27,7 +27,6 @@ not be writable by anyone but root.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -37,8 +36,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from wsgi_drain import peers
-from wsgi_drain._compat import tomllib
 from wsgi_drain.errors import ConfigError, UsageError
 from wsgi_drain.state import DEFAULT_STATE_DIR
 
@@ -118,9 +115,11 @@ def read_file(path: Path | None) -> dict[str, Any]:
     if os.geteuid() == 0:
         check_owner(path)
     try:
+        from wsgi_drain._compat import tomllib  # only when there is a file
+
         with path.open("rb") as source:
             return tomllib.load(source)
-    except tomllib.TOMLDecodeError as err:
+    except ValueError as err:  # tomllib.TOMLDecodeError
         raise ConfigError(f"{path}: invalid TOML: {err}") from err
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from err
@@ -189,8 +188,10 @@ def resolve(
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
         raise ConfigError(f"{source}: [groups] must be a table of group tables")
-    near = []
-    if group not in groups:
+    near: list[str] = []
+    if group not in groups and groups:
+        import difflib  # only when the file has tables, none of them this group's
+
         near = difflib.get_close_matches(group, [str(g) for g in groups], n=1, cutoff=0.75)
     table = groups.get(group, {})
     if not isinstance(table, dict):
@@ -200,11 +201,13 @@ def resolve(
         unknown = set(layer) - _KEYS
         if unknown:
             # A top-level [group."x"] is a misspelt [groups."x"]: say so.
+            import difflib
+
             allowed = _KEYS | ({"groups"} if layer is top else set())
             hints = [
-                f"{key!r}: did you mean {near[0]}?"
+                f"{key!r}: did you mean {close[0]}?"
                 for key in sorted(unknown)
-                if (near := difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75))
+                if (close := difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75))
             ]
             raise ConfigError(
                 f"{where}: unknown setting(s) {', '.join(sorted(unknown))}"
@@ -251,6 +254,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         return float(value)
     if key == "min_peers":
         try:
+            from wsgi_drain import peers
+
             return peers.parse(value)
         except ConfigError:
             raise bad('a whole number, 0 or more, or "all"') from None

@@ -512,7 +512,18 @@ class ErrorLogTail:
         return self._fd
 
 
-_TIME = re.compile(r"^\[(?P<stamp>\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \d{4})\]")
+_TIME = re.compile(
+    r"^\[\w{3} (?P<month>\w{3}) (?P<day>[ \d]\d) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)"
+    r"(?:\.(?P<frac>\d+))? (?P<year>\d{4})\]"
+)
+# apr_ctime's names are APR's own English ones, whatever the locale (apr_date.c); read by
+# hand, not with strptime, whose first call costs `check` milliseconds every run.
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 
 
 def line_time(line: str) -> float | None:
@@ -522,13 +533,15 @@ def line_time(line: str) -> float | None:
     read back as local time.
     """
     match = _TIME.match(line)
-    if match is None:
+    if match is None or match["month"] not in _MONTHS:
         return None
-    stamp = " ".join(match["stamp"].split())
-    fmt = "%a %b %d %H:%M:%S.%f %Y" if "." in stamp else "%a %b %d %H:%M:%S %Y"
+    micro = int((match["frac"] or "0")[:6].ljust(6, "0"))
     try:
-        return datetime.strptime(stamp, fmt).timestamp()
-    except ValueError:
+        return datetime(
+            int(match["year"]), _MONTHS[match["month"]], int(match["day"]),
+            int(match["h"]), int(match["m"]), int(match["s"]), micro,
+        ).timestamp()  # fmt: skip
+    except ValueError:  # e.g. Feb 30
         return None
 
 

@@ -11,11 +11,11 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from wsgi_drain.outcome import Outcome
-
 if TYPE_CHECKING:
+    # Annotations only: `check`, run every minute, never loads outcome (the restart's).
     from wsgi_drain.check import CheckResult, Thresholds
     from wsgi_drain.inventory import Inventory, ProcessInfo
+    from wsgi_drain.outcome import Outcome
 
 RESTART_SCHEMA = "wsgi-drain/restart/v1"
 

@@ -180,3 +180,39 @@ def _output_default(result: CheckResult) -> str:
     out = io.StringIO()
     print_check(result, Thresholds(), out)
     return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["Mon Nov 23 12:16:27.666900 2026", "Wed Dec  2 08:01:02 2026", "Sun Mar 29 02:30:00.5 2026",
+     "Thu Jan 01 00:00:00.000001 1970"],
+)  # fmt: skip
+def test_check_log_time_read_by_hand_is_what_strptime_reads(stamp: str) -> None:
+    # The check reads Apache's timestamps without strptime (its first call is slow).
+    import datetime
+
+    from wsgi_drain.errorlog import line_time
+
+    words = " ".join(stamp.split())
+    fmt = "%a %b %d %H:%M:%S.%f %Y" if "." in words else "%a %b %d %H:%M:%S %Y"
+    expected = datetime.datetime.strptime(words, fmt).timestamp()
+    assert line_time(f"[{stamp}] [wsgi:info] [pid 1] mod_wsgi (pid=1): Starting.") == expected
+    assert line_time(f"[{stamp.replace(stamp[4:7], 'Xyz')}] x") is None
+
+
+def test_check_coldstart_imports_nothing_a_healthy_run_does_not_need() -> None:
+    # Loaded by the command line and the check's rules: never the restart's records,
+    # the TOML parser, difflib, traceback, tempfile, the routers, nor http.client
+    # (issue 22: cron pays every import every minute).
+    code = (
+        "import sys, wsgi_drain.cli, wsgi_drain.check; "
+        "print(' '.join(sorted(m for m in sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(done.stdout.split())
+    absent = {"wsgi_drain.outcome", "wsgi_drain.restart", "tomllib", "tomli", "difflib",
+              "traceback", "tempfile", "wsgi_drain.peers", "wsgi_drain.routers.haproxy",
+              "http.client", "_strptime"}  # fmt: skip
+    assert not absent & loaded, sorted(absent & loaded)

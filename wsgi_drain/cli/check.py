@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +127,8 @@ def check(**kwargs: Any) -> None:
         if isinstance(err, privilege.SudoRefused):
             textfile = None  # the refused file is not written, not even with UNKNOWN
         if not isinstance(err, (DrainError, _CheckTimeout)):
+            import traceback
+
             traceback.print_exception(err, file=sys.stderr)
         result = CheckResult(group)
         result.add(NagiosStatus.UNKNOWN, str(err))

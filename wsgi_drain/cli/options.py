@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from wsgi_drain import config, peers, privilege, report
+from wsgi_drain import config, privilege, report
 from wsgi_drain.errors import ConfigError, DrainError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,6 +33,8 @@ class _MinPeers(click.ParamType):  # type: ignore[type-arg]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, int):
             return value
+        from wsgi_drain import peers
+
         try:
             return peers.parse(value)
         except ConfigError:

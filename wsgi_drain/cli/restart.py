@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +127,8 @@ def restart(**kwargs: Any) -> None:
     else:
         report.print_restart(outcome)
     if outcome.unexpected is not None:
+        import traceback
+
         traceback.print_exception(outcome.unexpected, file=sys.stderr)
     # An error is in the verdict line on stdout already: not again on stderr (issue 22).
     sys.exit(int(outcome.status))
