@@ -270,3 +270,20 @@ def test_check_acknowledged_trap_is_a_note_not_a_warning(tmp_path: Path) -> None
     assert typo.returncode == 3 and "known: no-drain-timeout" in typo.stdout
     # The other rules still apply.
     assert still.returncode == 2, still.stdout
+
+
+def test_check_dead_health_url_with_unwritable_textfile_stays_critical(
+    lab: ApacheLab, tmp_path: Path
+) -> None:
+    # Issue 22: the UNKNOWN of a textfile it cannot write must not hide the CRITICAL.
+    from lab.ports import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/health"
+    run = run_cli(
+        "check", "--group", "myapp", "--apache-pidfile", str(lab.pid_file),
+        "--health-url", dead, "--state-dir", str(tmp_path / "state"),
+        "--textfile", str(tmp_path / "no-such-dir" / "wsgi_drain.prom"),
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout
+    assert first_line(run).startswith(f"WSGI-DRAIN CRITICAL - myapp: {dead} failed after")
+    assert "UNKNOWN: cannot write --textfile" in run.stdout
