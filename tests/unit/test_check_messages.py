@@ -170,3 +170,15 @@ def test_check_messages_http_status_line_as_stats_socket_says_so() -> None:
         with pytest.raises(RouterError, match=r"answered in HTTP \('HTTP/1.1 400 Bad request'\)"):
             HAProxyRouter(parse_target(f"127.0.0.1:{port}:be_app/web1")).state()
         thread.join()
+
+
+@pytest.mark.parametrize("command", ["restart", "drain"])
+def test_check_messages_health_file_without_lb_detect_is_refused_before_discovery(
+    command: str, tmp_path: Path
+) -> None:
+    code, out, err = invoke(command, "--group", "g", "--state-dir", str(tmp_path),
+                            "--apache-pidfile", str(tmp_path / "none.pid"),
+                            "--router", f"health-file:{tmp_path / 'down'}")  # fmt: skip
+    assert code == 2, out
+    assert "give --lb-detect SECONDS" in out and err == ""
+    assert not (tmp_path / "down").exists()

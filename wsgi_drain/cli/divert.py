@@ -13,6 +13,7 @@ from wsgi_drain.cli.options import (
     divert_settings,
     group_options,
     handles_errors,
+    require_lb_detect,
     settings,
 )
 
@@ -39,7 +40,9 @@ def drain(**kwargs: Any) -> None:
 
     as_json = kwargs.pop("as_json")
     progress = report.ProgressPrinter(quiet=kwargs.pop("quiet"))
-    result = run_drain(settings(kwargs, divert_settings(kwargs)), progress)
+    resolved = settings(kwargs, divert_settings(kwargs))
+    require_lb_detect(resolved)
+    result = run_drain(resolved, progress)
     _print_divert(result, as_json)
 
 

@@ -253,6 +253,25 @@ def settings(
     return resolved
 
 
+def require_lb_detect(resolved: config.Settings) -> None:
+    """Before discovery: a health-file router that will divert needs --lb-detect (exit 2).
+
+    Found only at the divert step, it would come after discovery and its
+    warnings, as if the run had started.
+    """
+    if resolved.mode == "rolling" or resolved.lb_detect is not None:
+        return
+    from wsgi_drain import routers
+
+    for spec in routers.specs(resolved.haproxy, resolved.routers):
+        if routers.parse_spec(spec)[0] == "health-file":
+            raise ConfigError(
+                f"router {spec}: give --lb-detect SECONDS (the load balancer's check interval "
+                "x unhealthy threshold + its deregistration delay): how long it takes to stop "
+                "sending to this host once the health URL fails"
+            )
+
+
 def _apache_defines(resolved: config.Settings) -> bool:
     """Whether the Apache instance these settings name defines their group (typo rule)."""
     from wsgi_drain.discovery import find_apache

@@ -15,6 +15,7 @@ from wsgi_drain.cli.options import (
     divert_settings,
     group_options,
     handles_errors,
+    require_lb_detect,
     settings,
 )
 from wsgi_drain.errors import DrainError
@@ -120,6 +121,7 @@ def restart(**kwargs: Any) -> None:
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
     }
     resolved = settings(kwargs, extra, {"py_spy": py_spy})
+    require_lb_detect(resolved)
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)
     if as_json:
