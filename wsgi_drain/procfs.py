@@ -226,7 +226,21 @@ def title(pid: int) -> str:
 
 
 def listening_tcp_inodes() -> set[int]:
-    """Inodes of every listening TCP socket on the host (/proc/net/tcp and tcp6, state 0A)."""
+    """Inodes of every listening TCP socket on the host (/proc/net/tcp and tcp6, state 0A).
+
+    Asked of the kernel for listeners only (`sockdiag`) where it answers: the text
+    files list every connection on the host, which `check` would read every minute.
+    """
+    from wsgi_drain import sockdiag
+
+    try:
+        return sockdiag.listening_tcp_inodes()
+    except sockdiag.SockDiagError:
+        return listening_tcp_inodes_from_text()
+
+
+def listening_tcp_inodes_from_text() -> set[int]:
+    """`listening_tcp_inodes` read from /proc/net/tcp and tcp6 (the fallback)."""
     inodes: set[int] = set()
     for name in ("tcp", "tcp6"):
         try:
