@@ -21,7 +21,8 @@ import psutil
 
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup, load_envvars, parse_config
-from wsgi_drain.errors import IdentityError, NotFoundError
+from wsgi_drain.errors import GroupNotFoundError, IdentityError, NotFoundError
+from wsgi_drain.express import Express, detect, express_title, group_hint
 from wsgi_drain.httpd import HttpdBinary
 from wsgi_drain.identity import (
     GroupSocket,
@@ -54,9 +55,22 @@ class ApacheInstance:
     exe: str
     config_path: Path
     config: ApacheConfig
+    # Set up and started by mod_wsgi-express (its facts), else None.
+    express: Express | None = None
 
     def describe(self) -> str:
         return f"Apache pid {self.pid} ({self.config_path})"
+
+    def group(self, name: str) -> DaemonGroup:
+        """The group named `name`; GroupNotFoundError, in express's terms on express."""
+        try:
+            return self.config.group(name)
+        except GroupNotFoundError as err:
+            if self.express is None:
+                raise
+            raise GroupNotFoundError(
+                err.group, err.known, str(self.config.path), group_hint(err.known, self.express)
+            ) from None
 
     def error_log_of(self, group: DaemonGroup) -> Path | None:
         """Where mod_wsgi logs `group`'s lifecycle: its vhost's ErrorLog, else the main one."""
@@ -218,7 +232,12 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
         facts=HttpdBinary(binary),
     )
     return ApacheInstance(
-        pid=pid, create_time=create_time, exe=exe, config_path=config_path, config=config
+        pid=pid,
+        create_time=create_time,
+        exe=exe,
+        config_path=config_path,
+        config=config,
+        express=detect(config, argv),
     )
 
 
@@ -261,7 +280,7 @@ def group_processes(instance: ApacheInstance, group: DaemonGroup) -> GroupProces
     changes = (
         config_changes(instance.config.inputs, obs.loaded_at) if obs.loaded_at is not None else []
     )
-    identity = prove(instance.config, group, obs, changes)
+    identity = prove(instance.config, group, obs, changes, express=instance.express)
     members = tuple(
         DaemonProcess(pid=c.pid, create_time=c.create_time, title=c.title)
         for c in obs.members(identity.socket.id)
@@ -306,7 +325,11 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
             "may not read their sockets (run as root) and the group sets no display-name "
             "(add display-name=%{GROUP} to its WSGIDaemonProcess)"
         )
-    if title != f"(wsgi:{group.name})":
+    # Express's whole title names its group as (wsgi:NAME) does (identity.py).
+    names_group = title == f"(wsgi:{group.name})" or (
+        instance.express is not None and title == express_title(group)
+    )
+    if not names_group:
         shared = [
             g.name for g in instance.config.groups if g is not group and g.title
             and g.title[:room] == title
