@@ -312,8 +312,7 @@ def prove(
     if by_title is not None:
         sock = obs.sockets[by_title]
         warnings = []
-        if against and by_express:
-            assert express is not None and title is not None
+        if against and express is not None and title is not None:
             warnings.append(config_rewritten_warning(group, express, title))
         elif against:
             warnings.append(

@@ -198,8 +198,15 @@ def test_express_process_group_title_proves_too(tmp_path: Path) -> None:
     conf = express_conf(tmp_path / "root", group="shop", title="(wsgi:shop)")
     cfg = read(conf)
     identity = prove(cfg, cfg.group("shop"), observation("(wsgi:shop)"), rerun(conf), express=None)
-    # (wsgi:NAME) is mod_wsgi's own %{GROUP} form: proven without express's rule.
+    # (wsgi:NAME) is mod_wsgi's own %{GROUP} form: proven without express's rule...
     assert identity.socket.id == 1 and "mod_wsgi-express" not in identity.proof
+    # ... and on express, the rewritten files are said in express's terms.
+    identity = prove(
+        cfg, cfg.group("shop"), observation("(wsgi:shop)"), rerun(conf),
+        express=detect(cfg, argv(conf)),
+    )  # fmt: skip
+    (warning,) = identity.warnings
+    assert "setup-server run again" in warning and "reload Apache" not in warning
 
 
 # -- traps and refusals in express's terms -----------------------------------------
