@@ -199,7 +199,15 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
     if procfs.state_of(pid) == "Z":
         raise NotFoundError(f"{source} names pid {pid}, which has exited (zombie)")
     if name not in APACHE_NAMES and Path(exe).name not in APACHE_NAMES:
-        raise NotFoundError(f"{source} names pid {pid}, which is {name!r}, not Apache")
+        hint = ""
+        if pid == 1:
+            # Apache as PID 1 of a container wrote its pid as that namespace numbers it.
+            hint = (
+                ": a pid file written inside a container names the pid in there; run "
+                "wsgi-drain inside the container (docker exec, or nsenter --target PID --pid "
+                "--mount)"
+            )
+        raise NotFoundError(f"{source} names pid {pid}, which is {name!r}, not Apache{hint}")
 
     server_root, argv_config, defines, before, after = _parse_argv(argv)
     # The name it runs as first: a RHEL-style `httpd` may be a link to apache2.
@@ -274,7 +282,9 @@ def group_processes(instance: ApacheInstance, group: DaemonGroup) -> GroupProces
     proven, GroupNotRunningError when it is proven absent, NotFoundError when
     membership cannot be told at all (no fd access and no usable title).
     """
-    if not procfs.fds_readable(instance.pid):
+    if not procfs.fds_readable(instance.pid) or not procfs.children_fds_readable(instance.pid):
+        # Daemons run as another user: without CAP_SYS_PTRACE (a container's
+        # root, by default) their sockets cannot be read, only their titles.
         return _by_title(instance, group)
     obs = observe(instance.config, instance.pid, instance.create_time)
     changes = (
