@@ -345,10 +345,16 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
             and g.title[:room] == title
         ]  # fmt: skip
         if shared or len(title) <= len("(wsgi:"):
+            fix = (
+                f"start Apache through {instance.express.apachectl} (it pads argv[0] so "
+                "express's whole title fits) or give setup-server --process-group NAME"
+                if instance.express is not None
+                else "start Apache by its full path so the whole (wsgi:NAME) title fits"
+            )
             raise IdentityError(
                 f"group {group.name!r}'s processes are titled {title!r}, which does not tell "
                 f"them from {', '.join(shared) or 'other groups'}'s; run as root (its sockets "
-                "tell), or start Apache by its full path so the whole (wsgi:NAME) title fits"
+                f"tell), or {fix}"
             )
         _sockets, loaded_at = sockets_by_name(instance.config, instance.pid, instance.create_time)
         changed = config_changes(group.inputs, loaded_at) if loaded_at is not None else None

@@ -52,15 +52,6 @@ class Express:
     def apachectl(self) -> Path:
         return self.server_root / "apachectl"
 
-    def is_main_group(self, group: DaemonGroup) -> bool:
-        """Whether `group` is express's application group, titled the way express titles it.
-
-        Express writes the title from the group's name: `(wsgi:NAME)` with
-        --process-group, `(wsgi:HOST:PORT:UID)` without.  A display-name of
-        any other form was not written by express's rule, so it proves nothing.
-        """
-        return express_title(group) is not None
-
 
 def express_title(group: DaemonGroup) -> str | None:
     """The group's title when it has express's form for the group's name, else None."""
