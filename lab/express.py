@@ -253,7 +253,8 @@ class ExpressLab(Service):
     def _apache_in(self, launcher: psutil.Process) -> psutil.Process | None:
         candidates = [launcher]
         with contextlib.suppress(psutil.Error):
-            candidates += launcher.children()
+            # A wrapper may sit between: unshare --fork, a shell as PID 1.
+            candidates += launcher.children(recursive=True)
         for proc in candidates:
             with contextlib.suppress(psutil.Error):
                 if proc.name() == "apache2" and any(c.name() == "apache2" for c in proc.children()):

@@ -251,7 +251,13 @@ def marker_dir() -> Iterator[Path]:
 DOCKER_CAPS = ["setpriv", "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace", "--"]
 
 
-@pytest.mark.parametrize("router", ["health-file", "command", "health-file-docker-caps"])
+# An entrypoint shell that stays PID 1 and swallows SIGTERM, express its child.
+SHELL_PID_1 = ["sh", "-c", 'trap "" TERM; "$@"; exit $?', "entrypoint"]
+
+
+@pytest.mark.parametrize(
+    "router", ["health-file", "command", "health-file-docker-caps", "command-shell-pid-1"]
+)
 def test_express_in_its_own_pid_namespace_restarts_from_inside(
     tmp_path: Path, marker_dir: Path, router: str
 ) -> None:
@@ -259,18 +265,22 @@ def test_express_in_its_own_pid_namespace_restarts_from_inside(
         # Containers without CAP_SYS_ADMIN cannot make one; say so, never pass silently.
         skip_or_fail("this machine does not allow `unshare --pid --fork --mount-proc`")
     caps = DOCKER_CAPS if router.endswith("docker-caps") else []
+    shell = SHELL_PID_1 if router.endswith("shell-pid-1") else []
     with ExitStack() as stop:
         lab = express(
             tmp_path / "express",
             foreground=True,
             process_group="shop",
-            wrapper=["unshare", "--pid", "--fork", "--mount-proc", *caps],
+            wrapper=["unshare", "--pid", "--fork", "--mount-proc", *caps, *shell],
         )
         stop.callback(lab.stop)
-        # Inside, Apache is PID 1 (its pid file says so) and nothing outside is seen.
-        assert lab.pid_file.read_text().strip() == "1"
-        outside = run_cli("status", "--apache-pidfile", str(lab.pid_file))
-        assert "run wsgi-drain inside the container" in outside.stdout + outside.stderr
+        # Inside, Apache is PID 1 (its pid file says so) unless a shell is, and nothing
+        # outside is seen.
+        apache_pid = int(lab.pid_file.read_text().strip())
+        assert (apache_pid == 1) == (not shell), apache_pid
+        if not shell:
+            outside = run_cli("status", "--apache-pidfile", str(lab.pid_file))
+            assert "run wsgi-drain inside the container" in outside.stdout + outside.stderr
         inside = ["nsenter", "--target", str(lab.parent_pid), "--pid", "--mount", "--", *caps]
         if router.startswith("health-file"):
             spec = ["--router", f"health-file:{marker_dir / 'shop.down'}", "--lb-detect", "0.5"]
@@ -304,7 +314,7 @@ def test_express_in_its_own_pid_namespace_restarts_from_inside(
         assert done.returncode == 0, done.stdout + done.stderr
         report = json.loads(done.stdout)
         assert report["mode"] == "drain" and report["verdict"] == "success"
-        assert report["apache"]["pid"] == 1
+        assert report["apache"]["pid"] == apache_pid
         assert slow.result(timeout=30).status == 200
         assert_no_failures(load)
         new = set(lab.daemon_pids())
