@@ -22,7 +22,7 @@ import psutil
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup, load_envvars, parse_config
 from wsgi_drain.errors import GroupNotFoundError, IdentityError, NotFoundError
-from wsgi_drain.express import Express, detect, express_title, group_hint
+from wsgi_drain.express import Express, detect, group_hint
 from wsgi_drain.httpd import HttpdBinary
 from wsgi_drain.identity import (
     GroupSocket,
@@ -32,6 +32,7 @@ from wsgi_drain.identity import (
     observe,
     prove,
     sockets_by_name,
+    title_names_group,
 )
 
 APACHE_NAMES = frozenset({"apache2", "httpd", "apache", "httpd2"})
@@ -335,11 +336,7 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
             "may not read their sockets (run as root) and the group sets no display-name "
             "(add display-name=%{GROUP} to its WSGIDaemonProcess)"
         )
-    # Express's whole title names its group as (wsgi:NAME) does (identity.py).
-    names_group = title == f"(wsgi:{group.name})" or (
-        instance.express is not None and title == express_title(group)
-    )
-    if not names_group:
+    if not title_names_group(instance.config, group, title, instance.express):
         shared = [
             g.name for g in instance.config.groups if g is not group and g.title
             and g.title[:room] == title

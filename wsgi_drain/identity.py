@@ -306,7 +306,7 @@ def prove(
     by_title = _title_proof(group, obs, title)
     by_express = by_title is None and express is not None
     if by_express:
-        by_title = _express_title_proof(config, group, obs, title)
+        by_title = _express_title_proof(config, group, obs, title, express)
     against = _config_doubts(config, group, obs, changes, title)
 
     if by_title is not None:
@@ -373,8 +373,28 @@ def _title_proof(group: DaemonGroup, obs: Observation, title: str | None) -> int
     return matching[0] if len(matching) == 1 else None
 
 
+def title_names_group(
+    config: ApacheConfig, group: DaemonGroup, title: str, express: Express | None
+) -> bool:
+    """Whether the title `title` (as it survives in argv[0]) names `group` by itself.
+
+    mod_wsgi's whole `(wsgi:NAME)` does; on express, so does express's whole
+    title for the group when no other group on disk shows the same.  A cut or
+    free display-name does not (it may be another group's in what Apache loaded).
+    """
+    if title == f"(wsgi:{group.name})":
+        return True
+    if express is None or title != express_title(group):
+        return False
+    return not any(g is not group and g.title == title for g in config.groups)
+
+
 def _express_title_proof(
-    config: ApacheConfig, group: DaemonGroup, obs: Observation, title: str | None
+    config: ApacheConfig,
+    group: DaemonGroup,
+    obs: Observation,
+    title: str | None,
+    express: Express | None,
 ) -> int | None:
     """The one socket whose processes all show express's whole title for `group`.
 
@@ -382,10 +402,7 @@ def _express_title_proof(
     way, on the same conditions: whole (not cut by argv[0]), no other group
     on disk titled the same, exactly one socket whose processes show it.
     """
-    named = express_title(group)
-    if named is None or title != named:
-        return None
-    if any(g is not group and g.title == named for g in config.groups):
+    if title is None or express is None or not title_names_group(config, group, title, express):
         return None
     matching = [
         gid

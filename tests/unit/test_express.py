@@ -300,3 +300,22 @@ def test_express_quiet_endings_note_names_the_option(tmp_path: Path) -> None:
     assert note.startswith("3 old process(es) ended as 'exited'")
     assert "--log-level info" in note and "LogLevel" not in note
     assert "LogLevel warn wsgi:info" in quiet_endings_note(3, cfg.group(GROUP), None)
+
+
+def test_express_title_names_its_group_for_the_unprivileged_title_path(tmp_path: Path) -> None:
+    # `check` as a monitoring user (or root without CAP_SYS_PTRACE) tells the
+    # daemons by title alone: express's whole title names the group only on express.
+    from wsgi_drain.identity import title_names_group
+
+    conf = express_conf(tmp_path / "root")
+    cfg = read(conf)
+    express = detect(cfg, argv(conf))
+    group = cfg.group(GROUP)
+    assert title_names_group(cfg, group, TITLE, express)
+    assert not title_names_group(cfg, group, TITLE, None)  # not express: a free display-name
+    assert not title_names_group(cfg, group, TITLE[:17], express)  # cut
+    shared = express_conf(
+        tmp_path / "shared", extra=f"WSGIDaemonProcess copy display-name='{TITLE}'\n"
+    )
+    cfg = read(shared)
+    assert not title_names_group(cfg, cfg.group(GROUP), TITLE, detect(cfg, argv(shared)))
