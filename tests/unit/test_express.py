@@ -319,3 +319,35 @@ def test_express_title_names_its_group_for_the_unprivileged_title_path(tmp_path:
     )
     cfg = read(shared)
     assert not title_names_group(cfg, cfg.group(GROUP), TITLE, detect(cfg, argv(shared)))
+
+
+def test_express_exited_is_explained_once_per_run_not_per_process(tmp_path: Path) -> None:
+    from wsgi_drain.applog import RunLog
+    from wsgi_drain.config import Settings
+    from wsgi_drain.discovery import ApacheInstance, GroupProcesses
+    from wsgi_drain.errorlog import ErrorLogTail
+    from wsgi_drain.interrupts import Interrupts
+    from wsgi_drain.outcome import Outcome, ProcessRecord
+    from wsgi_drain.restart.endings import quiet_log_note
+    from wsgi_drain.restart.records import Run, Target, Watched
+
+    def run_with(log_level: str, endings: list[str]) -> list[str]:
+        root = tmp_path / f"{log_level}-{len(endings)}"
+        conf = express_conf(root, log_level=log_level)
+        cfg = read(conf)
+        instance = ApacheInstance(1, 1.0, "/usr/sbin/apache2", conf, cfg, detect(cfg, argv(conf)))
+        group = cfg.group(GROUP)
+        target = Target(instance, GroupProcesses(group, None, (), "socket"), 3, 1)
+        (root / "error_log").write_text("")
+        watched = Watched(log=RunLog(ErrorLogTail(root / "error_log"), GROUP))
+        outcome = Outcome(group=GROUP, mode="rolling", requested_mode="rolling", signal="SIGUSR1")
+        outcome.processes = [ProcessRecord(old_pid=10 + i, ending=e) for i, e in enumerate(endings)]
+        with Interrupts() as interrupts:
+            run = Run(Settings(group=GROUP), lambda kind, message: None, interrupts, outcome)
+            quiet_log_note(run, target, watched)
+        return [n for n in outcome.notes if "ended as 'exited'" in n]
+
+    (note,) = run_with("warn", ["exited", "exited", "exited"])
+    assert note.startswith("3 old process(es)") and "--log-level info" in note
+    assert run_with("info", ["exited", "exited"]) == []  # the log tells endings apart
+    assert run_with("warn", ["drained"]) == []
