@@ -208,6 +208,9 @@ def group_hint(known: Sequence[str], express: Express) -> str:
     )
 
 
+QUIET_ENDINGS = "ended as 'exited'"
+
+
 def quiet_endings_note(count: int, group: DaemonGroup, express: Express | None) -> str:
     """Why old processes end as 'exited', once per run, with the option that fixes it."""
     if express is not None:
@@ -217,6 +220,6 @@ def quiet_endings_note(count: int, group: DaemonGroup, express: Express | None) 
         fix = "use LogLevel warn wsgi:info"
         level = f"LogLevel {group.log_level!r}"
     return (
-        f"{count} old process(es) ended as 'exited': at {level} mod_wsgi does not log how a "
+        f"{count} old process(es) {QUIET_ENDINGS}: at {level} mod_wsgi does not log how a "
         "daemon ended, so drained, forced and aborted cannot be told apart; " + fix
     )

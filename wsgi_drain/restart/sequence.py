@@ -22,13 +22,7 @@ from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, Progress
 from wsgi_drain.restart.discover import discover
 from wsgi_drain.restart.divert import divert
-from wsgi_drain.restart.endings import (
-    app_words,
-    endings_from_log,
-    error_log_tail,
-    hang_notes,
-    quiet_log_note,
-)
+from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
 from wsgi_drain.restart.plan import plan
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
@@ -115,7 +109,6 @@ def _execute(
         stuck = rolling(run, target, routing, watched, verdict, sig, deadline, force)
     endings_from_log(run, target, watched)
     hang_notes(run)
-    quiet_log_note(run, target, watched)
     if stuck:
         raise stuck_error(run, stuck)
     verify(run, target, watched, verdict)
