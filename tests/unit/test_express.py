@@ -352,3 +352,17 @@ def test_express_exited_is_explained_once_per_run_not_per_process(tmp_path: Path
     assert note.startswith("3 old process(es)") and "--log-level info" in note
     assert run_with("info", ["exited", "exited"]) == []  # the log tells endings apart
     assert run_with("warn", ["drained"]) == []
+
+
+def test_express_group_name_in_the_toml_file_is_a_quoted_key(tmp_path: Path) -> None:
+    from wsgi_drain.config import read_file, resolve
+
+    toml = tmp_path / "wsgi-drain.toml"
+    toml.write_text(
+        f'[groups."{GROUP}"]\n'
+        f'apache_pidfile = "/srv/express/httpd.pid"\nhealth_url = "http://{GROUP}/health"\n'
+    )
+    toml.chmod(0o600)
+    settings = resolve(GROUP, {}, read_file(toml), str(toml))
+    assert str(settings.apache_pidfile) == "/srv/express/httpd.pid"
+    assert settings.health_url == f"http://{GROUP}/health"
