@@ -120,7 +120,7 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
         result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
         _router_rule(result, settings, running)
         return result
-    group = instance.config.group(settings.group)  # unknown group: UNKNOWN, by the caller
+    group = instance.group(settings.group)  # unknown group: UNKNOWN, by the caller
     result.expected = group.processes
     procs = _processes_rule(result, instance, group, thresholds, running)
     log = _readable_log(result, instance.error_log_of(group))
@@ -136,7 +136,9 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     _router_rule(result, settings, running)
     found = [
         t
-        for t in find_traps(group, fds_readable=procfs.fds_readable(instance.pid))
+        for t in find_traps(
+            group, fds_readable=procfs.fds_readable(instance.pid), express=instance.express
+        )
         if t.key not in RESTART_ONLY
     ]
     warned, acknowledged = split_traps(found, settings.ack_traps)

@@ -28,6 +28,7 @@ from wsgi_drain.errors import (
     IdentityError,
     NotFoundError,
 )
+from wsgi_drain.express import Express, detect, group_hint
 from wsgi_drain.httpd import HttpdBinary
 from wsgi_drain.identity import (
     GroupSocket,
@@ -37,6 +38,7 @@ from wsgi_drain.identity import (
     observe,
     prove,
     sockets_by_name,
+    title_names_group,
 )
 
 APACHE_NAMES = frozenset({"apache2", "httpd", "apache", "httpd2"})
@@ -60,9 +62,22 @@ class ApacheInstance:
     exe: str
     config_path: Path
     config: ApacheConfig
+    # Set up and started by mod_wsgi-express (its facts), else None.
+    express: Express | None = None
 
     def describe(self) -> str:
         return f"Apache pid {self.pid} ({self.config_path})"
+
+    def group(self, name: str) -> DaemonGroup:
+        """The group named `name`; GroupNotFoundError, in express's terms on express."""
+        try:
+            return self.config.group(name)
+        except GroupNotFoundError as err:
+            if self.express is None:
+                raise
+            raise GroupNotFoundError(
+                err.group, err.known, str(self.config.path), group_hint(err.known, self.express)
+            ) from None
 
     def error_log_of(self, group: DaemonGroup) -> Path | None:
         """Where mod_wsgi logs `group`'s lifecycle: its vhost's ErrorLog, else the main one."""
@@ -242,7 +257,15 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
     if procfs.state_of(pid) == "Z":
         raise NotFoundError(f"{source} names pid {pid}, which has exited (zombie)")
     if name not in APACHE_NAMES and Path(exe).name not in APACHE_NAMES:
-        raise NotFoundError(f"{source} names pid {pid}, which is {name!r}, not Apache")
+        hint = ""
+        if pid == 1:
+            # Apache as PID 1 of a container wrote its pid as that namespace numbers it.
+            hint = (
+                ": a pid file written inside a container names the pid in there; run "
+                "wsgi-drain inside the container (docker exec, or nsenter --target PID --pid "
+                "--mount)"
+            )
+        raise NotFoundError(f"{source} names pid {pid}, which is {name!r}, not Apache{hint}")
 
     server_root, argv_config, defines, before, after = _parse_argv(argv)
     # The name it runs as first: a RHEL-style `httpd` may be a link to apache2.
@@ -275,7 +298,12 @@ def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> Apach
         facts=HttpdBinary(binary),
     )
     return ApacheInstance(
-        pid=pid, create_time=create_time, exe=exe, config_path=config_path, config=config
+        pid=pid,
+        create_time=create_time,
+        exe=exe,
+        config_path=config_path,
+        config=config,
+        express=detect(config, argv),
     )
 
 
@@ -312,13 +340,15 @@ def group_processes(instance: ApacheInstance, group: DaemonGroup) -> GroupProces
     proven, GroupNotRunningError when it is proven absent, NotFoundError when
     membership cannot be told at all (no fd access and no usable title).
     """
-    if not procfs.fds_readable(instance.pid):
+    if not procfs.fds_readable(instance.pid) or not procfs.children_fds_readable(instance.pid):
+        # Daemons run as another user: without CAP_SYS_PTRACE (a container's
+        # root, by default) their sockets cannot be read, only their titles.
         return _by_title(instance, group)
     obs = observe(instance.config, instance.pid, instance.create_time)
     changes = (
         config_changes(instance.config.inputs, obs.loaded_at) if obs.loaded_at is not None else []
     )
-    identity = prove(instance.config, group, obs, changes)
+    identity = prove(instance.config, group, obs, changes, express=instance.express)
     members = tuple(
         DaemonProcess(pid=c.pid, create_time=c.create_time, title=c.title)
         for c in obs.members(identity.socket.id)
@@ -363,16 +393,22 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
             "may not read their sockets (run as root) and the group sets no display-name "
             "(add display-name=%{GROUP} to its WSGIDaemonProcess)"
         )
-    if title != f"(wsgi:{group.name})":
+    if not title_names_group(instance.config, group, title, instance.express):
         shared = [
             g.name for g in instance.config.groups if g is not group and g.title
             and g.title[:room] == title
         ]  # fmt: skip
         if shared or len(title) <= len("(wsgi:"):
+            fix = (
+                f"start Apache through {instance.express.apachectl} (it pads argv[0] so "
+                "express's whole title fits) or give setup-server --process-group NAME"
+                if instance.express is not None
+                else "start Apache by its full path so the whole (wsgi:NAME) title fits"
+            )
             raise IdentityError(
                 f"the processes of group {group.name!r} are titled {title!r}, which does not tell "
                 f"them from {', '.join(shared) or 'other groups'}'s; run as root (its sockets "
-                "tell), or start Apache by its full path so the whole (wsgi:NAME) title fits"
+                f"tell), or {fix}"
             )
         _sockets, loaded_at = sockets_by_name(instance.config, instance.pid, instance.create_time)
         changed = config_changes(group.inputs, loaded_at) if loaded_at is not None else None

@@ -61,11 +61,14 @@ class ApacheConfigError(NotFoundError):
 class GroupNotFoundError(NotFoundError):
     """The named WSGIDaemonProcess group is not in the Apache configuration."""
 
-    def __init__(self, group: str, known: tuple[str, ...], config: str) -> None:
+    def __init__(self, group: str, known: tuple[str, ...], config: str, hint: str = "") -> None:
         self.group = group
         self.known = known
         names = ", ".join(known) if known else "none"
-        super().__init__(f"group {group!r} not found in {config}; groups defined there: {names}")
+        super().__init__(
+            f"group {group!r} not found in {config}; groups defined there: {names}"
+            + (f"; {hint}" if hint else "")
+        )
 
 
 class AmbiguousApacheError(NotFoundError):

@@ -18,9 +18,16 @@ only used when it is proven, from two independent kinds of evidence:
   processes on socket N show agrees with the group's options (title, user,
   process count).
 
-Either suffices; contradicting evidence refuses.  `prove` is pure: it takes
-an `Observation` (read from /proc by `observe`) and the config changes found
-by `config_changes`, so every rule is testable without a running Apache.
+Either suffices; contradicting evidence refuses.  On an instance
+mod_wsgi-express set up (`express.detect`), express's own title counts like
+`%{GROUP}`'s: express derives it from the group's name, `(wsgi:NAME)` or
+`(wsgi:HOST:PORT:UID)`, writes one such group, and pads argv[0] so it is
+whole (docs/express.md).  That is what lets a deploy that runs setup-server
+again (files rewritten, nothing changed) restart without reloading Apache.
+
+`prove` is pure: it takes an `Observation` (read from /proc by `observe`)
+and the config changes found by `config_changes`, so every rule is testable
+without a running Apache.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import psutil
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup
 from wsgi_drain.errors import GroupNotRunningError, IdentityError
+from wsgi_drain.express import Express, config_rewritten_warning, express_title, identity_fix
 
 _SOCKET_NAME = re.compile(r"\.(?P<pid>\d+)\.(?P<gen>u?\d+)\.(?P<id>\d+)\.sock$")
 
@@ -277,9 +285,13 @@ def prove(
     group: DaemonGroup,
     obs: Observation,
     changes: Iterable[Change],
+    *,
+    express: Express | None = None,
 ) -> Identity:
     """The socket that is `group`'s, with the proof; IdentityError when it cannot be proven.
 
+    `express`: the instance is mod_wsgi-express's, whose title for its group
+    proves it too, and whose users get their fixes as express options.
     Raises GroupNotRunningError when the proof holds but the parent has no
     socket with the group's id (the group is configured, not running).
     """
@@ -292,12 +304,17 @@ def prove(
         )
     title = expected_title(group, obs.title_room)
     by_title = _title_proof(group, obs, title)
+    by_express = by_title is None and express is not None
+    if by_express:
+        by_title = _express_title_proof(config, group, obs, title, express)
     against = _config_doubts(config, group, obs, changes, title)
 
     if by_title is not None:
         sock = obs.sockets[by_title]
         warnings = []
-        if against:
+        if against and express is not None and title is not None:
+            warnings.append(config_rewritten_warning(group, express, title))
+        elif against:
             warnings.append(
                 f"the configuration on disk is not what Apache runs ({'; '.join(against)}); "
                 f"group {group.name!r} was identified by its processes' title {title!r} on "
@@ -306,6 +323,8 @@ def prove(
                 "reload Apache for that"
             )
         proof = f"socket {by_title}, processes titled {title!r}"
+        if by_express:
+            proof += " (mod_wsgi-express's title for the group)"
         if not against:
             proof += ", configuration unchanged since Apache loaded it"
         return Identity(sock, proof, config_current=not against, warnings=tuple(warnings))
@@ -327,7 +346,9 @@ def prove(
         "Reload Apache (apachectl graceful; every daemon then gets about 3 s) so the "
         "configuration it runs is the one on disk"
     )
-    if title != f"(wsgi:{group.name})":
+    if express is not None:
+        fix = identity_fix(group, express)
+    elif title != f"(wsgi:{group.name})":
         fix += (
             ", or add display-name=%{GROUP} to every WSGIDaemonProcess and start Apache by "
             "its full path, so wsgi-drain can identify a group by its processes' titles"
@@ -343,6 +364,45 @@ def _title_proof(group: DaemonGroup, obs: Observation, title: str | None) -> int
     if title is None or title != f"(wsgi:{group.name})":
         # Only mod_wsgi's own %{GROUP} title names the group, and only whole:
         # a cut title or a free display-name may be shared with another group.
+        return None
+    matching = [
+        gid
+        for gid in obs.sockets
+        if (members := obs.titled(gid)) and all(m.title == title for m in members)
+    ]
+    return matching[0] if len(matching) == 1 else None
+
+
+def title_names_group(
+    config: ApacheConfig, group: DaemonGroup, title: str, express: Express | None
+) -> bool:
+    """Whether the title `title` (as it survives in argv[0]) names `group` by itself.
+
+    mod_wsgi's whole `(wsgi:NAME)` does; on express, so does express's whole
+    title for the group when no other group on disk shows the same.  A cut or
+    free display-name does not (it may be another group's in what Apache loaded).
+    """
+    if title == f"(wsgi:{group.name})":
+        return True
+    if express is None or title != express_title(group):
+        return False
+    return not any(g is not group and g.title == title for g in config.groups)
+
+
+def _express_title_proof(
+    config: ApacheConfig,
+    group: DaemonGroup,
+    obs: Observation,
+    title: str | None,
+    express: Express | None,
+) -> int | None:
+    """The one socket whose processes all show express's whole title for `group`.
+
+    Express's title names its group as %{GROUP} does, so it proves the same
+    way, on the same conditions: whole (not cut by argv[0]), no other group
+    on disk titled the same, exactly one socket whose processes show it.
+    """
+    if title is None or express is None or not title_names_group(config, group, title, express):
         return None
     matching = [
         gid

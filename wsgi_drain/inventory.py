@@ -24,6 +24,7 @@ from wsgi_drain.discovery import (
     running_parents,
 )
 from wsgi_drain.errors import DrainError
+from wsgi_drain.express import express_warnings
 from wsgi_drain.routers import RouterState
 from wsgi_drain.state import Journal, all_journals, lock_holder
 
@@ -44,6 +45,8 @@ class GroupStatus:
     method: str | None = None
     socket: str | None = None
     error: str | None = None
+    # Said before anything else about the group (mod_wsgi-express's reloading).
+    warnings: list[str] = field(default_factory=list)
     routers: list[RouterState] = field(default_factory=list)
     router_errors: list[str] = field(default_factory=list)
 
@@ -137,6 +140,8 @@ def _group_status(
     routers_given: Mapping[str, tuple[str, ...]] | None = None,
 ) -> GroupStatus:
     gs = GroupStatus(g)
+    if instance.express is not None:
+        gs.warnings = express_warnings(g, instance.express)
     try:
         procs = group_processes(instance, g)
         gs.method = procs.method

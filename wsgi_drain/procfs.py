@@ -125,12 +125,27 @@ def socket_inodes(pid: int) -> set[int]:
 
 
 def fds_readable(pid: int) -> bool:
-    """Whether this process may read `pid`'s fd table (root, or the same user)."""
+    """Whether this process may read `pid`'s fd table (root, or the same user).
+
+    Listing the directory is not enough: without CAP_SYS_PTRACE (Docker's
+    default capabilities) root may list another user's fds but not read
+    where they point, which is what membership needs.
+    """
+    fd_dir = PROC / str(pid) / "fd"
     try:
-        os.listdir(PROC / str(pid) / "fd")
+        fds = os.listdir(fd_dir)
+        if fds:
+            os.readlink(fd_dir / fds[0])
+    except FileNotFoundError:
+        return True  # that fd was just closed: the table itself was readable
     except OSError:
         return False
     return True
+
+
+def children_fds_readable(pid: int) -> bool:
+    """Whether the fd table of every live child of `pid` is readable (see `fds_readable`)."""
+    return all(fds_readable(child) for child in children(pid) if not gone(child))
 
 
 # __SO_ACCEPTCON in /proc/net/unix's Flags column (net/unix/af_unix.c): listening.

@@ -369,6 +369,7 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                         "identified_by": gs.method,
                         "socket": gs.socket,
                         "error": gs.error,
+                        "warnings": gs.warnings,
                         "processes": [_process_dict(p) for p in gs.processes],
                         "routers": [
                             {
@@ -423,6 +424,8 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
                 + (f", by {gs.method}" if gs.method else "")
                 + ")\n"
             )
+            for warning in gs.warnings:
+                out.write(f"    warning: {warning}\n")
             if gs.error:
                 out.write(f"    error: {gs.error}\n")
             for p in gs.processes:

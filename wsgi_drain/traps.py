@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wsgi_drain import express as express_mod
 from wsgi_drain.apacheconf import DaemonGroup
+from wsgi_drain.express import Express
 
 _QUIET_LEVELS = {"emerg", "alert", "crit", "error", "warn", "notice"}
 KEYS = (
@@ -38,6 +40,11 @@ class Trap:
         return f"{self.message} [trap {self.key}: if deliberate, --ack-trap {self.key}]"
 
 
+def quiet_log(group: DaemonGroup) -> bool:
+    """Whether mod_wsgi's info lines (how each daemon ended) are below the group's log level."""
+    return group.wsgi_log_level in _QUIET_LEVELS
+
+
 def check_keys(keys: tuple[str, ...] | list[str]) -> None:
     """ConfigError naming the known keys for an unknown one."""
     from wsgi_drain.errors import ConfigError
@@ -57,8 +64,27 @@ def split(traps: list[Trap], acknowledged: tuple[str, ...]) -> tuple[list[Trap],
     )
 
 
-def find_traps(group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:
-    """Every trap in `group`'s configuration, in a stable order."""
+def find_traps(
+    group: DaemonGroup, *, fds_readable: bool, express: Express | None = None
+) -> list[Trap]:
+    """Every trap in `group`'s configuration, in a stable order.
+
+    On an instance mod_wsgi-express set up (`express`), each message names the
+    express option that fixes it (its users never edit the generated file),
+    and script reloading comes first: a setup-server run again has then
+    already restarted every daemon, undrained.
+    """
+    traps = _directive_traps(group, fds_readable=fds_readable)
+    if express is None:
+        return traps
+    worded = [
+        Trap(t.key, express_mod.trap_message(t.key, group, express, t.message)) for t in traps
+    ]
+    return sorted(worded, key=lambda t: t.key != "script-reloading")
+
+
+def _directive_traps(group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:
+    """Every trap, worded for a configuration someone wrote (directives and options)."""
     traps = []
     if group.graceful_timeout is None and group.eviction_timeout is None:
         traps.append(
@@ -107,7 +133,7 @@ def find_traps(group: DaemonGroup, *, fds_readable: bool) -> list[Trap]:
                 "restarts the daemons outside any drain; set WSGIScriptReloading Off",
             )
         )
-    if group.wsgi_log_level in _QUIET_LEVELS:
+    if quiet_log(group):
         traps.append(
             Trap(
                 "log-level",

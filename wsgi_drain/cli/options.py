@@ -75,7 +75,8 @@ def group_options(f: F) -> F:
                 "-g",
                 required=True,
                 envvar="WSGI_DRAIN_GROUP",
-                help="Name of the WSGIDaemonProcess group (as in the Apache configuration).",
+                help="Name of the WSGIDaemonProcess group (as in the Apache configuration; "
+                "mod_wsgi-express names it HOST:PORT, or NAME with --process-group NAME).",
             ),
             click.option(
                 "--config",

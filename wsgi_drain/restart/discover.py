@@ -27,7 +27,11 @@ def discover(run: Run) -> tuple[Target, Routing]:
     with out.phase(Phase.DISCOVER, run.progress) as ph:
         check_support()
         instance = find_apache(pidfile=s.apache_pidfile, config_path=s.apache_config, group=s.group)
-        group = instance.config.group(s.group)
+        group = instance.group(s.group)
+        # Traps first: on express, script reloading may have restarted every daemon already.
+        found = find_traps(group, fds_readable=fds_readable(instance.pid), express=instance.express)
+        for trap in split_traps(found, s.ack_traps)[0]:
+            run.warn(trap.advice)
         procs = group_processes(instance, group)
         if not procs.processes:
             raise NotFoundError(
@@ -46,9 +50,6 @@ def discover(run: Run) -> tuple[Target, Routing]:
                     f"the processes={group.processes} on disk is not proven to be what runs"
                 )
         out.processes_expected = target.expected
-        found = find_traps(group, fds_readable=fds_readable(instance.pid))
-        for trap in split_traps(found, s.ack_traps)[0]:
-            run.warn(trap.advice)
         if len(procs.processes) < target.expected:
             run.warn(
                 f"only {len(procs.processes)} of {target.expected} processes are up before "

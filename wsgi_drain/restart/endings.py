@@ -8,8 +8,10 @@ error log is followed from before the signal, so nothing is missed.
 from __future__ import annotations
 
 from wsgi_drain.errorlog import Ending, ErrorLogTail, ending_of
+from wsgi_drain.express import QUIET_ENDINGS, quiet_endings_note
 from wsgi_drain.restart.crashloop import new_pids
 from wsgi_drain.restart.records import Run, Target, Watched
+from wsgi_drain.traps import quiet_log
 
 
 def error_log_tail(run: Run, target: Target) -> ErrorLogTail | None:
@@ -79,6 +81,8 @@ def endings_from_log(run: Run, target: Target | None, watched: Watched) -> None:
                     else "it was still busy when its drain window ran out"
                 ),
             )
+    if target is not None:
+        quiet_log_note(run, target, watched)
 
 
 def hang_notes(run: Run) -> None:
@@ -103,3 +107,19 @@ def app_words(run: Run, target: Target, watched: Watched) -> None:
         return
     log.poll()
     run.outcome.app_log = log.words(new_pids(run, target, watched))
+
+
+def quiet_log_note(run: Run, target: Target, watched: Watched) -> None:
+    """Once per run, not per process: why old processes ended as 'exited', and the fix.
+
+    At a log level above info (mod_wsgi-express's default is warn) mod_wsgi
+    logs no shutdown step, so a followed log still tells no ending apart.
+    Called at the end of `endings_from_log`; a second call adds nothing.
+    """
+    group = target.procs.group
+    if watched.log is None or not watched.log.available or not quiet_log(group):
+        return
+    exited = [r for r in run.outcome.processes if r.ending == "exited"]
+    if not exited or any(QUIET_ENDINGS in n for n in run.outcome.notes):
+        return  # endings_from_log runs again when a run fails after the watch
+    run.outcome.notes.append(quiet_endings_note(len(exited), group, target.instance.express))
