@@ -135,3 +135,17 @@ class Interrupted(DrainError):
     """SIGINT or SIGTERM arrived during a run."""
 
     status = ExitStatus.INTERRUPTED
+
+
+class ApacheDiedError(UnhealthyError):
+    """The Apache parent died during the run (the OOM killer, a crash): nothing serves."""
+
+
+class RolledBack(DrainError):
+    """The new code failed; `--rollback` ran and the old code serves (exit 8)."""
+
+    status = ExitStatus.ROLLED_BACK
+
+
+class RollbackFailedError(UnhealthyError):
+    """The new code failed and the rollback did not bring the old code back."""
