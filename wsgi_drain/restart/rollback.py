@@ -8,8 +8,8 @@ health URL, replacements that never come up: `verdict.healthy` False) runs
 the program once, bounded by `--rollback-timeout` (its process group killed
 at the timeout, its output kept for the report), then replaces every
 process that runs the new code (proven members of the group, through
-pidfds, the same phases a restart uses; in rolling mode the processes never
-signalled still run the old code and are not touched), verifies health
+pidfds, all at once: they only fail requests; in rolling mode the processes
+never signalled still run the old code and are not touched), verifies health
 again, and lets the policy put back what this run diverted: exit 8, "rolled
 back".  A rollback program that fails or hangs, or old code that is
 unhealthy too, ends as the failure alone would (exit 6, left diverted where
@@ -44,7 +44,6 @@ from wsgi_drain.restart.apache_restarted import reader
 from wsgi_drain.restart.endings import error_log_tail
 from wsgi_drain.restart.policy import Verdict, cause_only, ours_diverted, tells_new_code
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
-from wsgi_drain.restart.rolling import rolling
 from wsgi_drain.restart.serving import NEW_CODE_PHASE, NewCodeServingError, serving_now
 from wsgi_drain.restart.signalling import signal_all
 from wsgi_drain.restart.timing import watch_deadline
@@ -168,8 +167,8 @@ def new_code_processes(current: GroupProcesses, untouched: set[int]) -> GroupPro
 def _replace_new_code(
     run: Run, target: Target, routing: Routing, sig: signal.Signals, force: bool
 ) -> int:
-    """Replace the processes on the new code the way the run did (drain or rolling); verify."""
-    out, s = run.outcome, run.settings
+    """Replace every process on the new code, all at once, then verify; how many there were."""
+    s = run.settings
     current = reader(run, target)()
     signalled = set(routing.journal.signalled) if routing.journal is not None else set()
     untouched = {pid for pid in target.old_pids if pid not in signalled}
@@ -183,18 +182,20 @@ def _replace_new_code(
     )
     watched, verdict = Watched(), Verdict()
     watched.log = RunLog(error_log_tail(run, again), broken.group.name)
-    deadline = Deadline(watch_deadline(broken.group, out.mode, s.timeout, len(broken.processes)))
+    deadline = Deadline(watch_deadline(broken.group, "drain", s.timeout, len(broken.processes)))
     run.progress(
         "rollback",
         f"replacing {len(broken.processes)} process(es) on the new code: "
         + (" ".join(map(str, broken.pids)) or "none up now"),
     )
-    if out.mode == "drain":
-        handles = signal_all(run, again, routing, watched, verdict, sig)
-        stuck = watch_all(run, again, routing, watched, verdict, handles, deadline)
-        stuck = force_stuck(run, again, stuck, force)
-    else:
-        stuck = rolling(run, again, routing, watched, verdict, sig, deadline, force)
+    # All at once, in rolling mode too: a process on the failing code only
+    # fails the requests it takes, so keeping it serving while its siblings
+    # are replaced one by one would only fail more; the processes never
+    # signalled keep serving the old code meanwhile, and requests arriving
+    # while none can take them wait in the group's backlog.
+    handles = signal_all(run, again, routing, watched, verdict, sig)
+    stuck = watch_all(run, again, routing, watched, verdict, handles, deadline)
+    stuck = force_stuck(run, again, stuck, force)
     if stuck:
         raise stuck_error(run, stuck)
     verify(run, again, watched, verdict)
