@@ -40,8 +40,12 @@ def rollback_words(journal: Journal) -> str:
 
 
 def fix_for(journal: Journal, group: str) -> str:
-    """The repair a journal asks for: `undrain` only where something was diverted."""
-    if journal.phase == NEW_CODE_PHASE or (journal.kind == "restart" and not journal.diverted):
+    """The repair a journal asks for: `undrain`, but never for new code serving undiverted.
+
+    (A journal of a run killed outright is still cleared by `undrain`, which
+    puts back whatever it names and moves the journal aside.)
+    """
+    if journal.phase == NEW_CODE_PHASE:
         return (
             "roll back the code if it is broken, then run "
             f"`wsgi-drain restart --group {group}` again"

@@ -140,10 +140,11 @@ def test_check_is_critical_while_a_process_on_the_failing_code_runs() -> None:
     assert "pid 21" in words and "Roll back the code" in words and "undrain" not in words
 
 
-def test_a_journal_with_nothing_diverted_never_advises_undrain() -> None:
-    journal = Journal(group="myapp", pid=1, started=0.0, phase="rolling")
+def test_a_journal_of_new_code_serving_undiverted_never_advises_undrain() -> None:
+    journal = Journal(group="myapp", pid=1, started=0.0, phase=newcode.NEW_CODE_PHASE)
     assert "undrain" not in newcode.fix_for(journal, "myapp")
-    journal.diverted = ["haproxy:/s:be/a"]
+    assert "wsgi-drain restart --group myapp" in newcode.fix_for(journal, "myapp")
+    journal.phase = "left-diverted"
     assert newcode.fix_for(journal, "myapp") == "wsgi-drain undrain --group myapp"
 
 

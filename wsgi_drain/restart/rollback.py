@@ -207,8 +207,8 @@ def _tell_new_code(
     run: Run, target: Target, routing: Routing, verdict: Verdict, failure: DrainError
 ) -> None:
     """With nothing diverted, users reach the failing code: say who serves what, keep a record."""
-    if isinstance(failure, (ApacheDiedError, Interrupted)):
-        return
+    if isinstance(failure, ApacheDiedError):
+        return  # nothing serves at all: its own message says so
     diverted = bool(ours_diverted(routing.records))
     if not verdict.signalled or verdict.healthy is not False or diverted:
         return
