@@ -310,3 +310,57 @@ def test_dry_run_shows_the_rollback_program(tmp_path: Path, modwsgi: ModWsgi) ->
     assert run.returncode == 0, run.stderr
     plan = "\n".join(run.json()["plan"])
     assert "run /srv/rb 'my app'" in plan, plan
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_rollback_interrupted_follows_the_failure_policy_and_the_journal_says_so(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    modwsgi: ModWsgi = "debian"
+    state = tmp_path / "state"
+    journal = state / "myapp.journal.json"
+    with one_server(tmp_path, modwsgi) as lab:
+        lab.set_broken(True)
+        args = rolling_args(lab, state, "--rollback", "/bin/sleep 45")
+        command = [*wsgi_drain_command(), *args]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        program: list[psutil.Process] = []
+        try:
+            limit = time.monotonic() + 60
+            while time.monotonic() < limit and proc.poll() is None:
+                try:
+                    if json.loads(journal.read_text()).get("rollback"):
+                        break  # the rollback has started
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.02)
+            time.sleep(0.3)
+            program = psutil.Process(proc.pid).children()
+            assert program, "the rollback program is not running"
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if sig == signal.SIGKILL:  # killed outright: its program is ours to end
+                for child in program:
+                    with suppress(psutil.Error):
+                        child.kill()
+        status, line = check(lab, state)
+        listing = run_cli("status", "--group", "myapp", "--state-dir", str(state))
+
+    recorded = json.loads(journal.read_text())
+    assert "/bin/sleep 45" in recorded["rollback"]
+    assert status == 2, line
+    if sig == signal.SIGKILL:
+        assert "during its rollback (/bin/sleep 45" in line, line
+        assert "during its rollback" in listing.stdout, listing.stdout
+        return
+    assert proc.returncode == 130, out + err
+    message = str(json.loads(out)["message"])
+    assert f"interrupted by {sig.name}" in message and "during the rollback" in message, message
+    assert "the new code had failed" in message and "undrain" not in message, message
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in program)
+    assert "on new code that fails" in line, line
+    assert "during its rollback" in listing.stdout, listing.stdout
