@@ -377,6 +377,8 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                 "diverted": j.diverted,
                 "signalled": j.signalled,
                 "note": j.note,
+                "new_code": j.new_code,
+                "rollback": j.rollback,
             }
             for j in inv.journals
         ],
