@@ -90,6 +90,12 @@ def test_rollback_replaces_every_process_but_those_never_signalled() -> None:
     assert rollback.new_code_processes(current, untouched=set()).pids == (10, 11, 20)
 
 
+def test_rollback_replaces_what_an_earlier_run_left_on_failing_code() -> None:
+    # 30 was on the old code; 31 an earlier run left on the failing code (its journal).
+    assert rollback.never_signalled({30, 31, 32}, signalled={32}, left={31}) == {30}
+    assert rollback.never_signalled({30, 31}, signalled=set(), left=set()) == {30, 31}
+
+
 # -- the truth with no router ----------------------------------------------------------
 
 

@@ -41,14 +41,17 @@ from wsgi_drain.errors import (
 from wsgi_drain.outcome import Phase
 from wsgi_drain.program import ProgramResult, run_bounded
 from wsgi_drain.restart.apache_restarted import reader
+from wsgi_drain.restart.crashloop import watching_reader
 from wsgi_drain.restart.endings import error_log_tail
 from wsgi_drain.restart.policy import Verdict, cause_only, ours_diverted, tells_new_code
-from wsgi_drain.restart.records import Routing, Run, Target, Watched
+from wsgi_drain.restart.records import Routing, Run, Target, Watched, close
 from wsgi_drain.restart.serving import NEW_CODE_PHASE, NewCodeServingError, serving_now
 from wsgi_drain.restart.signalling import signal_all
 from wsgi_drain.restart.timing import watch_deadline
 from wsgi_drain.restart.verify import verify, warm
-from wsgi_drain.restart.watch import force_stuck, stuck_error, watch_all
+from wsgi_drain.restart.watch import force_stuck, on_exit, on_new, stuck_error
+from wsgi_drain.signals import Handle
+from wsgi_drain.watch import wait_exits, wait_replacements
 
 # How many of the program's last output lines a failure's message quotes.
 QUOTED_LINES = 3
@@ -148,6 +151,12 @@ def roll_back(
     )
 
 
+def never_signalled(old: set[int], signalled: set[int], left: set[int]) -> set[int]:
+    """The processes still on the old code: found before the run, not signalled by it, and
+    not named by an earlier run's journal as left on failing code (`left`)."""
+    return {pid for pid in old if pid not in signalled | left}
+
+
 def new_code_processes(current: GroupProcesses, untouched: set[int]) -> GroupProcesses:
     """The members that may run the new code: every one but those never signalled.
 
@@ -171,7 +180,8 @@ def _replace_new_code(
     s = run.settings
     current = reader(run, target)()
     signalled = set(routing.journal.signalled) if routing.journal is not None else set()
-    untouched = {pid for pid in target.old_pids if pid not in signalled}
+    left = set(routing.previous.new_code) if routing.previous is not None else set()
+    untouched = never_signalled(target.old_pids, signalled, left)
     broken = new_code_processes(current, untouched)
     again = Target(
         target.instance,
@@ -194,13 +204,52 @@ def _replace_new_code(
     # signalled keep serving the old code meanwhile, and requests arriving
     # while none can take them wait in the group's backlog.
     handles = signal_all(run, again, routing, watched, verdict, sig)
-    stuck = watch_all(run, again, routing, watched, verdict, handles, deadline)
+    stuck = _watch(run, again, watched, verdict, handles, untouched, deadline)
     stuck = force_stuck(run, again, stuck, force)
     if stuck:
         raise stuck_error(run, stuck)
     verify(run, again, watched, verdict)
     warm(run, again)
     return len(broken.processes)
+
+
+def _watch(
+    run: Run,
+    target: Target,
+    watched: Watched,
+    verdict: Verdict,
+    handles: list[Handle],
+    untouched: set[int],
+    deadline: Deadline,
+) -> list[Handle]:
+    """The broken processes exit and are replaced; the still-alive ones (stuck).
+
+    Like drain mode's watch, but the untouched members (the old code, still
+    serving) are known from the start: neither waited for nor taken for
+    replacements.
+    """
+    out = run.outcome
+    old = {h.pid for h in handles}
+    with out.phase(Phase.WATCH, run.progress) as ph:
+        stuck = wait_exits(handles, deadline, run.interrupts, on_exit(run, time.monotonic()))
+        current = wait_replacements(
+            watching_reader(run, target, watched, verdict),
+            old,
+            old | untouched,
+            target.expected,
+            deadline,
+            run.interrupts,
+            on_new(run),
+        )
+        close([h for h in handles if h not in stuck])
+        out.new_pids = [pid for pid in current.pids if pid not in old | untouched]
+        ph.detail = (
+            f"{len(old) - len(stuck)}/{len(old)} processes on the new code exited, "
+            f"{len(current.pids)}/{target.expected} processes up"
+        )
+        if stuck:
+            ph.status = "failed"
+    return stuck
 
 
 def _tell_new_code(
