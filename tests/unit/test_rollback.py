@@ -19,7 +19,7 @@ import pytest
 
 from wsgi_drain import newcode, privilege
 from wsgi_drain.apacheconf import DaemonGroup
-from wsgi_drain.config import resolve
+from wsgi_drain.config import Settings, resolve
 from wsgi_drain.discovery import DaemonProcess, GroupProcesses
 from wsgi_drain.errors import (
     ApacheDiedError,
@@ -30,10 +30,12 @@ from wsgi_drain.errors import (
     RolledBack,
     UnhealthyError,
 )
-from wsgi_drain.outcome import RouterRecord
+from wsgi_drain.interrupts import Interrupts
+from wsgi_drain.outcome import Outcome, RouterRecord
 from wsgi_drain.program import parse_argv, run_bounded
 from wsgi_drain.restart import apache_died, policy, rollback
 from wsgi_drain.restart.policy import Verdict
+from wsgi_drain.restart.records import Run
 from wsgi_drain.restart.serving import NewCodeServingError, Serving
 from wsgi_drain.state import Journal
 from wsgi_drain.status import ExitStatus
@@ -279,3 +281,26 @@ def test_a_program_that_cannot_start_is_a_failure_not_a_traceback() -> None:
     result = run_bounded(["/nonexistent/rollback"], 5)
     assert not result.ok and result.start_error is not None
     assert "could not be started" in result.describe()
+
+
+def _run(routers: list[RouterRecord]) -> Run:
+    outcome = Outcome(group="myapp", mode="drain", requested_mode="drain", signal="SIGUSR1")
+    outcome.routers.extend(routers)
+    return Run(Settings(group="myapp"), lambda phase, message: None, Interrupts(), outcome)
+
+
+def test_apache_died_says_who_when_and_that_the_backend_stays_out() -> None:
+    diverted = RouterRecord(name="haproxy:lb/a", before="ready", diverted=True)
+    words = apache_died.died_message(_run([diverted]), 2210, 0.04)
+    assert words.startswith(
+        "Apache (pid 2210) died 0.04 s after the signal; nothing serves here; the backend "
+        "stays out of rotation"
+    ), words
+    assert "wsgi-drain undrain --group myapp" in words and "Start Apache again" in words
+
+
+def test_apache_died_with_nothing_diverted_never_says_out_of_rotation_nor_undrain() -> None:
+    words = apache_died.died_message(_run([]), 2210, 0.04)
+    assert words.startswith("Apache (pid 2210) died 0.04 s after the signal; nothing serves here")
+    assert "out of rotation" not in words and "undrain" not in words
+    assert "nothing was diverted" in words
