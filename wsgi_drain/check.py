@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from wsgi_drain import procfs
+from wsgi_drain import newcode, procfs
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
@@ -199,15 +199,24 @@ def _journal_rule(result: CheckResult, settings: Settings) -> bool:
         result.ok_notes.append(f"a restart is running (pid {journal.pid}, phase {journal.phase})")
         return True
     result.journal = True
+    if journal.phase == newcode.NEW_CODE_PHASE:
+        serving = newcode.still_serving(journal, lambda pid: not procfs.gone(pid))
+        if serving:
+            result.add(
+                NagiosStatus.CRITICAL, newcode.new_code_words(journal, settings.group, serving)
+            )
+        else:
+            result.ok_notes.append("the processes a failed restart left on new code are gone")
+        return False
     what = (
         "left the backend diverted because the app was unhealthy"
         if journal.phase == "left-diverted"
         else f"was interrupted in phase {journal.phase!r}"
-    )
+    ) + newcode.rollback_words(journal)
     result.add(
         NagiosStatus.CRITICAL,
         f"a restart (pid {journal.pid}, {_ago(journal.started)} ago) {what}; "
-        f"repair with: wsgi-drain undrain --group {settings.group}",
+        f"repair with: {newcode.fix_for(journal, settings.group)}",
     )
     return False
 

@@ -71,6 +71,9 @@ class Settings:
     few_peers: str = "rolling"
     # After the restore, how long to wait for the router to see the server UP.
     lb_up_timeout: float = 30.0
+    # --rollback: the deploy's way back (argv), run once when the new code is known bad.
+    rollback: tuple[str, ...] = ()
+    rollback_timeout: float = 60.0
     state_dir: Path = DEFAULT_STATE_DIR
 
 
@@ -83,6 +86,7 @@ _FLOATS = {
     "lb_detect": 0.0,
     "lb_up_timeout": 0.0,
     "peer_wait": 0.0,
+    "rollback_timeout": 0.0,
 }
 _STRINGS = {"health_url", "health_host", "mode", "signal", "few_peers"}
 _BOOLS = {"health_insecure"}
@@ -248,10 +252,16 @@ def _check(key: str, value: Any, source: str) -> Any:
     if key in _FLOATS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number of seconds")
-        if value < _FLOATS[key] or (key == "timeout" and value <= 0):
+        if value < _FLOATS[key] or (key in ("timeout", "rollback_timeout") and value <= 0):
             low = _FLOATS[key]
             raise bad(f"a number of seconds {'above 0' if not low else f'of at least {low:g}'}")
         return float(value)
+    if key == "rollback":
+        from wsgi_drain.program import parse_argv
+
+        if not isinstance(value, (str, list)):
+            raise bad("a list of words, the program first (or one string)")
+        return parse_argv(value, f"{source}: rollback")
     if key == "min_peers":
         try:
             from wsgi_drain import peers

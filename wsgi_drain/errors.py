@@ -14,7 +14,7 @@ _S = ExitStatus
 COMMAND_EXITS: dict[str, tuple[int, ...]] = {
     "restart": (
         _S.SUCCESS, _S.ERROR, _S.USAGE, _S.NOT_FOUND, _S.ROUTER, _S.NOT_REPLACED,
-        _S.UNHEALTHY, _S.LOCKED, _S.INTERRUPTED,
+        _S.UNHEALTHY, _S.LOCKED, _S.ROLLED_BACK, _S.INTERRUPTED,
     ),
     "drain": (_S.SUCCESS, _S.ERROR, _S.USAGE, _S.ROUTER, _S.LOCKED, _S.INTERRUPTED),
     "undrain": (
@@ -159,3 +159,17 @@ class Interrupted(DrainError):
     """SIGINT or SIGTERM arrived during a run."""
 
     status = ExitStatus.INTERRUPTED
+
+
+class ApacheDiedError(UnhealthyError):
+    """The Apache parent died during the run (the OOM killer, a crash): nothing serves."""
+
+
+class RolledBack(DrainError):
+    """The new code failed; `--rollback` ran and the old code serves (exit 8)."""
+
+    status = ExitStatus.ROLLED_BACK
+
+
+class RollbackFailedError(UnhealthyError):
+    """The new code failed and the rollback did not bring the old code back."""

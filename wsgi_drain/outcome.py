@@ -27,6 +27,7 @@ class Phase(StrEnum):
     VERIFY = "verify"
     WARM = "warm"
     RESTORE = "restore"
+    ROLLBACK = "rollback"
 
 
 # (phase, message) -> None; called as things happen.
@@ -138,6 +139,10 @@ class Outcome:
     backoffs: int = 0
     # Lazily loaded app: which replacements were warmed before traffic returned.
     warm: dict[str, object] | None = None
+    # --rollback: the program's record (rollback.py); rolling mode's failure
+    # with nothing diverted: what serves what (serving.py).
+    rollback: dict[str, object] | None = None
+    serving: dict[str, object] | None = None
     error: DrainError | None = None
     unexpected: BaseException | None = None
     started: float = field(default_factory=time.monotonic)

@@ -2,7 +2,7 @@
 
 A sudoers rule such as ``nagios ALL=(root) NOPASSWD: wsgi-drain check *``
 lets the caller pass any option to a root process.  Options that run a
-program (``--router command:``, ``--py-spy``), write a file (``--textfile``),
+program (``--router command:``, ``--py-spy``, ``--rollback``), write a file (``--textfile``),
 or make root open a path or a socket the caller chose (``--apache-pidfile``,
 ``--apache-config``, ``--config``, ``--state-dir``, ``--health-ca``, every
 ``--router``/``--haproxy``) would then run programs as root, write root-owned
@@ -37,6 +37,7 @@ GUARDED = {
     "routers": "--router",
     "textfile": "--textfile",
     "py_spy": "--py-spy",
+    "rollback": "--rollback",
 }
 # The variables click reads for some of them (sudo may keep them: env_keep, SETENV).
 _ENV = {

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from wsgi_drain import newcode
+
 if TYPE_CHECKING:
     # Annotations only: `check`, run every minute, never loads outcome (the restart's).
     from wsgi_drain.check import CheckResult, Thresholds
@@ -127,6 +129,8 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "app_log": outcome.app_log,
         "apache_restarted": outcome.apache_restarted,
         "plan": outcome.plan,
+        "rollback": outcome.rollback,
+        "serving": outcome.serving,
     }
 
 
@@ -180,6 +184,14 @@ def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
         out.write(f"  health {h['url']}: {answer}\n")
     for warning in outcome.warnings:
         out.write(f"  warning: {warning}\n")
+    if outcome.serving is not None:
+        s = outcome.serving
+        out.write(f"  serving: new code (failing) {s['new_code']}, old code {s['old_code']}\n")
+    if outcome.rollback is not None:
+        rb = outcome.rollback
+        out.write(f"  rollback {rb['program']}: exit status {rb['exit_status']}\n")
+        for line in str(rb["output"]).splitlines()[-10:]:
+            out.write(f"    {line}\n")
     if outcome.app_log:
         out.write("  the app's error log since the signal:\n")
         for line in outcome.app_log:
@@ -402,6 +414,8 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                 "diverted": j.diverted,
                 "signalled": j.signalled,
                 "note": j.note,
+                "new_code": j.new_code,
+                "rollback": j.rollback,
             }
             for j in inv.journals
         ],
@@ -450,9 +464,9 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
             continue
         what = "drained by hand" if j.kind == "drain" else f"run by pid {j.pid} in phase {j.phase}"
         out.write(
-            f"journal: group {j.group} {what}"
+            f"journal: group {j.group} {what}{newcode.rollback_words(j)}"
             + (f" ({j.note})" if j.note else "")
-            + f"; undo with: wsgi-drain undrain --group {j.group}\n"
+            + f"; undo with: {newcode.fix_for(j, j.group)}\n"
         )
     for err in inv.errors:
         out.write(f"error: {err}\n")

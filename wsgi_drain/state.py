@@ -240,6 +240,10 @@ class Journal:
     diverted: list[str] = field(default_factory=list)
     signalled: list[int] = field(default_factory=list)
     note: str = ""
+    # The processes left on new code that fails (rolling mode, nothing
+    # diverted), and the rollback program once it started (--rollback).
+    new_code: list[int] = field(default_factory=list)
+    rollback: str = ""
 
     @classmethod
     def path_for(cls, state_dir: Path, group: str, kind: str = "restart") -> Path:
@@ -284,6 +288,8 @@ _OPTIONAL: dict[str, type] = {
     "diverted": list,
     "signalled": list,
     "note": str,
+    "new_code": list,
+    "rollback": str,
 }
 
 

@@ -14,6 +14,7 @@ class ExitStatus(IntEnum):
     NOT_REPLACED = 5
     UNHEALTHY = 6
     LOCKED = 7
+    ROLLED_BACK = 8
     INTERRUPTED = 130
 
 

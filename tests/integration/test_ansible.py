@@ -201,6 +201,31 @@ def test_ansible_rollout_stops_at_the_broken_host_and_leaves_it_diverted(
     assert check.returncode == 2 and "repair with: wsgi-drain undrain --group myapp" in check.stdout
 
 
+def test_ansible_rollback_puts_the_broken_host_back_on_the_old_code_and_stops_the_play(
+    hosts: Fleet, tmp_path: Path, collection: Collection
+) -> None:
+    break_new_code(hosts, "h2")
+    before = _pids(hosts)
+    back = ["/bin/rm", "-f", str(hosts.hosts["h2"].app_dir / "broken")]
+    load = LoadLoop(hosts.haproxy.url + "/", max_requests=40_000, max_seconds=300)
+    load.start()
+    try:
+        run = playbook(hosts, tmp_path, collection, overrides={"h2": {"wsgi_drain_rollback": back}})
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    out = run.stdout + run.stderr
+    # Exit 8 is not success: the play stops at h2, saying it rolled back.
+    assert run.returncode != 0, out[-3000:]
+    assert "h2: rolled back" in out and "exit 8" in out, out[-3000:]
+    after = _pids(hosts)
+    assert after["h3"] == before["h3"] and after["h4"] == before["h4"], "the play went on"
+    assert hosts.haproxy.admin_state("h2") == "ready"
+    summary = load.summary()
+    failed = {k: v for k, v in summary.counts.items() if k != Outcome.OK and v}
+    assert summary.total > 20 and not failed, summary
+
+
 def test_ansible_refuses_to_take_a_host_out_while_another_is_left_out(
     hosts: Fleet, tmp_path: Path, collection: Collection
 ) -> None:

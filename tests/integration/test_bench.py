@@ -153,3 +153,21 @@ def test_load_cases_smoke_run_reports_every_figure(cases: dict[str, Any]) -> Non
     assert build["lazy"]["rows"]["drain"]["trials"][0]["in_flight"]["status"] == 200
     table = load_cases.markdown(cases)
     assert "Saturated group, no router" in table and "App loaded on first request" in table
+
+
+def test_bench_broken_deploy_with_and_without_rollback_side_by_side() -> None:
+    """bench/broken_deploy.py, one trial of each variant: every figure there, both exits right."""
+    from bench import broken_deploy
+
+    try:
+        result = broken_deploy.run("debian", reps=1, window=8.0, log=False)
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    assert result["schema"] == "wsgi-drain-bench-broken-deploy/1"
+    without, with_rollback = result["trials"]
+    assert (without["rollback"], with_rollback["rollback"]) == (False, True)
+    assert without["exit_status"] == 6 and with_rollback["exit_status"] == 8
+    for trial in (without, with_rollback):
+        assert trial["requests"] > 0 and trial["failed"] <= trial["requests"]
+    table = broken_deploy.markdown(result)
+    assert "| without --rollback | 6 |" in table and "| with --rollback | 8 |" in table

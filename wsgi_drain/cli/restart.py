@@ -21,6 +21,16 @@ from wsgi_drain.cli.options import (
 from wsgi_drain.errors import DrainError
 
 
+def _rollback_argv(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    # Imported here: wsgi_drain.cli loads this module for every command, and
+    # `check` (every minute, everywhere) never runs a program.
+    from wsgi_drain.program import parse_argv
+
+    return parse_argv(value, "--rollback")
+
+
 def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
@@ -69,6 +79,23 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     help="After putting the server back, wait this long for the router to see it UP (its "
     "health checks pass); not UP by then is exit 6 [default: 30; 0: do not wait].",
 )
+@click.option(
+    "--rollback",
+    "rollback",
+    metavar="'PROGRAM ARGS'",
+    help="The deploy's way back, run once when the new code is known bad after the signal "
+    "(import error, crash loop, unhealthy --health-url, replacements that never come up); "
+    "then the processes on the new code are replaced and health verified again: exit 8, "
+    "rolled back. Split like a shell would, never run by one; PROGRAM is an absolute path. "
+    "Refused under sudo (name it in root's TOML: rollback = [...]).",
+)
+@click.option(
+    "--rollback-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Kill the rollback program (its process group) after this long: exit 6, both "
+    "failures named [default: 60].",
+)
 @click.option("--dry-run", is_flag=True, help="Discover and show the plan; change nothing.")
 @click.option("--force", is_flag=True, help="SIGKILL a process still alive past the deadline.")
 @click.option(
@@ -99,12 +126,16 @@ def restart(**kwargs: Any) -> None:
     one process at a time, stopping at the first step that fails. If the new
     code is broken (import error, crash loop) the run says so in the app's own
     words and the backend stays diverted; `wsgi-drain undrain` puts it back.
+    With no router, the run says which processes run the new code and what
+    share of requests they take (nothing shields the users): roll back the
+    code and restart again, or let --rollback do it.
 
     \b
     Exit statuses: 0 success, 1 unexpected error, 2 usage, 3 Apache or group not
     found or not provable, 4 router error, 5 processes not replaced in time,
     6 unhealthy after restart (crash loop, import error), 7 another run holds
-    the lock, 130 interrupted (SIGINT, SIGTERM, SIGHUP).
+    the lock, 8 rolled back (the new code failed; --rollback ran and the old
+    code serves), 130 interrupted (SIGINT, SIGTERM, SIGHUP).
     """
     from wsgi_drain.restart import restart as run_restart
 
@@ -112,6 +143,7 @@ def restart(**kwargs: Any) -> None:
     quiet = kwargs.pop("quiet")
     dry_run, force = kwargs.pop("dry_run"), kwargs.pop("force")
     py_spy = kwargs.pop("py_spy")
+    rollback = kwargs.pop("rollback")
     extra = {
         "mode": kwargs.pop("mode"),
         "signal": kwargs.pop("signal_name"),
@@ -119,8 +151,10 @@ def restart(**kwargs: Any) -> None:
         **divert_settings(kwargs),
         "few_peers": kwargs.pop("few_peers"),
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
+        "rollback": _rollback_argv(rollback),
+        "rollback_timeout": kwargs.pop("rollback_timeout"),
     }
-    resolved = settings(kwargs, extra, {"py_spy": py_spy})
+    resolved = settings(kwargs, extra, {"py_spy": py_spy, "rollback": rollback})
     require_lb_detect(resolved)
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)

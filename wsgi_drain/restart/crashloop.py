@@ -16,8 +16,9 @@ from wsgi_drain.applog import RunLog
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import GroupProcesses
 from wsgi_drain.errors import CrashLoopError
+from wsgi_drain.restart.apache_died import guarded
 from wsgi_drain.restart.apache_restarted import reader
-from wsgi_drain.restart.policy import Verdict
+from wsgi_drain.restart.policy import Verdict, stays_out
 from wsgi_drain.restart.records import Run, Target, Watched
 
 # New processes of the group that die after the signal before the verdict:
@@ -56,8 +57,8 @@ def new_deaths(log: RunLog | None, old: set[int], gone: Iterable[int] = ()) -> d
 def watching_reader(
     run: Run, target: Target, watched: Watched, verdict: Verdict
 ) -> Callable[[], GroupProcesses]:
-    """`reader`, which also stops the run as soon as the replacements crash-loop."""
-    read = reader(run, target)
+    """`reader`, which also stops the run at once on a crash loop, or when Apache died."""
+    read = guarded(reader(run, target), run, target, watched, verdict)
 
     def read_and_check() -> GroupProcesses:
         current = read()
@@ -97,8 +98,7 @@ def check_crash_loop(run: Run, target: Target, watched: Watched, verdict: Verdic
     raise CrashLoopError(
         f"crash loop: replacements die at start: {len(dead)} exits in {since:.1f} s"
         + (f" ({', '.join(hows)})" if hows else "")
-        + f"; the backend stays diverted. Fix the app (its words are in the report), then "
-        f"run `wsgi-drain undrain --group {run.settings.group}`"
+        + stays_out(run.outcome.routers, run.settings.group)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 
 from wsgi_drain import inflight
@@ -60,5 +61,10 @@ def plan(run: Run, target: Target, routing: Routing, sig: signal.Signals) -> Non
     put_back = [rec.name for rec in out.routers if rec.ours]
     if out.mode == "drain" and put_back:
         out.plan.append("restore " + ", ".join(put_back))
+    if s.rollback:
+        out.plan.append(
+            f"if the new code is known bad: run {shlex.join(s.rollback)} (at most "
+            f"{s.rollback_timeout:g} s), replace the processes on the new code, verify again"
+        )
     for line in out.plan:
         run.progress("plan", line)

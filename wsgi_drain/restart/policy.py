@@ -46,3 +46,31 @@ def left_diverted_note(signalled: bool, healthy: bool | None) -> str:
     if healthy is not False and signalled:
         return "restoring a router failed"
     return "the app was not proven healthy after the restart"
+
+
+def stays_out(records: Iterable[RouterRecord], group: str) -> str:
+    """The tail of a failure's message after the signal: what became of the traffic.
+
+    Only where this run diverted something is the backend said to stay out
+    (and `undrain` advised); with nothing diverted (rolling mode, no router)
+    the policy tells what serves what instead (serving.py), never `undrain`.
+    """
+    if not ours_diverted(records):
+        return ""
+    return (
+        f"{_STAYS_OUT} so users do not reach it. Fix the app (its words are "
+        f"in the report), then run `wsgi-drain undrain --group {group}`"
+    )
+
+
+_STAYS_OUT = "; the backend stays diverted"
+
+
+def cause_only(message: str) -> str:
+    """A failure's message without stays_out's tail (for a run that went on to roll back)."""
+    return message.split(_STAYS_OUT, 1)[0]
+
+
+def tells_new_code(signalled: bool, healthy: bool | None, diverted: bool, new_code: int) -> bool:
+    """Must the run say that users reach new code that failed? (nothing diverted shields them)"""
+    return signalled and healthy is False and not diverted and new_code > 0

@@ -17,6 +17,7 @@ from wsgi_drain.outcome import Phase, RouterRecord
 from wsgi_drain.restart.apache_restarted import reader
 from wsgi_drain.restart.policy import Verdict, left_diverted_note, ours_diverted, restores
 from wsgi_drain.restart.records import Routing, Run, Target
+from wsgi_drain.restart.serving import NEW_CODE_PHASE
 from wsgi_drain.routers import Router
 from wsgi_drain.state import Journal
 
@@ -90,7 +91,7 @@ def settle(run: Run, target: Target, routing: Routing, verdict: Verdict) -> None
             journal.phase = "left-diverted"
             journal.note = left_diverted_note(verdict.signalled, verdict.healthy)
             journal.save(s.state_dir)
-        else:
+        elif journal.phase != NEW_CODE_PHASE:  # kept: `check` is CRITICAL while they serve
             journal.remove(s.state_dir)
 
 

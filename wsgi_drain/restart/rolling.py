@@ -19,8 +19,9 @@ from wsgi_drain.discovery import DaemonProcess
 from wsgi_drain.errors import NotReplacedError, UnhealthyError
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Phase
+from wsgi_drain.restart.apache_died import guarded
 from wsgi_drain.restart.apache_restarted import reader
-from wsgi_drain.restart.crashloop import SETTLE, is_crash_loop, new_deaths
+from wsgi_drain.restart.crashloop import SETTLE, is_crash_loop, new_deaths, new_pids
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
 from wsgi_drain.restart.timing import HOST_POLL, IDLE_WAIT, RESPAWN_MARGIN
@@ -218,7 +219,7 @@ def _replaced_one(
         return is_crash_loop(new_deaths(watched.log, known))
 
     current = wait_replacements(
-        reader(run, target),
+        guarded(reader(run, target), run, target, watched, verdict),
         {pid},
         known,
         target.expected,
@@ -229,6 +230,7 @@ def _replaced_one(
     )
     new = set(current.pids) - known
     if pid in current.pids or len(current.pids) < target.expected:
+        verdict.healthy = False  # the new code never came up: known bad
         # A replacement that crashes at start makes Apache start another, which
         # crashes too: the group never fills up.  Name the real cause when a
         # replacement is known to have died.
@@ -252,7 +254,11 @@ def _replaced_one(
             f"{total} so the rest keep serving. See Apache's error log"
             + (f" {group.error_log}" if group.error_log else "")
         )
-    settled_step(new, pid, done + 1, total, run.interrupts)
+    try:
+        settled_step(new, pid, done + 1, total, run.interrupts)
+    except NotReplacedError:
+        verdict.healthy = False  # its replacement died as it started: known bad
+        raise
     _healthy_between_steps(run, target, watched, verdict, pid, done + 1, total)
     return known | set(current.pids)
 
@@ -280,6 +286,19 @@ def _healthy_between_steps(
     """After one rolling step (but the last: verify probes then): the app answers; else stop."""
     if done == total:
         return  # the verify phase probes after the last one
+    # The probe reaches whichever process accepts it (often an old one): the
+    # replacement's own words in the log are what prove its code loads.
+    log = watched.log
+    if log is not None:
+        log.poll()
+        failure = log.load_failure(new_pids(run, target, watched))
+        if failure is not None:
+            verdict.healthy = False
+            raise UnhealthyError(
+                f"the new code fails to load: {failure} (in the error log after pid {old} was "
+                f"replaced); stopped after {done} of {total} processes so the rest keep serving "
+                "the old code"
+            )
     url = run.settings.health_url
     if not url:
         return

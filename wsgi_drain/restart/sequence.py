@@ -27,6 +27,7 @@ from wsgi_drain.restart.plan import plan
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
 from wsgi_drain.restart.restore import begin_journal, settle
+from wsgi_drain.restart.rollback import answer_failure
 from wsgi_drain.restart.rolling import rolling
 from wsgi_drain.restart.signalling import signal_all
 from wsgi_drain.restart.timing import watch_deadline
@@ -70,6 +71,8 @@ def restart(
                 with _locked(run, routing):
                     try:
                         _execute(run, target, routing, watched, verdict, sig, force)
+                    except DrainError as err:  # roll back when asked; say what serves
+                        answer_failure(run, target, routing, verdict, sig, force, err)
                     finally:
                         settle(run, target, routing, verdict)
         except DrainError as err:

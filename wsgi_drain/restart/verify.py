@@ -14,7 +14,7 @@ from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.outcome import Phase
 from wsgi_drain.restart.apache_restarted import reader
 from wsgi_drain.restart.crashloop import SETTLE, check_crash_loop, new_pids, watching_reader
-from wsgi_drain.restart.policy import Verdict
+from wsgi_drain.restart.policy import Verdict, stays_out
 from wsgi_drain.restart.records import Run, Target, Watched
 from wsgi_drain.restart.timing import RESPAWN_MARGIN
 from wsgi_drain.restart.watch import on_new
@@ -56,9 +56,8 @@ def verify(run: Run, target: Target, watched: Watched, verdict: Verdict) -> None
         verdict.healthy = result.ok
         if not result.ok:
             raise UnhealthyError(
-                f"{s.health_url} {result.said()} after the restart; the backend "
-                "stays diverted so users do not reach it. Fix the app, then run "
-                f"`wsgi-drain undrain --group {s.group}`"
+                f"{s.health_url} {result.said()} after the restart"
+                + stays_out(out.routers, s.group)
             )
         ph.detail = f"{len(current.pids)}/{target.expected} processes up; {result.describe()}"
 
@@ -111,8 +110,7 @@ def probe_until_ok(
             verdict.healthy = False
             raise UnhealthyError(
                 f"the new code fails to load: {failure} ({s.health_url} "
-                f"{result.said()}); the backend stays diverted. Fix the app (its traceback "
-                f"is in the report), then run `wsgi-drain undrain --group {s.group}`"
+                f"{result.said()})" + stays_out(run.outcome.routers, s.group)
             )
         if health_deadline.expired():
             break
