@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from wsgi_drain._compat import StrEnum
 from wsgi_drain.errors import DrainError
+from wsgi_drain.impact import Impact
 from wsgi_drain.routers import RouterState
 from wsgi_drain.status import ExitStatus
 
@@ -138,6 +139,8 @@ class Outcome:
     backoffs: int = 0
     # Lazily loaded app: which replacements were warmed before traffic returned.
     warm: dict[str, object] | None = None
+    # What the run cost the users (restart/impact.py); None when it never took the lock.
+    impact: Impact | None = None
     error: DrainError | None = None
     unexpected: BaseException | None = None
     started: float = field(default_factory=time.monotonic)

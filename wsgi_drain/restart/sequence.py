@@ -23,6 +23,7 @@ from wsgi_drain.outcome import Outcome, Progress
 from wsgi_drain.restart.discover import discover
 from wsgi_drain.restart.divert import divert
 from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
+from wsgi_drain.restart.impact import close_window, open_window
 from wsgi_drain.restart.plan import plan
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
@@ -68,10 +69,12 @@ def restart(
                 plan(run, target, routing, sig)
             else:
                 with _locked(run, routing):
+                    window = open_window(run, routing)
                     try:
                         _execute(run, target, routing, watched, verdict, sig, force)
                     finally:
                         settle(run, target, routing, verdict)
+                        close_window(run, window, watched)
         except DrainError as err:
             outcome.error = err
             if verdict.signalled and target is not None:
