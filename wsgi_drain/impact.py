@@ -99,6 +99,10 @@ class Impact:
     started: float
     ended: float | None = None
     sources: list[Source] = field(default_factory=list)
+    # The group's failures logged between the previous run's end (before_since)
+    # and this window (wsgi_drain/history.py): not this run's, kept apart.
+    before_run: Source | None = None
+    before_since: float | None = None
 
     @property
     def failed(self) -> int | None:

@@ -137,3 +137,71 @@ def restart_metrics(outcome: Outcome, ended: float | None = None) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+HISTORY_SCHEMA = "wsgi-drain/history/v1"
+
+
+def history_dict(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """`status --history --json`: the records as the runs wrote them, oldest first."""
+    return {"schema": HISTORY_SCHEMA, "groups": runs}
+
+
+def _sources_of(record: dict[str, Any]) -> Impact | None:
+    data = record.get("impact")
+    if not isinstance(data, dict):
+        return None
+    impact = Impact(started=0.0)
+    for s in data.get("sources") or []:
+        if isinstance(s, dict):
+            impact.sources.append(
+                Source(
+                    kind=str(s.get("kind")),
+                    name=str(s.get("name")),
+                    read=bool(s.get("read")),
+                    failed=s.get("failed"),
+                    error=s.get("error"),
+                )
+            )
+    return impact
+
+
+def history_lines(record: dict[str, Any]) -> list[str]:
+    """One recorded run in words: its line, and what was lost before it, outside any run."""
+    ended = record.get("ended")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ended)) if ended else "?"
+    impact = _sources_of(record)
+    words = "impact: not measured" if impact is None else impact_line(impact)
+    if impact is not None and not impact.sources:
+        words = "impact: no source looked at"
+    lines = [
+        f"{when}  {record.get('verdict', '?'):<12} {record.get('duration', 0):>7.2f} s  "
+        f"{record.get('replaced', '?')}/{record.get('processes', '?')} replaced  {words}"
+    ]
+    before = record.get("before_run")
+    if isinstance(before, dict) and before.get("read"):
+        failed = before.get("failed") or 0
+        noun = "request" if failed == 1 else "requests"
+        since = before.get("since")
+        at = time.strftime("%H:%M:%S", time.localtime(since)) if since else "?"
+        lines.append(f"  before it: {failed} {noun} failed outside any run since {at} (Apache log)")
+        lines.extend(
+            f"    evidence: {line}" for line in before.get("evidence", [])[:SHOWN_EVIDENCE]
+        )
+    return lines
+
+
+def print_history(
+    runs: dict[str, list[dict[str, Any]]], state_dir: object, out: TextIO | None = None
+) -> None:
+    import sys
+
+    stream = out if out is not None else sys.stdout
+    if not any(runs.values()):
+        stream.write(f"no run recorded in {state_dir}\n")
+        return
+    for group, records in sorted(runs.items()):
+        stream.write(f"group {group}: last {len(records)} run(s)\n")
+        for record in records:
+            for line in history_lines(record):
+                stream.write(f"  {line}\n")

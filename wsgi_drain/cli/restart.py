@@ -18,6 +18,7 @@ from wsgi_drain.cli.options import (
     handles_errors,
     settings,
 )
+from wsgi_drain.cli.textfile import write_textfile
 from wsgi_drain.errors import DrainError
 
 
@@ -78,6 +79,12 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     help="py-spy executable for the stacks of a stuck process [default: next to wsgi-drain's "
     "interpreter, else on PATH].",
 )
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the run's verdict, duration, processes replaced, impact and end time "
+    "here as Prometheus metrics (node_exporter textfile collector; atomic). TOML: textfile.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @handles_errors
 def restart(**kwargs: Any) -> None:
@@ -112,6 +119,7 @@ def restart(**kwargs: Any) -> None:
     quiet = kwargs.pop("quiet")
     dry_run, force = kwargs.pop("dry_run"), kwargs.pop("force")
     py_spy = kwargs.pop("py_spy")
+    textfile = kwargs.pop("textfile")
     extra = {
         "mode": kwargs.pop("mode"),
         "signal": kwargs.pop("signal_name"),
@@ -119,10 +127,12 @@ def restart(**kwargs: Any) -> None:
         **divert_settings(kwargs),
         "few_peers": kwargs.pop("few_peers"),
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
+        "textfile": textfile,
     }
-    resolved = settings(kwargs, extra, {"py_spy": py_spy})
+    resolved = settings(kwargs, extra, {"py_spy": py_spy, "textfile": textfile})
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)
+    write_textfile(resolved.textfile, outcome)
     if as_json:
         report.print_json(report.restart_dict(outcome))
     else:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from wsgi_drain import config, privilege, report
+from wsgi_drain.cli.history import show_history
 from wsgi_drain.cli.options import CONTEXT, JSON_OPTION, handles_errors, state_dir_option
 from wsgi_drain.status import ExitStatus
 
@@ -31,6 +32,12 @@ from wsgi_drain.status import ExitStatus
     type=click.Path(dir_okay=False, path_type=Path),
     help="Show only the Apache instance in this pid file [default: every running one].",
 )
+@click.option(
+    "--history",
+    is_flag=True,
+    help="Show the last runs of each group from the state directory (verdict, duration, "
+    "impact, end time) instead of the live state.",
+)
 @state_dir_option()
 @JSON_OPTION
 @handles_errors
@@ -47,6 +54,9 @@ def status(**kwargs: Any) -> None:
     path = config.config_path(kwargs["config_file"])
     data = config.read_file(path)
     state_dir = kwargs["state_dir"] or config.resolve("-", {}, data, str(path)).state_dir
+    if kwargs["history"]:
+        show_history(state_dir, kwargs["group"], kwargs["as_json"])
+        return
     inv = gather(
         group=kwargs["group"],
         apache_pidfile=kwargs["apache_pidfile"],

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsgi_drain import history
 from wsgi_drain.errorlog import ErrorLogTail
 from wsgi_drain.errors import RouterError
 from wsgi_drain.impact import (
@@ -26,7 +27,8 @@ from wsgi_drain.impact import (
     log_source,
     nginx_failures,
 )
-from wsgi_drain.restart.records import Routing, Run, Watched
+from wsgi_drain.outcome import Outcome
+from wsgi_drain.restart.records import Routing, Run, Target, Watched
 from wsgi_drain.routers import Router
 from wsgi_drain.routers.haproxy import HAProxyRouter
 from wsgi_drain.routers.nginx import NginxRouter
@@ -42,10 +44,20 @@ class Window:
     nginx: list[tuple[NginxRouter, ErrorLogTail | None, str]] = field(default_factory=list)
 
 
-def open_window(run: Run, routing: Routing) -> Window:
-    """Read every source's starting point; the run's impact is recorded on its outcome."""
+def open_window(run: Run, target: Target, routing: Routing) -> Window:
+    """Read every source's starting point; the run's impact is recorded on its outcome.
+
+    Also counts what the group's log says was lost since the previous run
+    ended (an `apachectl graceful` by hand): history.py's `before_run`.
+    """
     window = Window(Impact(started=time.time()))
-    run.outcome.impact = window.impact
+    impact = window.impact
+    run.outcome.impact = impact
+    impact.before_since = history.last_end(run.settings.state_dir, run.settings.group)
+    log = target.instance.error_log_of(target.procs.group)
+    impact.before_run = history.before_run(
+        log, target.procs.group.name, impact.before_since, impact.started
+    )
     for _spec, router in routing.routers:
         if isinstance(router, HAProxyRouter):
             try:
@@ -127,3 +139,15 @@ def _nginx(router: NginxRouter, tail: ErrorLogTail | None, why: str) -> Source:
     except OSError as err:
         return Source.unread("nginx-log", name, f"cannot read it at the end: {err}")
     return log_source("nginx-log", name, nginx_failures(lines, router.target.server))
+
+
+def remember(state_dir: Path, outcome: Outcome) -> None:
+    """Append the run to the group's history (runs that took the lock); a failure is a warning."""
+    if outcome.impact is None:
+        return
+    try:
+        history.append(state_dir, outcome)
+    except OSError as err:
+        outcome.warnings.append(
+            f"cannot record the run in {state_dir} for status --history: {err.strerror or err}"
+        )

@@ -23,7 +23,7 @@ from wsgi_drain.outcome import Outcome, Progress
 from wsgi_drain.restart.discover import discover
 from wsgi_drain.restart.divert import divert
 from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
-from wsgi_drain.restart.impact import close_window, open_window
+from wsgi_drain.restart.impact import close_window, open_window, remember
 from wsgi_drain.restart.plan import plan
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
@@ -69,7 +69,7 @@ def restart(
                 plan(run, target, routing, sig)
             else:
                 with _locked(run, routing):
-                    window = open_window(run, routing)
+                    window = open_window(run, target, routing)
                     try:
                         _execute(run, target, routing, watched, verdict, sig, force)
                     finally:
@@ -83,6 +83,7 @@ def restart(
         except Exception as err:  # a bug: still reported, routers still settled above
             outcome.unexpected = err
     outcome.duration = time.monotonic() - outcome.started
+    remember(settings.state_dir, outcome)
     return outcome
 
 
