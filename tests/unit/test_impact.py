@@ -7,6 +7,7 @@ from pathlib import Path
 
 from wsgi_drain.applog import split_line
 from wsgi_drain.impact import (
+    HAPROXY_COUNTERS,
     MAX_EVIDENCE,
     Impact,
     Source,
@@ -19,6 +20,8 @@ from wsgi_drain.impact import (
 from wsgi_drain.outcome import Outcome
 from wsgi_drain.report import print_restart, restart_dict
 from wsgi_drain.report_runs import impact_line
+from wsgi_drain.restart.impact import _nginx_error_log
+from wsgi_drain.routers.haproxy import HAProxyRouter, HAProxyTarget
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "errorlog"
 
@@ -173,3 +176,46 @@ def test_impact_json_failed_null_when_unread_and_int_with_evidence() -> None:
     assert data["failed"] == 1
     assert data["evidence"] == ["Truncated ... 'myapp'"]
     assert restart_dict(_outcome(None))["impact"] is None
+
+
+class _Replay(HAProxyRouter):
+    """HAProxy's answer to `show stat` given as text, no socket."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(HAProxyTarget("/run/haproxy/admin.sock", "be_app", "a"))
+        self.reply = reply
+
+    def command(self, line: str) -> str:
+        assert line == "show stat be_app 4 -1"
+        return self.reply
+
+
+STAT = (
+    "# pxname,svname,scur,econ,eresp,wretr,wredis,hrsp_5xx,cli_abrt,srv_abrt,type,\n"
+    "be_app,a,0,1,2,3,4,5,6,7,2,\n"
+    "be_app,b,0,9,9,9,9,9,9,9,2,\n"
+)
+
+
+def test_impact_haproxy_counters_are_read_from_the_servers_own_row() -> None:
+    got = _Replay(STAT).counters(HAPROXY_COUNTERS)
+    assert got == {
+        "econ": 1, "eresp": 2, "wretr": 3, "wredis": 4, "hrsp_5xx": 5, "cli_abrt": 6,
+        "srv_abrt": 7,
+    }  # fmt: skip
+    # A HAProxy without a column leaves it out, not 0.
+    assert "srv_abrt" not in _Replay(STAT.replace("srv_abrt", "other")).counters(HAPROXY_COUNTERS)
+
+
+def test_impact_nginx_error_log_is_known_only_from_an_absolute_dash_e() -> None:
+    class Master:
+        def __init__(self, argv: list[str]) -> None:
+            self.argv = argv
+
+        def _master(self) -> tuple[int, list[str]]:
+            return 1, self.argv
+
+    known = Master(["/usr/sbin/nginx", "-p", "/srv", "-e", "/var/log/ng.log", "-t", "-q"])
+    assert _nginx_error_log(known) == "/var/log/ng.log"  # type: ignore[arg-type]
+    assert _nginx_error_log(Master(["/usr/sbin/nginx", "-e", "logs/e.log"])) is None  # type: ignore[arg-type]
+    assert _nginx_error_log(Master(["/usr/sbin/nginx", "-g", "daemon on;"])) is None  # type: ignore[arg-type]
