@@ -75,9 +75,11 @@ class Settings:
     rollback: tuple[str, ...] = ()
     rollback_timeout: float = 60.0
     state_dir: Path = DEFAULT_STATE_DIR
+    # restart: the last run as Prometheus metrics (node_exporter textfile collector).
+    textfile: Path | None = None
 
 
-_PATHS = {"apache_config", "apache_pidfile", "state_dir", "health_ca"}
+_PATHS = {"apache_config", "apache_pidfile", "state_dir", "health_ca", "textfile"}
 # Lowest accepted value of each number (the command line's ranges).
 _FLOATS = {
     "timeout": 0.0,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from wsgi_drain._compat import StrEnum
 from wsgi_drain.errors import DrainError
+from wsgi_drain.impact import Impact
 from wsgi_drain.routers import RouterState
 from wsgi_drain.status import ExitStatus
 
@@ -143,6 +144,8 @@ class Outcome:
     # with nothing diverted: what serves what (serving.py).
     rollback: dict[str, object] | None = None
     serving: dict[str, object] | None = None
+    # What the run cost the users (restart/impact.py); None when it never took the lock.
+    impact: Impact | None = None
     error: DrainError | None = None
     unexpected: BaseException | None = None
     started: float = field(default_factory=time.monotonic)

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from wsgi_drain import newcode
+from wsgi_drain.report_runs import impact_dict, write_impact
 
 if TYPE_CHECKING:
     # Annotations only: `check`, run every minute, never loads outcome (the restart's).
@@ -131,6 +132,7 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "plan": outcome.plan,
         "rollback": outcome.rollback,
         "serving": outcome.serving,
+        "impact": impact_dict(outcome.impact),
     }
 
 
@@ -178,6 +180,7 @@ def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
     for r in outcome.routers:
         state = "restored" if r.restored else ("LEFT DIVERTED" if r.diverted else "untouched")
         out.write(f"  router {r.name}: {state}\n")
+    write_impact(outcome.impact, out)
     if outcome.health is not None:
         h = outcome.health
         answer = f"HTTP {h['status']}" if h["status"] is not None else f"failed ({h['error']})"

@@ -18,6 +18,7 @@ from wsgi_drain.cli.options import (
     require_lb_detect,
     settings,
 )
+from wsgi_drain.cli.textfile import write_textfile
 from wsgi_drain.errors import DrainError
 
 
@@ -105,6 +106,12 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     help="py-spy executable for the stacks of a stuck process [default: next to wsgi-drain's "
     "interpreter, else on PATH].",
 )
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the run's verdict, duration, processes replaced, impact and end time "
+    "here as Prometheus metrics (node_exporter textfile collector; atomic). TOML: textfile.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 @handles_errors
 def restart(**kwargs: Any) -> None:
@@ -144,6 +151,7 @@ def restart(**kwargs: Any) -> None:
     dry_run, force = kwargs.pop("dry_run"), kwargs.pop("force")
     py_spy = kwargs.pop("py_spy")
     rollback = kwargs.pop("rollback")
+    textfile = kwargs.pop("textfile")
     extra = {
         "mode": kwargs.pop("mode"),
         "signal": kwargs.pop("signal_name"),
@@ -153,11 +161,15 @@ def restart(**kwargs: Any) -> None:
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
         "rollback": _rollback_argv(rollback),
         "rollback_timeout": kwargs.pop("rollback_timeout"),
+        "textfile": textfile,
     }
-    resolved = settings(kwargs, extra, {"py_spy": py_spy, "rollback": rollback})
+    resolved = settings(
+        kwargs, extra, {"py_spy": py_spy, "rollback": rollback, "textfile": textfile}
+    )
     require_lb_detect(resolved)
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)
+    write_textfile(resolved.textfile, outcome)
     if as_json:
         report.print_json(report.restart_dict(outcome))
     else:

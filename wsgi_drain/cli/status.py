@@ -46,6 +46,12 @@ from wsgi_drain.status import ExitStatus
     metavar="KIND:SPEC",
     help="Read this router's state for the group(s) shown (as restart's --router; repeat).",
 )
+@click.option(
+    "--history",
+    is_flag=True,
+    help="Show the last runs of each group from the state directory (verdict, duration, "
+    "impact, end time) instead of the live state.",
+)
 @state_dir_option()
 @JSON_OPTION
 @handles_errors
@@ -66,6 +72,11 @@ def status(**kwargs: Any) -> None:
     path = config.config_path(kwargs["config_file"])
     data = config.read_file(path)
     state_dir = kwargs["state_dir"] or config.resolve("-", {}, data, str(path)).state_dir
+    if kwargs["history"]:
+        from wsgi_drain.cli.history import show_history  # the restart's records: not for check
+
+        show_history(state_dir, kwargs["group"], kwargs["as_json"])
+        return
     given = {"haproxy": tuple(kwargs["haproxy"]), "routers": tuple(kwargs["routers"])}
     if given["haproxy"] or given["routers"]:
         from wsgi_drain import routers

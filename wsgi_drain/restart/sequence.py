@@ -23,6 +23,7 @@ from wsgi_drain.outcome import Outcome, Progress
 from wsgi_drain.restart.discover import discover
 from wsgi_drain.restart.divert import divert
 from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
+from wsgi_drain.restart.impact import close_window, open_window, remember
 from wsgi_drain.restart.plan import plan
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
@@ -69,12 +70,14 @@ def restart(
                 plan(run, target, routing, sig)
             else:
                 with _locked(run, routing):
+                    window = open_window(run, target, routing)
                     try:
                         _execute(run, target, routing, watched, verdict, sig, force)
                     except DrainError as err:  # roll back when asked; say what serves
                         answer_failure(run, target, routing, verdict, sig, force, err)
                     finally:
                         settle(run, target, routing, verdict)
+                        close_window(run, window, watched)
         except DrainError as err:
             outcome.error = err
             if verdict.signalled and target is not None:
@@ -83,6 +86,7 @@ def restart(
         except Exception as err:  # a bug: still reported, routers still settled above
             outcome.unexpected = err
     outcome.duration = time.monotonic() - outcome.started
+    remember(settings.state_dir, outcome)
     return outcome
 
 

@@ -386,6 +386,18 @@ class HAProxyRouter:
             ),
         )
 
+    def counters(self, names: tuple[str, ...]) -> dict[str, int]:
+        """The server's cumulative `show stat` counters `names` (e.g. "hrsp_5xx", "eresp").
+
+        Columns this HAProxy does not have are left out.  Raises RouterError
+        like state().
+        """
+        rows = self._stat_rows()
+        mine = next((r for r in rows if r["svname"] == self.target.server), None)
+        if mine is None:
+            raise RouterError(self.name, f"server {self.target.server!r} not found")
+        return {n: _int(mine[n]) for n in names if mine.get(n) is not None}
+
     # -- actions ---------------------------------------------------------
 
     def check_admin(self) -> None:
