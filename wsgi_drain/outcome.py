@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from wsgi_drain._compat import StrEnum
+from wsgi_drain.descendants import Descendant
 from wsgi_drain.errors import DrainError
 from wsgi_drain.routers import RouterState
 from wsgi_drain.status import ExitStatus
@@ -27,6 +28,7 @@ class Phase(StrEnum):
     VERIFY = "verify"
     WARM = "warm"
     RESTORE = "restore"
+    LEFTOVERS = "leftovers"
 
 
 # (phase, message) -> None; called as things happen.
@@ -138,6 +140,8 @@ class Outcome:
     backoffs: int = 0
     # Lazily loaded app: which replacements were warmed before traffic returned.
     warm: dict[str, object] | None = None
+    # What the old daemons started that outlived them (restart/leftovers.py).
+    leftovers: list[Descendant] = field(default_factory=list)
     error: DrainError | None = None
     unexpected: BaseException | None = None
     started: float = field(default_factory=time.monotonic)

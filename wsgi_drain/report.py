@@ -127,6 +127,17 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "app_log": outcome.app_log,
         "apache_restarted": outcome.apache_restarted,
         "plan": outcome.plan,
+        "leftovers": [
+            {
+                "pid": d.pid,
+                "cmdline": d.cmdline,
+                "daemon_pid": d.daemon_pid,
+                "age": round(d.age, 1),
+                "ending": d.ending,
+                "signals": d.signals,
+            }
+            for d in outcome.leftovers
+        ],
     }
 
 
@@ -158,6 +169,11 @@ def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
             continue
         shown.setdefault(key, p.old_pid)
         out.write("    " + p.stack.replace("\n", "\n    ") + "\n")
+    for d in outcome.leftovers:
+        out.write(
+            f"  left behind: pid {d.pid} from daemon {d.daemon_pid}, age {d.age:.0f} s, "
+            f"{d.ending or 'still running'}: {d.command[:200]}\n"
+        )
     for r in outcome.routers:
         state = "restored" if r.restored else ("LEFT DIVERTED" if r.diverted else "untouched")
         out.write(f"  router {r.name}: {state}\n")

@@ -69,6 +69,16 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     help="After putting the server back, wait this long for the router to see it UP (its "
     "health checks pass); not UP by then is exit 6 [default: 30; 0: do not wait].",
 )
+@click.option(
+    "--leftovers",
+    type=click.Choice(["report", "stop"]),
+    help="Leftovers are the processes the old daemons started (the app's own children, any "
+    "depth, detached ones too) still running once their daemon has gone. report: name each "
+    "(pid, command line, its daemon, age) and count them on the verdict line (default). "
+    "stop: also SIGTERM each, wait up to the group's shutdown-timeout, then SIGKILL. Only "
+    "processes recorded as an old daemon's descendants before the signal are ever touched; "
+    "the new daemons' children never. `check` warns while any still run.",
+)
 @click.option("--dry-run", is_flag=True, help="Discover and show the plan; change nothing.")
 @click.option("--force", is_flag=True, help="SIGKILL a process still alive past the deadline.")
 @click.option(
@@ -94,6 +104,8 @@ def restart(**kwargs: Any) -> None:
     5. watch: each old process exits, the Apache parent spawns replacements
     6. verify: replacements up and alive, --health-url answers 2xx on Apache
     7. restore: put back what this run took out
+    8. leftovers: name what the old daemons started that outlives them
+       (--leftovers stop ends it)
 
     With no router, or when this server is the only one UP, it restarts in place,
     one process at a time, stopping at the first step that fails. If the new
@@ -119,6 +131,7 @@ def restart(**kwargs: Any) -> None:
         **divert_settings(kwargs),
         "few_peers": kwargs.pop("few_peers"),
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
+        "leftovers": kwargs.pop("leftovers"),
     }
     resolved = settings(kwargs, extra, {"py_spy": py_spy})
     progress = report.ProgressPrinter(quiet=quiet)
