@@ -131,17 +131,19 @@ class Descendants:
                     continue
                 if member.ending is None:
                     found.append(member)
-        return found
+        return _refreshed(found)
 
     def held(self) -> list[Descendant]:
         """Running descendants of daemons still alive (stuck): not left behind, yet."""
-        return [
-            m
-            for f in self.families
-            if not f.daemon_gone
-            for m in f.members
-            if m.ending is None and not exited(m.fd)
-        ]
+        return _refreshed(
+            [
+                m
+                for f in self.families
+                if not f.daemon_gone
+                for m in f.members
+                if m.ending is None and not exited(m.fd)
+            ]
+        )
 
     def close(self) -> None:
         for family in self.families:
@@ -196,6 +198,15 @@ def _prove(
         return None
     assert ticks is not None
     return Descendant(pid, ticks, family.daemon_pid, family.daemon_ticks, cmdline, fd)
+
+
+def _refreshed(procs: list[Descendant]) -> list[Descendant]:
+    """Read each command line again: one caught between fork and exec had none (or its parent's)."""
+    for proc in procs:
+        args = procfs.cmdline(proc.pid)
+        if args and not exited(proc.fd):  # still alive after the read: the read was about it
+            proc.cmdline = args
+    return procs
 
 
 def exited(fd: int) -> bool:

@@ -116,6 +116,8 @@ def all_left(state_dir: Path) -> tuple[dict[str, list[Entry]], list[str]]:
     for path in sorted(state_dir.glob("*" + SUFFIX)):
         try:
             group, entries = _read(path)
+        except FileNotFoundError:
+            continue  # removed by a run since the listing
         except RecordError as err:
             problems.append(str(err))
             continue
@@ -200,4 +202,18 @@ def _entry(item: object) -> Entry:
         item["daemon_pid"],
         item["daemon_ticks"],
         recorded,
+    )
+
+
+def warning(left: list[Entry], group: str) -> str:
+    """`check`'s WARNING for processes left behind that still run: what, and what to do."""
+    pids = " ".join(str(e.pid) for e in left[:10]) + (
+        f" +{len(left) - 10}" if len(left) > 10 else ""
+    )
+    oldest = max(e.age for e in left)
+    return (
+        f"{len(left)} process(es) left behind by replaced daemons of group {group!r} still run "
+        f"(pids {pids}; oldest {oldest:.0f} s): they hold the old code's memory and connections; "
+        f"end them (kill PID), restart with --leftovers stop, and make the app end its children "
+        "(docs/app-children.md)"
     )

@@ -217,6 +217,8 @@ def check_perfdata(result: CheckResult, thresholds: Thresholds) -> str:
         parts.append(f"age_max={max(p.age for p in result.processes):.0f}s;{warn_age};;0;")
     if result.forced is not None:
         parts.append(f"forced_exits={result.forced};0;;0;")
+    if result.leftovers is not None:
+        parts.append(f"leftovers={result.leftovers};0;;0;")
     return " ".join(parts)
 
 
@@ -273,6 +275,7 @@ def check_dict(result: CheckResult, thresholds: Thresholds) -> dict[str, Any]:
         "forced_exits": result.forced,
         "routers_drained": result.routers_drained,
         "journal_left": result.journal,
+        "leftovers": result.leftovers,
         "perfdata": check_perfdata(result, thresholds),
     }
 
@@ -314,6 +317,12 @@ def prometheus_text(result: CheckResult) -> str:
             result.forced,
         )
     metric("journal_left", "1 if an interrupted restart left its journal.", int(result.journal))
+    if result.leftovers is not None:
+        metric(
+            "leftovers",
+            "Processes the group's replaced daemons left behind that still run.",
+            result.leftovers,
+        )
     for router, drained in sorted(result.routers_drained.items()):
         metric(
             "router_drained",
@@ -385,6 +394,17 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
             }
             for j in inv.journals
         ],
+        "leftovers": [
+            {
+                "group": name,
+                "pid": e.pid,
+                "cmdline": list(e.cmdline),
+                "daemon_pid": e.daemon_pid,
+                "age": round(e.age, 1),
+            }
+            for name, entries in sorted(inv.leftovers.items())
+            for e in entries
+        ],
         "errors": inv.errors,
     }
 
@@ -432,6 +452,12 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
             + (f" ({j.note})" if j.note else "")
             + f"; undo with: wsgi-drain undrain --group {j.group}\n"
         )
+    for name, entries in sorted(inv.leftovers.items()):
+        for e in entries:
+            out.write(
+                f"left behind: group {name}: pid {e.pid} from daemon {e.daemon_pid}, age "
+                f"{_age(e.age)}: {e.command[:200]}\n"
+            )
     for err in inv.errors:
         out.write(f"error: {err}\n")
 

@@ -57,6 +57,8 @@ class Daemon:
         self.fd = os.pidfd_open(self.proc.pid)
         # Pidfds of every process it started, for the clean-up: never a bare pid.
         self._fds = [os.pidfd_open(pid) for pid in self.kids]
+        # Each has exec'd its program (a child caught between fork and exec shows no argv yet).
+        wait_until(lambda: all("lab-child" in procfs.cmdline(pid) for pid in self.kids))
 
     @property
     def pid(self) -> int:
@@ -106,6 +108,7 @@ def test_leftovers_record_every_descendant_detached_and_grandchild_included(
     tracker = recorded(daemon)
     members = tracker.families[0].members
     assert sorted(m.pid for m in members) == sorted(daemon.kids)
+    assert sorted(m.pid for m in tracker.held()) == sorted(daemon.kids)
     for member in members:
         assert member.daemon_pid == daemon.pid
         assert member.ticks == procfs.start_ticks(member.pid)
@@ -316,3 +319,46 @@ def test_leftovers_descendant_describes_its_command() -> None:
     proc = Descendant(1, 0, 2, 0, ["python3", "-c", "x"])
     assert proc.command == "python3 -c x"
     assert Descendant(1, 0, 2, 0, []).command == "?"
+
+
+def test_leftovers_check_warns_with_count_in_perfdata_and_textfile(
+    daemons: list[Daemon], tmp_path: Path
+) -> None:
+    from wsgi_drain import report
+    from wsgi_drain.check import CheckResult, Thresholds, _leftovers_rule
+    from wsgi_drain.config import Settings
+    from wsgi_drain.inventory import gather
+    from wsgi_drain.status import NagiosStatus
+
+    settings = Settings(group="myapp", state_dir=tmp_path / "state")
+    empty = CheckResult("myapp")
+    _leftovers_rule(empty, settings)
+    assert empty.leftovers == 0 and empty.status == NagiosStatus.OK
+    daemon = Daemon()
+    daemons.append(daemon)
+    tracker = recorded(daemon)
+    leftovers_record.save(settings.state_dir, "myapp", tracker.held())
+    daemon.exit()
+    result = CheckResult("myapp")
+    _leftovers_rule(result, settings)
+    assert result.status == NagiosStatus.WARNING and result.leftovers == 4
+    assert result.findings[0].message.startswith(
+        "4 process(es) left behind by replaced daemons of group 'myapp' still run (pids "
+    )
+    assert "leftovers=4;0;;0;" in report.check_perfdata(result, Thresholds())
+    assert 'wsgi_drain_leftovers{group="myapp"} 4\n' in report.prometheus_text(result)
+    inv = gather(
+        group="myapp",
+        apache_pidfile=tmp_path / "none.pid",
+        apache_config=None,
+        state_dir=settings.state_dir,
+        file_data={},
+        source="defaults",
+    )
+    assert sorted(e.pid for e in inv.leftovers["myapp"]) == sorted(daemon.kids)
+    assert len(report.status_dict(inv)["leftovers"]) == 4
+    end(tracker.left_behind(), 5.0)
+    after = CheckResult("myapp")
+    _leftovers_rule(after, settings)
+    assert after.leftovers == 0 and after.status == NagiosStatus.OK
+    tracker.close()
