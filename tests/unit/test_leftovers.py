@@ -362,3 +362,30 @@ def test_leftovers_check_warns_with_count_in_perfdata_and_textfile(
     _leftovers_rule(after, settings)
     assert after.leftovers == 0 and after.status == NagiosStatus.OK
     tracker.close()
+
+
+def test_leftovers_text_report_names_each_and_the_verdict_line_counts() -> None:
+    import io
+
+    from wsgi_drain import report
+    from wsgi_drain.outcome import Outcome
+
+    ticks = procfs.start_ticks(os.getpid())
+    assert ticks is not None
+    out = Outcome(group="myapp", mode="drain", requested_mode="drain", signal="SIGUSR1")
+    out.leftovers = [Descendant(os.getpid(), ticks, 42, 0, ["python3", "worker.py"])]
+    out.notes.append(summary(out.leftovers, stop=False))
+    text = io.StringIO()
+    report.print_restart(out, text)
+    first, *rest = text.getvalue().splitlines()
+    assert first.endswith(
+        "; 1 process left behind by the old daemons, still running (--leftovers stop ends them)"
+    )
+    assert any(
+        line.startswith(f"  left behind: pid {os.getpid()} from daemon 42, age ")
+        and line.endswith("still running: python3 worker.py")
+        for line in rest
+    ), rest
+    data = report.restart_dict(out)["leftovers"]
+    assert data[0]["pid"] == os.getpid() and data[0]["daemon_pid"] == 42
+    assert data[0]["cmdline"] == ["python3", "worker.py"] and data[0]["ending"] is None
