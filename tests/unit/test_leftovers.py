@@ -389,3 +389,16 @@ def test_leftovers_text_report_names_each_and_the_verdict_line_counts() -> None:
     data = report.restart_dict(out)["leftovers"]
     assert data[0]["pid"] == os.getpid() and data[0]["daemon_pid"] == 42
     assert data[0]["cmdline"] == ["python3", "worker.py"] and data[0]["ending"] is None
+
+
+def test_leftovers_app_children_doc_shows_exactly_the_code_the_lab_app_runs() -> None:
+    """docs/app-children.md's example is lab/app.py's and lab/app_child.py's own code (tested
+    on the real stack by the integration test of the shutdown hook)."""
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "app-children.md").read_text()
+    for name, marker in (("app.py", "the app's side"), ("app_child.py", "the child's side")):
+        source = (root / "lab" / name).read_text()
+        start = source.index(f"# --- docs/app-children.md: {marker} ---\n")
+        start = source.index("\n", start) + 1
+        region = source[start : source.index("# --- end ---", start)].rstrip(" ").strip("\n")
+        assert f"```python\n{region}\n```" in doc, name
