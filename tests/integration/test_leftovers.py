@@ -41,9 +41,8 @@ def children_of(pids: list[int]) -> dict[int, psutil.Process]:
     return found
 
 
-def app_children(stack: Stack) -> dict[int, psutil.Process]:
-    """The processes running the lab's app_child.py of this stack (ours alone: its own path)."""
-    script = str(stack.a.app_dir / "app_child.py")
+def app_children(script: str) -> dict[int, psutil.Process]:
+    """The processes running this stack's copy of app_child.py (ours alone: its own path)."""
     found = {}
     for proc in psutil.process_iter(["cmdline"]):
         if script in (proc.info["cmdline"] or []) and not is_gone(proc):
@@ -69,20 +68,45 @@ def hooked(tmp_path: Path, modwsgi: ModWsgi, seen: dict[int, psutil.Process]) ->
     yield from _stack(tmp_path, modwsgi, "hook", seen)
 
 
+@pytest.fixture
+def hanging(tmp_path: Path, modwsgi: ModWsgi, seen: dict[int, psutil.Process]) -> Iterator[Stack]:
+    """Plain children, and daemons that hang in shutdown until shutdown-timeout aborts them
+    (longer than the run takes to give up on them and end)."""
+    options = {**TIMEOUTS, "shutdown-timeout": 15}
+    yield from _stack(tmp_path, modwsgi, "plain", seen, hang=True, options=options)
+
+
 def _stack(
-    tmp_path: Path, modwsgi: ModWsgi, mode: str, seen: dict[int, psutil.Process]
+    tmp_path: Path,
+    modwsgi: ModWsgi,
+    mode: str,
+    seen: dict[int, psutil.Process],
+    *,
+    hang: bool = False,
+    options: dict[str, int] | None = None,
 ) -> Iterator[Stack]:
-    with ExitStack() as stop:
-        try:
-            stack = stop.enter_context(
-                two_hosts(tmp_path, modwsgi, preload=True, daemon_options=TIMEOUTS, children=mode)
-            )
-        except LabUnavailable as err:
-            skip_or_fail(str(err))
-        try:
+    script: str | None = None
+    try:
+        with ExitStack() as stop:
+            try:
+                stack = stop.enter_context(
+                    two_hosts(
+                        tmp_path,
+                        modwsgi,
+                        preload=True,
+                        daemon_options=options or TIMEOUTS,
+                        children=mode,
+                        hang=hang,
+                    )
+                )
+            except LabUnavailable as err:
+                skip_or_fail(str(err))
+            script = str(stack.a.app_dir / "app_child.py")
             yield stack
-        finally:
-            seen.update(app_children(stack))
+    finally:
+        # Apache is stopped: nothing starts a child any more; `seen` ends those still running.
+        if script is not None:
+            seen.update(app_children(script))
 
 
 def daemons_and_children(
@@ -200,3 +224,31 @@ def test_leftovers_documented_shutdown_hook_makes_the_report_clean(
     for pid in daemons:
         said = (hooked.a.app_dir / "loaded" / f"{pid}.stopping").read_text()
         assert said.startswith("('process_stopping',)") and "shutdown_reason" in said, said
+
+
+def test_leftovers_a_stuck_daemon_keeps_its_children_until_it_is_gone(
+    hanging: Stack, seen: dict[int, psutil.Process]
+) -> None:
+    """Past the deadline (1 s) the daemons still hang in shutdown: exit 5, nothing left
+    behind, nothing signalled; once shutdown-timeout aborts them, check sees their children."""
+    daemons, old = old_children(hanging, seen)
+    run = restart(hanging, "--timeout", "1", "--leftovers", "stop")
+    assert run.returncode == 5, run.stdout + run.stderr
+    data = run.json()
+    assert data["leftovers"] == []
+    assert all(not is_gone(seen[pid]) for pid in old)  # not signalled while their daemon lives
+    stuck = [psutil.Process(pid) for pid in daemons]
+    deadline = Deadline(60.0)
+    while not all(is_gone(p) for p in stuck):  # aborted at shutdown-timeout (15 s)
+        assert not deadline.expired(), "the hung daemons were never aborted"
+        time.sleep(0.1)
+    later = run_cli(
+        "check", "--group", "myapp", "--apache-pidfile", str(hanging.a.pid_file),
+        "--state-dir", str(hanging.state_dir), "--json",
+    )  # fmt: skip
+    report = later.json()
+    assert report["leftovers"] == 6, report
+    assert any(
+        f["level"] == "WARNING" and "6 process(es) left behind" in f["message"]
+        for f in report["findings"]
+    ), report["findings"]
