@@ -27,12 +27,13 @@ from wsgi_drain.signals import Handle
 def record(run: Run, watched: Watched, handles: Iterable[Handle]) -> None:
     """Record each old daemon's descendants; call it right before the daemons are signalled."""
     tracker = watched.descendants
+    before = tracker.untracked
     for handle in handles:
         tracker.record(handle.pid, handle.fd)
-    if tracker.untracked:
+    if tracker.untracked and not before:  # said once (rolling mode records at every step)
         run.warn(
             f"more than {tracker.followed} descendants of the old daemons: only the first "
-            f"{tracker.followed} are followed (the others are not named or ended)"
+            f"{tracker.followed} are followed (the others are neither named nor ended)"
         )
 
 
