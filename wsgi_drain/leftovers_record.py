@@ -214,6 +214,6 @@ def warning(left: list[Entry], group: str) -> str:
     return (
         f"{len(left)} process(es) left behind by replaced daemons of group {group!r} still run "
         f"(pids {pids}; oldest {oldest:.0f} s): they hold the old code's memory and connections; "
-        f"end them (kill PID), restart with --leftovers stop, and make the app end its children "
-        "(docs/app-children.md)"
+        "end them by pid (kill PID), and keep restarts from leaving more: restart with "
+        "--leftovers stop, or make the app end its children (docs/app-children.md)"
     )
