@@ -205,7 +205,8 @@ class ApacheLab(Service):
     ``display-name=%{GROUP}``: daemons then look like Apache's workers, and the
     lab finds them by the group's socket instead of their title.  `version` is
     written to version.txt (served by /version); `hang=True` makes every
-    daemon start a thread that never ends.  `preload=True` makes each daemon
+    daemon start a thread that never ends; `children` ("plain" or "hook")
+    makes every daemon start two children as it imports the app.  `preload=True` makes each daemon
     import the app when it starts (``process-group``/``application-group`` on
     WSGIScriptAlias) instead of on its first request.  `args` are added to
     httpd's command line at start (e.g. ``["-C", "WSGIDaemonProcess x"]``);
@@ -232,6 +233,7 @@ class ApacheLab(Service):
         error_log: str | None = None,
         version: str = "1",
         hang: bool = False,
+        children: str = "",
         start_timeout: float = 20.0,
         mpm: str = "event",
     ) -> None:
@@ -263,6 +265,7 @@ class ApacheLab(Service):
         self.port = 0
         self._version = version
         self._hang = hang
+        self._children = children
         self._public: Path | None = None
         self._public_is_temp = False
         self._parent: psutil.Process | None = None
@@ -328,6 +331,14 @@ class ApacheLab(Service):
                 msg = f"not every daemon of {pids} loaded the app\n{procs.tail(self.error_log)}"
                 raise LabError(msg)
             time.sleep(0.05)
+
+    def set_children(self, mode: str) -> None:
+        """Processes that import the app from now on start two children: "plain" ones that
+        outlive their daemon, "hook" ones the app ends as its daemon exits; "": none."""
+        if mode:
+            self._write(self.app_dir / "children", mode + "\n")
+        else:
+            (self.app_dir / "children").unlink(missing_ok=True)
 
     def set_crash(self, crash: bool) -> None:
         """Make processes that import the app from now on exit at once (os._exit(3))."""
@@ -403,8 +414,11 @@ class ApacheLab(Service):
         (self.app_dir / "loaded").chmod(0o777)
         app_source = (Path(__file__).parent / "app.py").read_text(encoding="utf-8")
         self._write(self.app_dir / "app.py", app_source)
+        child_source = (Path(__file__).parent / "app_child.py").read_text(encoding="utf-8")
+        self._write(self.app_dir / "app_child.py", child_source)
         self.set_version(self._version)
         self.set_hang(self._hang)
+        self.set_children(self._children)
         self.set_crash(False)
         self.set_import_delay(0)
         self.set_healthy(True)

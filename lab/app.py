@@ -20,6 +20,11 @@ app directory; the control files it reads live next to the copy:
 - ``import-delay``: if present at import, holds seconds the import sleeps (an
   app with a slow import: with lazy loading, the first request of each new
   process waits that long).
+- ``children``: if present at import, the process starts two children
+  (``app_child.py``, beside this file): with ``plain`` in it they only sleep
+  and outlive their daemon (what wsgi-drain's leftovers names); with ``hook``
+  the app ends them when its daemon exits, the way docs/app-children.md
+  shows (mod_wsgi.subscribe_shutdown, atexit, a child that watches its parent).
 
 Routes: ``/`` (200, the serving pid), ``/health``, ``/slow?s=SECONDS`` (sleeps,
 capped at 600 s, then 200), ``/busy?s=SECONDS`` (the same, for load the lab's
@@ -29,7 +34,12 @@ to server NAME in a fleet), ``/version``.  Every response carries ``X-Pid``.
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -89,6 +99,76 @@ except OSError:
 
 if os.path.exists(HANG_FILE):
     threading.Thread(target=_hang_forever, name="lab-hang", daemon=False).start()
+
+
+# --- docs/app-children.md: the app's side ---
+CHILDREN: list[subprocess.Popen[bytes]] = []
+# Under mod_wsgi sys.executable need not be a Python interpreter: name one.
+CHILD_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+CHILD_GRACE = 2.0  # seconds; keep it under the group's shutdown-timeout
+
+
+def end_children(*_args: object, **_kwargs: object) -> None:
+    """SIGTERM every child, wait a little, SIGKILL the rest, reap them all (idempotent)."""
+    for child in CHILDREN:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    until = time.monotonic() + CHILD_GRACE
+    for child in CHILDREN:
+        try:
+            child.wait(timeout=max(0.0, until - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def on_daemon_exit() -> None:
+    """Run end_children when the daemon shuts down, on every mod_wsgi version."""
+    try:
+        mod_wsgi = importlib.import_module("mod_wsgi")  # the daemon's embedded module
+    except ImportError:
+        mod_wsgi = None
+    if mod_wsgi is not None and hasattr(mod_wsgi, "subscribe_shutdown"):
+        # mod_wsgi >= 4.8.0: called as the daemon begins its shutdown, while
+        # shutdown-timeout's reaper bounds it.
+        mod_wsgi.subscribe_shutdown(end_children)
+    # Older versions, and a shutdown that skips the callbacks: at interpreter exit.
+    atexit.register(end_children)
+
+
+# --- end ---
+
+
+def _start_children(mode: str) -> None:
+    child = os.path.join(HERE, "app_child.py")
+    argv = [CHILD_PYTHON, child, "watch", str(os.getpid())] if mode == "hook" else None
+    for _ in range(2):
+        CHILDREN.append(subprocess.Popen(argv or [CHILD_PYTHON, child, "plain"]))
+    if mode == "hook":
+        on_daemon_exit()
+        _note_shutdown_callbacks()
+
+
+def _note_shutdown_callbacks() -> None:
+    # For the tests: loaded/PID.stopping proves mod_wsgi ran its shutdown callbacks.
+    try:
+        subscribe = importlib.import_module("mod_wsgi").subscribe_shutdown
+    except (ImportError, AttributeError):
+        return
+    marker = os.path.join(HERE, "loaded", f"{os.getpid()}.stopping")
+
+    def note(*args: object, **kwargs: object) -> None:
+        with open(marker, "w", encoding="utf-8") as out:
+            out.write(f"{args} {sorted(kwargs.items())}\n")
+
+    subscribe(note)
+
+
+try:
+    with open(os.path.join(HERE, "children"), encoding="utf-8") as _flag:
+        _start_children(_flag.read().strip())
+except FileNotFoundError:
+    pass
 
 
 def _slow_seconds(query: str) -> float:

@@ -37,6 +37,7 @@ def two_hosts(
     daemon_options: Mapping[str, str | int | float] | None = None,
     preload: bool = False,
     hang: bool = False,
+    children: str = "",
     mpm: str = "event",
     extra_config: Mapping[str, str] | None = None,
     check_path: str = "/health",
@@ -45,8 +46,10 @@ def two_hosts(
 
     `preload` loads the app as each daemon starts (WSGIScriptAlias with
     process-group and application-group), instead of on its first request.
-    `extra_config` maps a host name ("a", "b") to configuration appended to its
-    httpd.conf; `check_path` is what HAProxy's health checks request.
+    `children` ("plain" or "hook") makes host a's daemons start two children
+    each as they import the app (lab/app.py).  `extra_config` maps a host name
+    ("a", "b") to configuration appended to its httpd.conf; `check_path` is
+    what HAProxy's health checks request.
     Raises LabUnavailable when Apache, HAProxy or the chosen mod_wsgi build is
     missing.
     """
@@ -60,6 +63,7 @@ def two_hosts(
                 daemon_options=daemon_options,
                 preload=preload,
                 hang=hang,
+                children=children if name == "a" else "",
                 mpm=mpm,
                 extra_config=(extra_config or {}).get(name, ""),
             )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from wsgi_drain import newcode, procfs
+from wsgi_drain import leftovers_record, newcode, procfs
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
@@ -87,6 +87,8 @@ class CheckResult:
     # Per router name: its kind, endpoint (socket, file, program), backend, server.
     router_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     journal: bool = False
+    # Processes the group's replaced daemons left behind that still run (None: unread).
+    leftovers: int | None = None
     ok_notes: list[str] = field(default_factory=list)
 
     @property
@@ -103,6 +105,7 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     """Apply every rule to `settings.group` and return the findings."""
     result = CheckResult(settings.group)
     running = _journal_rule(result, settings)
+    _leftovers_rule(result, settings)
     try:
         instance = find_apache(
             pidfile=settings.apache_pidfile,
@@ -219,6 +222,20 @@ def _journal_rule(result: CheckResult, settings: Settings) -> bool:
         f"repair with: {newcode.fix_for(journal, settings.group)}",
     )
     return False
+
+
+def _leftovers_rule(result: CheckResult, settings: Settings) -> None:
+    """Processes left behind by the group's replaced daemons still run (the restarts' record)."""
+    if settings.state_dir.exists() and not os.access(settings.state_dir, os.R_OK | os.X_OK):
+        return  # the journal rule reports the unreadable state directory
+    try:
+        left = leftovers_record.still_left(settings.state_dir, settings.group)
+    except DrainError as err:
+        result.add(NagiosStatus.UNKNOWN, str(err))
+        return
+    result.leftovers = len(left)
+    if left:
+        result.add(NagiosStatus.WARNING, leftovers_record.warning(left, settings.group))
 
 
 def _drain_journal_rule(result: CheckResult, settings: Settings, running: bool) -> None:

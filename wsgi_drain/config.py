@@ -14,6 +14,7 @@ for each group, its Apache instance, routers and health URL, so that a bare
     health_host = "myapp.example.com"      # Host header / SNI for a name-based vhost
     mode = "drain"
     timeout = 60
+    leftovers = "stop"                     # end what the old daemons left running
 
 Top-level keys are defaults for every group; a group's table overrides them.
 Routers given on the command line (``--router``, ``--haproxy``) replace the
@@ -77,6 +78,8 @@ class Settings:
     state_dir: Path = DEFAULT_STATE_DIR
     # restart: the last run as Prometheus metrics (node_exporter textfile collector).
     textfile: Path | None = None
+    # What the old daemons left running: "report" names it, "stop" ends it.
+    leftovers: str = "report"
 
 
 _PATHS = {"apache_config", "apache_pidfile", "state_dir", "health_ca", "textfile"}
@@ -90,13 +93,14 @@ _FLOATS = {
     "peer_wait": 0.0,
     "rollback_timeout": 0.0,
 }
-_STRINGS = {"health_url", "health_host", "mode", "signal", "few_peers"}
+_STRINGS = {"health_url", "health_host", "mode", "signal", "few_peers", "leftovers"}
 _BOOLS = {"health_insecure"}
 _LISTS = {"haproxy", "routers", "ack_traps"}
 # --haproxy S is --router haproxy:S: one setting, the routers, in two keys.
 _ROUTER_KEYS = ("haproxy", "routers")
 MODES = ("drain", "rolling")
 FEW_PEERS = ("rolling", "refuse")
+LEFTOVERS = ("report", "stop")
 _KEYS = {f.name for f in fields(Settings)} - {"group"}
 
 
@@ -293,6 +297,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         raise bad(" or ".join(repr(m) for m in MODES) + " (lower case)")
     if key == "few_peers" and value not in FEW_PEERS:
         raise bad(" or ".join(repr(m) for m in FEW_PEERS) + " (lower case)")
+    if key == "leftovers" and value not in LEFTOVERS:
+        raise bad(" or ".join(repr(m) for m in LEFTOVERS) + " (lower case)")
     if key == "signal":
         from wsgi_drain.signals import parse_signal
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from wsgi_drain import config as config_mod
+from wsgi_drain import leftovers_record
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.discovery import (
@@ -64,6 +65,8 @@ class Inventory:
     journals: list[Journal] = field(default_factory=list)
     # Groups whose journal belongs to a run that is still going (it holds the lock).
     running: set[str] = field(default_factory=set)
+    # Group -> processes its replaced daemons left behind that still run.
+    leftovers: dict[str, list[leftovers_record.Entry]] = field(default_factory=dict)
 
 
 def process_info(pid: int) -> ProcessInfo | None:
@@ -129,6 +132,9 @@ def gather(
         inv.running = {j.group for j in inv.journals if lock_holder(state_dir, j.group)}
     except DrainError as err:
         inv.errors.append(str(err))
+    left, problems = leftovers_record.all_left(state_dir)
+    inv.leftovers = {g: e for g, e in left.items() if group is None or g == group}
+    inv.errors.extend(problems)
     return inv
 
 

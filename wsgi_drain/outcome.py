@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from wsgi_drain._compat import StrEnum
+from wsgi_drain.descendants import Descendant
 from wsgi_drain.errors import DrainError
 from wsgi_drain.impact import Impact
 from wsgi_drain.routers import RouterState
@@ -29,6 +30,7 @@ class Phase(StrEnum):
     WARM = "warm"
     RESTORE = "restore"
     ROLLBACK = "rollback"
+    LEFTOVERS = "leftovers"
 
 
 # (phase, message) -> None; called as things happen.
@@ -146,6 +148,8 @@ class Outcome:
     serving: dict[str, object] | None = None
     # What the run cost the users (restart/impact.py); None when it never took the lock.
     impact: Impact | None = None
+    # What the old daemons started that outlived them (restart/leftovers.py).
+    leftovers: list[Descendant] = field(default_factory=list)
     error: DrainError | None = None
     unexpected: BaseException | None = None
     started: float = field(default_factory=time.monotonic)

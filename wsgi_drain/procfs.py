@@ -91,6 +91,19 @@ def started_at(pid: int) -> float | None:
     return int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat); None when gone.
+
+    Exact and comparable as is: with the pid it names one process for good
+    (psutil's guard against pid reuse), and it survives a JSON record unrounded.
+    """
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
 def state_of(pid: int) -> str | None:
     """The one-letter state from /proc/PID/stat ("R", "S", "Z", ...), None when gone."""
     try:

@@ -133,6 +133,17 @@ def restart_dict(outcome: Outcome) -> dict[str, Any]:
         "rollback": outcome.rollback,
         "serving": outcome.serving,
         "impact": impact_dict(outcome.impact),
+        "leftovers": [
+            {
+                "pid": d.pid,
+                "cmdline": d.cmdline,
+                "daemon_pid": d.daemon_pid,
+                "age": round(d.age, 1),
+                "ending": d.ending,
+                "signals": d.signals,
+            }
+            for d in outcome.leftovers
+        ],
     }
 
 
@@ -177,6 +188,11 @@ def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
             continue
         shown.setdefault(key, p.old_pid)
         out.write("    " + p.stack.replace("\n", "\n    ") + "\n")
+    for d in outcome.leftovers:
+        out.write(
+            f"  left behind: pid {d.pid} from daemon {d.daemon_pid}, age {d.age:.0f} s, "
+            f"{d.ending or 'still running'}: {d.command[:200]}\n"
+        )
     for r in outcome.routers:
         state = "restored" if r.restored else ("LEFT DIVERTED" if r.diverted else "untouched")
         out.write(f"  router {r.name}: {state}\n")
@@ -229,6 +245,8 @@ def check_perfdata(result: CheckResult, thresholds: Thresholds) -> str:
         parts.append(f"age_max={max(p.age for p in result.processes):.0f}s;{warn_age};;0;")
     if result.forced is not None:
         parts.append(f"forced_exits={result.forced};0;;0;")
+    if result.leftovers is not None:
+        parts.append(f"leftovers={result.leftovers};0;;0;")
     return " ".join(parts)
 
 
@@ -298,6 +316,7 @@ def check_dict(result: CheckResult, thresholds: Thresholds) -> dict[str, Any]:
         "forced_exits": result.forced,
         "routers_drained": result.routers_drained,
         "journal_left": result.journal,
+        "leftovers": result.leftovers,
         "perfdata": check_perfdata(result, thresholds),
     }
 
@@ -345,6 +364,12 @@ def prometheus_text(result: CheckResult) -> str:
             result.forced,
         )
     metric("journal_left", "1 if an interrupted restart left its journal.", int(result.journal))
+    if result.leftovers is not None:
+        metric(
+            "leftovers",
+            "Processes the group's replaced daemons left behind that still run.",
+            result.leftovers,
+        )
     from wsgi_drain.check import router_labels
 
     for router, drained in sorted(result.routers_drained.items()):
@@ -422,6 +447,17 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
             }
             for j in inv.journals
         ],
+        "leftovers": [
+            {
+                "group": name,
+                "pid": e.pid,
+                "cmdline": list(e.cmdline),
+                "daemon_pid": e.daemon_pid,
+                "age": round(e.age, 1),
+            }
+            for name, entries in sorted(inv.leftovers.items())
+            for e in entries
+        ],
         "errors": inv.errors,
     }
 
@@ -471,6 +507,12 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
             + (f" ({j.note})" if j.note else "")
             + f"; undo with: {newcode.fix_for(j, j.group)}\n"
         )
+    for name, entries in sorted(inv.leftovers.items()):
+        for e in entries:
+            out.write(
+                f"left behind: group {name}: pid {e.pid} from daemon {e.daemon_pid}, age "
+                f"{_age(e.age)}: {e.command[:200]}\n"
+            )
     for err in inv.errors:
         out.write(f"error: {err}\n")
 

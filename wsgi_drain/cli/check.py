@@ -91,7 +91,9 @@ def check(**kwargs: Any) -> None:
               failing, a journal left by an interrupted restart.
     WARNING:  fewer processes than processes= (after a short grace), slow
               health URL, router left drained, processes forced out by a
-              timeout recently, configuration traps, --rss-warn/--age-warn.
+              timeout recently, configuration traps, --rss-warn/--age-warn,
+              processes left behind by replaced daemons still running
+              (leftovers: see wsgi-drain restart --help).
 
     UNKNOWN:  what this user may not read (the check works as the monitoring
               user; what needs root is named), bad options, unknown group,

@@ -97,6 +97,16 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     help="Kill the rollback program (its process group) after this long: exit 6, both "
     "failures named [default: 60].",
 )
+@click.option(
+    "--leftovers",
+    type=click.Choice(["report", "stop"]),
+    help="Leftovers are the processes the old daemons started (the app's own children, any "
+    "depth, detached ones too) still running once their daemon has gone. report: name each "
+    "(pid, command line, its daemon, age) and count them on the verdict line (default). "
+    "stop: also SIGTERM each, wait up to the group's shutdown-timeout, then SIGKILL. Only "
+    "processes recorded as an old daemon's descendants before the signal are ever touched; "
+    "the new daemons' children never. `check` warns while any still run.",
+)
 @click.option("--dry-run", is_flag=True, help="Discover and show the plan; change nothing.")
 @click.option("--force", is_flag=True, help="SIGKILL a process still alive past the deadline.")
 @click.option(
@@ -128,6 +138,8 @@ def restart(**kwargs: Any) -> None:
     5. watch: each old process exits, the Apache parent spawns replacements
     6. verify: replacements up and alive, --health-url answers 2xx on Apache
     7. restore: put back what this run took out
+    8. leftovers: name what the old daemons started that outlives them
+       (--leftovers stop ends it)
 
     With no router, or when this server is the only one UP, it restarts in place,
     one process at a time, stopping at the first step that fails. If the new
@@ -162,6 +174,7 @@ def restart(**kwargs: Any) -> None:
         "rollback": _rollback_argv(rollback),
         "rollback_timeout": kwargs.pop("rollback_timeout"),
         "textfile": textfile,
+        "leftovers": kwargs.pop("leftovers"),
     }
     resolved = settings(
         kwargs, extra, {"py_spy": py_spy, "rollback": rollback, "textfile": textfile}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from wsgi_drain.applog import RunLog
 from wsgi_drain.config import Settings
+from wsgi_drain.descendants import Descendants
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, Progress, RouterRecord
@@ -86,6 +87,8 @@ class Watched:
     # New members seen after the signal, and those of them seen gone again.
     seen_new: set[int] = field(default_factory=set)
     vanished: set[int] = field(default_factory=set)
+    # The old daemons' descendants, recorded before each signal (restart/leftovers.py).
+    descendants: Descendants = field(default_factory=Descendants)
 
 
 def close(handles: list[Handle]) -> None:

@@ -22,6 +22,7 @@ from wsgi_drain.outcome import Phase
 from wsgi_drain.restart.apache_died import guarded
 from wsgi_drain.restart.apache_restarted import reader
 from wsgi_drain.restart.crashloop import SETTLE, is_crash_loop, new_deaths, new_pids
+from wsgi_drain.restart.leftovers import record
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
 from wsgi_drain.restart.timing import HOST_POLL, IDLE_WAIT, RESPAWN_MARGIN
@@ -85,6 +86,7 @@ def rolling(
             sent_at = time.monotonic()
             if watched.signalled_at is None:
                 watched.signalled_at = sent_at
+            record(run, watched, [handle])  # before the signal: its descendants, proven
             handle.send(sig)
             rec.signals.append(sig.name)
             own = _requests_of(target, proc.pid)

@@ -24,6 +24,7 @@ from wsgi_drain.restart.discover import discover
 from wsgi_drain.restart.divert import divert
 from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
 from wsgi_drain.restart.impact import close_window, open_window, remember
+from wsgi_drain.restart.leftovers import after_run
 from wsgi_drain.restart.plan import plan
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
@@ -69,7 +70,7 @@ def restart(
             if dry_run:
                 plan(run, target, routing, sig)
             else:
-                with _locked(run, routing):
+                with _locked(run, routing), after_run(run, target, watched):
                     window = open_window(run, target, routing)
                     try:
                         _execute(run, target, routing, watched, verdict, sig, force)

@@ -11,6 +11,7 @@ import signal
 import time
 
 from wsgi_drain.outcome import Phase
+from wsgi_drain.restart.leftovers import record
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
 from wsgi_drain.signals import Handle, open_handle
@@ -40,6 +41,7 @@ def signal_all(
         routing.journal.phase = "signal"
         routing.journal.signalled = [h.pid for h in handles]
         routing.journal.save(run.settings.state_dir)
+        record(run, watched, handles)  # before the signal: their descendants, proven
         watched.signalled_at = time.monotonic()
         for handle in handles:
             verdict.signalled = True
