@@ -27,6 +27,10 @@ class Phase(StrEnum):
     VERIFY = "verify"
     WARM = "warm"
     RESTORE = "restore"
+    # The whole host's runs (wsgi_drain/host/).
+    CONFIGTEST = "configtest"
+    GRACEFUL = "graceful"
+    STOP = "stop"
 
 
 # (phase, message) -> None; called as things happen.

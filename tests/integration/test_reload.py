@@ -1,0 +1,132 @@
+"""`wsgi-drain reload` end to end: Apache's own graceful restart made safe, on the real stack.
+
+Two Apaches with two groups each (lab/groups.py) behind HAProxy, load on
+both groups' paths and a 4 s request in flight on host `a` when the command
+starts.  Failures are counted at the client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from lab import LabUnavailable, LoadLoop, Stack, skip_or_fail, slow_request
+from lab.groups import SECOND, SECOND_PROCESSES, TwoGroupsLab, two_group_hosts
+from tests.integration.conftest import run_cli
+from tests.integration.test_restart import assert_no_failures
+from wsgi_drain.state import HOST, Journal
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def groups_stack(tmp_path: Path) -> Iterator[Stack]:
+    with ExitStack() as stop:
+        try:
+            running = stop.enter_context(two_group_hosts(tmp_path))
+        except LabUnavailable as err:
+            skip_or_fail(str(err))
+        yield running
+
+
+def host_config(stack: Stack, path: Path) -> Path:
+    """The TOML a host with two groups is configured by: the routers, each group's health URL."""
+    a = stack.a
+    path.write_text(
+        f'apache_pidfile = "{a.pid_file}"\n'
+        f'state_dir = "{stack.state_dir}"\n'
+        f'haproxy = ["{stack.haproxy.admin_socket}:be_app/a"]\n'
+        "lb_up_timeout = 30\n"
+        f'[groups.myapp]\nhealth_url = "{a.url}/health"\n'
+        f'[groups.{SECOND}]\nhealth_url = "{a.url}/{SECOND}/health"\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
+def loads(stack: Stack) -> list[LoadLoop]:
+    """Load through HAProxy on both groups' paths."""
+    return [
+        LoadLoop(stack.haproxy.url + path, max_requests=3000, max_seconds=40, clients=2)
+        for path in ("/", f"/{SECOND}/")
+    ]
+
+
+def test_reload_under_load_loses_nothing_and_replaces_every_group(
+    groups_stack: Stack, tmp_path: Path
+) -> None:
+    stack = groups_stack
+    a = stack.a
+    assert isinstance(a, TwoGroupsLab)
+    parent = a.parent_pid
+    old = a.all_daemon_pids()
+    conf = host_config(stack, tmp_path / "wsgi-drain.toml")
+    running = loads(stack)
+    for load in running:
+        load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        run = run_cli("reload", "--config", str(conf), "--json")
+        time.sleep(0.5)
+    finally:
+        for load in running:
+            load.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.json()
+    assert report["schema"] == "wsgi-drain/reload/v1"
+    assert report["verdict"] == "success"
+    assert slow.result(timeout=30).status == 200
+    for load in running:
+        assert_no_failures(load)
+    # Apache's own restart: the parent stays, every daemon of every group is new.
+    assert a.parent_pid == parent and report["apache_pid_after"] == parent
+    assert report["generation_after"] != report["generation_before"]
+    new_main, new_second = set(a.daemon_pids()), set(a.second_pids())
+    assert len(new_main) == a.processes and len(new_second) == SECOND_PROCESSES
+    assert not (new_main | new_second) & old
+    groups = {g["name"]: g for g in report["groups"]}
+    assert set(groups) == {"myapp", SECOND}
+    assert set(groups["myapp"]["new_pids"]) == new_main
+    assert set(groups[SECOND]["new_pids"]) == new_second
+    assert all(g["change"] == "kept" and g["health"]["status"] == 200 for g in groups.values())
+    assert groups["myapp"]["warm"] is not None  # lazily loaded: warmed before traffic returned
+    assert [(r["diverted"], r["restored"]) for r in report["routers"]] == [(True, True)]
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+    assert not Journal.path_for(stack.state_dir, HOST, "reload").exists()
+
+
+def test_reload_with_a_syntax_error_reloads_nothing_and_restores_the_router(
+    groups_stack: Stack, tmp_path: Path
+) -> None:
+    stack = groups_stack
+    a = stack.a
+    assert isinstance(a, TwoGroupsLab)
+    parent = a.parent_pid
+    old = a.all_daemon_pids()
+    conf = host_config(stack, tmp_path / "wsgi-drain.toml")
+    with a.conf_path.open("a") as f:
+        f.write("\nThisIsNotADirective on\n")
+    load = LoadLoop(stack.haproxy.url + "/", max_requests=2000, max_seconds=30, clients=2)
+    load.start()
+    try:
+        time.sleep(0.5)
+        run = run_cli("reload", "--config", str(conf))
+        time.sleep(2.5)  # the test fails fast: load before and after the router is back
+    finally:
+        load.stop()
+    assert run.returncode == 3, run.stdout + run.stderr
+    # Apache's own words, as it printed them.
+    assert "Invalid command 'ThisIsNotADirective'" in run.stdout + run.stderr
+    assert "nothing was reloaded" in run.stderr
+    assert a.parent_pid == parent
+    assert a.all_daemon_pids() == old
+    assert_no_failures(load)
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert stack.haproxy.server_states()["a"].status.startswith("UP")
+    assert not Journal.path_for(stack.state_dir, HOST, "reload").exists()

@@ -1,0 +1,99 @@
+"""The host's runs (reload, stop): their pure rules, and undrain repairing them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from wsgi_drain.config import Settings
+from wsgi_drain.divert import undrain
+from wsgi_drain.host.apachectl import configtest_argv
+from wsgi_drain.host.settings import host_routers
+from wsgi_drain.state import HOST, Journal
+
+
+def test_configtest_keeps_the_instances_own_configuration_arguments() -> None:
+    argv = [
+        "/usr/sbin/apache2", "-d", "/etc/apache2-two", "-fconf/x.conf", "-D", "FOREGROUND",
+        "-C", "Define X 1", "-c", "LogLevel info", "-k", "start", "-X",
+    ]  # fmt: skip
+    assert configtest_argv(argv) == [
+        "-d", "/etc/apache2-two", "-f", "conf/x.conf", "-D", "FOREGROUND",
+        "-C", "Define X 1", "-c", "LogLevel info", "-t",
+    ]  # fmt: skip
+
+
+def test_configtest_of_a_bare_httpd_is_just_dash_t() -> None:
+    assert configtest_argv(["/usr/sbin/httpd"]) == ["-t"]
+
+
+def test_host_routers_name_each_server_once_whichever_group_names_it() -> None:
+    base = Settings(group=HOST, haproxy=("/s:be/web1",))
+    a = Settings(group="a", haproxy=("/s:be/web1",), routers=("command:/bin/lb web1",))
+    b = Settings(group="b", routers=("haproxy:/s:be/web1", "health-file:/run/down"))
+    assert host_routers(base, [a, b], given=False) == [
+        "haproxy:/s:be/web1",
+        "command:/bin/lb web1",
+        "health-file:/run/down",
+    ]
+
+
+def test_host_routers_given_replace_every_tables() -> None:
+    base = Settings(group=HOST, routers=("command:/bin/lb web1",))
+    a = Settings(group="a", haproxy=("/s:be/web1",))
+    assert host_routers(base, [a], given=True) == ["command:/bin/lb web1"]
+
+
+# -- undrain repairs a host run's journal, from any group ------------------------------------
+
+
+@pytest.fixture
+def hook(tmp_path: Path) -> str:
+    """A command router (a real program) whose server state lives in a file; its spec."""
+    state = tmp_path / "admin"
+    state.write_text("drain")
+    script = tmp_path / "lb-hook"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'S="{state}"\n'
+        'case "$1" in\n'
+        '  divert) echo drain > "$S" ;;\n'
+        '  restore) echo ready > "$S" ;;\n'
+        '  state) echo "admin=$(cat "$S") sessions=0 queued=0 peers_up=1" ;;\n'
+        "esac\n"
+    )
+    script.chmod(0o700)
+    return f"command:{script}"
+
+
+@pytest.mark.parametrize("kind", ["reload", "stop"])
+def test_undrain_of_any_group_repairs_an_interrupted_host_run(
+    tmp_path: Path, hook: str, kind: str
+) -> None:
+    state_dir = tmp_path / "state"
+    journal = Journal(
+        group=HOST, pid=os.getpid() + 100000, started=0.0, kind=kind, routers=[hook],
+        before={hook: "ready"}, diverted=[hook], phase="graceful",
+    )  # fmt: skip
+    journal.save(state_dir)
+    said: list[str] = []
+    result = undrain(Settings(group="two", state_dir=state_dir), lambda _p, m: said.append(m), None)
+    assert (tmp_path / "admin").read_text().strip() == "ready"
+    assert result.journal_removed
+    assert not Journal.path_for(state_dir, HOST, kind).exists()
+    assert any(f"the {kind} of pid" in m for m in said), said
+
+
+def test_undrain_leaves_a_host_journal_naming_other_servers(tmp_path: Path, hook: str) -> None:
+    state_dir = tmp_path / "state"
+    other = "command:/bin/false other"
+    Journal(
+        group=HOST, pid=1, started=0.0, kind="stop", routers=[hook, other],
+        before={hook: "ready", other: "ready"}, diverted=[hook, other],
+    ).save(state_dir)  # fmt: skip
+    undrain(Settings(group="myapp", routers=(hook,), state_dir=state_dir), lambda *_: None)
+    left = json.loads(Journal.path_for(state_dir, HOST, "stop").read_text())
+    assert left["diverted"] == [other]
