@@ -44,6 +44,14 @@ WSGIScriptAlias /{SECOND} "{script}" process-group={SECOND} application-group=%{
         title = self.title_of(SECOND)
         return sorted(k.pid for k in self.children() if procs.title(k) == title)
 
+    def start_again(self) -> None:
+        """Start Apache again on the same port and configuration (after a stop, for maintenance)."""
+        from wsgi_drain.deadline import Deadline
+
+        deadline = Deadline(self.start_timeout)
+        self._launch(deadline)
+        self._wait_ready(deadline)
+
     def all_daemon_pids(self) -> set[int]:
         return set(self.daemon_pids()) | set(self.second_pids())
 

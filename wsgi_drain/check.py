@@ -31,6 +31,7 @@ from wsgi_drain.errorlog import LifecycleEvent, recent_events
 from wsgi_drain.errors import DrainError, GroupNotFoundError, IdentityError, RouterError
 from wsgi_drain.health import Probe, probe_for
 from wsgi_drain.inventory import ProcessInfo, process_info
+from wsgi_drain.maintenance import stop_note
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
 from wsgi_drain.traps import RESTART_ONLY, find_traps
@@ -93,14 +94,21 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     """Apply every rule to `settings.group` and return the findings."""
     result = CheckResult(settings.group)
     running = _journal_rule(result, settings)
+    # `wsgi-drain stop` took the host out on purpose: said, not a bare CRITICAL.
+    maintenance = stop_note(settings.state_dir, settings.group)
     try:
         instance = find_apache(pidfile=settings.apache_pidfile, config_path=settings.apache_config)
     except GroupNotFoundError:
         raise
     except DrainError as err:
-        result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
-        _router_rule(result, settings, running)
+        if maintenance is not None:
+            result.add(NagiosStatus.WARNING, maintenance)
+        else:
+            result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
+        _router_rule(result, settings, running or maintenance is not None)
         return result
+    if maintenance is not None:
+        result.add(NagiosStatus.WARNING, maintenance)
     group = instance.config.group(settings.group)  # unknown group: UNKNOWN, by the caller
     result.expected = group.processes
     procs = _processes_rule(result, instance, group, thresholds, running)
@@ -114,7 +122,7 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
         _log_rule(result, group, log, events, thresholds)
     if settings.health_url:
         _health_rule(result, settings, thresholds)
-    _router_rule(result, settings, running)
+    _router_rule(result, settings, running or maintenance is not None)
     found = [
         t
         for t in find_traps(group, fds_readable=procfs.fds_readable(instance.pid))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import pytest
@@ -130,3 +130,66 @@ def test_reload_with_a_syntax_error_reloads_nothing_and_restores_the_router(
     assert stack.haproxy.admin_state("a") == "ready"
     assert stack.haproxy.server_states()["a"].status.startswith("UP")
     assert not Journal.path_for(stack.state_dir, HOST, "reload").exists()
+
+
+def test_graceful_stop_under_load_loses_nothing_then_undrain_wait_ready_puts_it_back(
+    groups_stack: Stack, tmp_path: Path
+) -> None:
+    import psutil
+
+    from lab import procs
+
+    stack = groups_stack
+    a = stack.a
+    assert isinstance(a, TwoGroupsLab)
+    parent = a.parent_pid
+    instance = {parent, *(k.pid for k in a.children())}
+    conf = host_config(stack, tmp_path / "wsgi-drain.toml")
+    running = loads(stack)
+    for load in running:
+        load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        run = run_cli("stop", "--config", str(conf), "--json")
+        time.sleep(0.5)
+    finally:
+        for load in running:
+            load.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.json()
+    assert report["schema"] == "wsgi-drain/stop/v1"
+    assert slow.result(timeout=30).status == 200
+    for load in running:
+        assert_no_failures(load)
+    # Apache and every process it ran are gone (a zombie nobody reaps counts as gone).
+    assert instance <= set(report["processes"]) and report["still_running"] == []
+    for pid in instance:
+        with suppress(psutil.NoSuchProcess):
+            assert procs.is_gone(psutil.Process(pid)), f"pid {pid} of the instance still runs"
+    assert stack.haproxy.admin_state("a") == "drain"
+    assert report["left_diverted"] is True
+    journal = Journal.load(stack.state_dir, HOST, "stop")
+    assert journal is not None and journal.phase == "stopped-for-maintenance"
+    assert "maintenance" in journal.note
+
+    check = run_cli("check", "--group", "myapp", "--config", str(conf))
+    assert check.returncode == 1, check.stdout  # WARNING, not a bare CRITICAL
+    assert "stopped for maintenance" in check.stdout.splitlines()[0]
+
+    # The maintenance done: Apache started again, undrain waits until it is ready.
+    a.start_again()
+    load = LoadLoop(stack.haproxy.url + "/", max_requests=3000, max_seconds=30, clients=2)
+    load.start()
+    try:
+        time.sleep(0.5)
+        back = run_cli("undrain", "--group", "myapp", "--config", str(conf), "--wait-ready", "60")
+        stack.haproxy.wait_status("a", "UP", timeout=15)
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert_no_failures(load)
+    assert not Journal.path_for(stack.state_dir, HOST, "stop").exists()

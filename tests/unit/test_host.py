@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.unit.children import SLEEPER, reap
 from wsgi_drain.config import Settings
 from wsgi_drain.divert import undrain
 from wsgi_drain.host.apachectl import configtest_argv
@@ -97,3 +101,53 @@ def test_undrain_leaves_a_host_journal_naming_other_servers(tmp_path: Path, hook
     undrain(Settings(group="myapp", routers=(hook,), state_dir=state_dir), lambda *_: None)
     left = json.loads(Journal.path_for(state_dir, HOST, "stop").read_text())
     assert left["diverted"] == [other]
+
+
+# -- stop: confirmed gone by pid and start time; check says "stopped for maintenance" -------
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    reap(started)
+
+
+def test_stop_counts_a_process_alive_until_it_is_gone(
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    from wsgi_drain.host.stop import _alive, _instance_processes
+
+    child = subprocess.Popen([sys.executable, "-c", SLEEPER])
+    children.append(child)
+    recorded = _instance_processes(os.getpid())
+    assert child.pid in recorded
+    assert child.pid in _alive(recorded)
+    child.kill()
+    child.wait()
+    assert child.pid not in _alive(recorded)
+
+
+def test_stop_does_not_wait_for_a_reused_pid(children: list[subprocess.Popen[bytes]]) -> None:
+    from wsgi_drain.host.stop import _alive
+
+    child = subprocess.Popen([sys.executable, "-c", SLEEPER])
+    children.append(child)
+    # Same pid, another start time: another process now, not one of the instance's.
+    assert _alive({child.pid: 1.0}) == set()
+
+
+def test_check_says_stopped_for_maintenance_not_a_bare_critical(tmp_path: Path) -> None:
+    from wsgi_drain.check import Thresholds, run_check
+    from wsgi_drain.status import NagiosStatus
+
+    state_dir = tmp_path / "state"
+    Journal(group=HOST, pid=1, started=0.0, kind="stop", phase="stopped-for-maintenance").save(
+        state_dir
+    )
+    settings = Settings(group="myapp", apache_pidfile=tmp_path / "gone.pid", state_dir=state_dir)
+    result = run_check(settings, Thresholds())
+    assert result.status == NagiosStatus.WARNING
+    assert any("stopped for maintenance" in f.message for f in result.findings)
+    Journal.path_for(state_dir, HOST, "stop").unlink()
+    assert run_check(settings, Thresholds()).status == NagiosStatus.CRITICAL

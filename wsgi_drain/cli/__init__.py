@@ -18,6 +18,7 @@ from wsgi_drain.cli.options import CONTEXT
 from wsgi_drain.cli.reload import reload
 from wsgi_drain.cli.restart import restart
 from wsgi_drain.cli.status import status
+from wsgi_drain.cli.stop import stop
 from wsgi_drain.status import ExitStatus, NagiosStatus
 
 
@@ -33,13 +34,14 @@ def cli() -> None:
       wsgi-drain check   --group myapp    health check for cron/monitoring (Nagios codes)
       wsgi-drain status                   Apache instances, groups, processes, routers
       wsgi-drain reload                   the safe apachectl graceful (configuration changes)
+      wsgi-drain stop                     stop Apache for maintenance after its last request
 
     Settings come from options, WSGI_DRAIN_* variables, or /etc/wsgi-drain.toml
     (see README). Run any command with --help for its options and exit statuses.
     """
 
 
-for _command in (restart, drain, undrain, check, status, reload):
+for _command in (restart, drain, undrain, check, status, reload, stop):
     cli.add_command(_command)
 
 
