@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -151,3 +152,46 @@ def test_check_says_stopped_for_maintenance_not_a_bare_critical(tmp_path: Path) 
     assert any("stopped for maintenance" in f.message for f in result.findings)
     Journal.path_for(state_dir, HOST, "stop").unlink()
     assert run_check(settings, Thresholds()).status == NagiosStatus.CRITICAL
+
+
+# -- reload --or-graceful: the plain reload only where wsgi-drain is not configured ---------
+
+
+def test_reload_or_graceful_runs_the_plain_reload_when_unconfigured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from wsgi_drain import config
+    from wsgi_drain.cli import cli
+
+    cli_reload = importlib.import_module("wsgi_drain.cli.reload")  # the name is the command
+
+    monkeypatch.delenv("WSGI_DRAIN_CONFIG", raising=False)
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", tmp_path / "absent.toml")
+    # Our own constant: `false` stands for apachectl, so its status must come back.
+    monkeypatch.setattr(cli_reload, "PLAIN_RELOAD", ("false",))
+    result = CliRunner().invoke(cli, ["reload", "--or-graceful"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "not configured" in result.output
+
+
+def test_reload_or_graceful_is_wsgi_drains_reload_once_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from wsgi_drain.cli import cli
+
+    cli_reload = importlib.import_module("wsgi_drain.cli.reload")  # the name is the command
+
+    conf = tmp_path / "wsgi-drain.toml"
+    conf.write_text(f'apache_pidfile = "{tmp_path / "gone.pid"}"\n')
+    conf.chmod(0o600)
+    monkeypatch.setattr(cli_reload, "PLAIN_RELOAD", ("false",))
+    result = CliRunner().invoke(
+        cli, ["reload", "--or-graceful", "--config", str(conf)], catch_exceptions=False
+    )
+    assert result.exit_code == 3  # wsgi-drain's own run: its Apache is not found
+    assert "not configured" not in result.output
+    assert "gone.pid does not exist" in result.output
