@@ -193,3 +193,27 @@ def test_graceful_stop_under_load_loses_nothing_then_undrain_wait_ready_puts_it_
     assert stack.haproxy.admin_state("a") == "ready"
     assert_no_failures(load)
     assert not Journal.path_for(stack.state_dir, HOST, "stop").exists()
+
+
+def test_reload_leaves_an_unhealthy_host_out_and_undrain_repairs_the_reload(
+    groups_stack: Stack, tmp_path: Path
+) -> None:
+    stack = groups_stack
+    a = stack.a
+    conf = host_config(stack, tmp_path / "wsgi-drain.toml")
+    a.set_healthy(False)  # the new generation will not answer its health URL
+    run = run_cli("reload", "--config", str(conf), "--json")
+    assert run.returncode == 6, run.stdout + run.stderr
+    report = run.json()
+    assert report["left_diverted"] is True
+    assert stack.haproxy.admin_state("a") == "drain"
+    journal = Journal.load(stack.state_dir, HOST, "reload")
+    assert journal is not None and journal.phase == "left-diverted"
+    status = run_cli("status", "--state-dir", str(stack.state_dir))
+    assert "@host" in status.stdout, status.stdout
+
+    a.set_healthy(True)
+    back = run_cli("undrain", "--group", SECOND, "--config", str(conf), "--wait-ready", "30")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert not Journal.path_for(stack.state_dir, HOST, "reload").exists()
