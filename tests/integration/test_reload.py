@@ -217,3 +217,30 @@ def test_reload_leaves_an_unhealthy_host_out_and_undrain_repairs_the_reload(
     assert back.returncode == 0, back.stdout + back.stderr
     assert stack.haproxy.admin_state("a") == "ready"
     assert not Journal.path_for(stack.state_dir, HOST, "reload").exists()
+
+
+def test_reload_benchmark_measures_both_methods_in_one_run() -> None:
+    """bench/reload_methods.py, one short repetition: complete figures, never speed."""
+    from bench import reload_methods
+
+    try:
+        section = reload_methods.run(
+            "debian",
+            1,
+            timing=reload_methods.Timing(steady=1.0, slow=2.0, slow_lead=0.3, tail=0.5),
+            log=lambda _line: None,
+        )
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    methods = section["methods"]
+    assert set(methods) == {"graceful", "reload"}
+    for data in methods.values():
+        (trial,) = data["trials"]
+        assert trial["errors"] == [], trial["errors"]
+        assert sum(trial["counts"].values()) == trial["total"] > 0
+        assert trial["wall_replaced"] is not None and trial["parent_kept"]
+        assert not set(trial["old_pids"]) & set(trial["new_pids"])
+    (ours,) = methods["reload"]["trials"]
+    assert ours["exit_status"] == 0 and ours["report"]["verdict"] == "success"
+    assert ours["failed"] == 0 and ours["in_flight"]["status"] == 200
+    assert "| wsgi-drain reload (HAProxy) |" in "\n".join(reload_methods.markdown(section))
