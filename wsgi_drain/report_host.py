@@ -103,7 +103,10 @@ def print_text(out: HostOutcome, stream: TextIO | None = None) -> None:
         health = ""
         if g.health is not None:
             health = f"  health HTTP {g.health['status'] or g.health['error']}"
-        w(f"  group {g.name}: {g.change}, [{old}] -> [{new}]{health}\n")
+        if out.command == "reload" and not base.dry_run:
+            w(f"  group {g.name}: {g.change}, [{old}] -> [{new}]{health}\n")
+        else:
+            w(f"  group {g.name}: [{old}]\n")
     for r in base.routers:
         state = "restored" if r.restored else ("LEFT OUT" if r.diverted else "untouched")
         w(f"  router {r.name}: {state}\n")
