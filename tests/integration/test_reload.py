@@ -210,7 +210,8 @@ def test_reload_leaves_an_unhealthy_host_out_and_undrain_repairs_the_reload(
     journal = Journal.load(stack.state_dir, HOST, "reload")
     assert journal is not None and journal.phase == "left-diverted"
     status = run_cli("status", "--state-dir", str(stack.state_dir))
-    assert "@host" in status.stdout, status.stdout
+    assert "journal: the host's reload" in status.stdout, status.stdout
+    assert "undrain --group GROUP --wait-ready 60" in status.stdout
 
     a.set_healthy(True)
     back = run_cli("undrain", "--group", SECOND, "--config", str(conf), "--wait-ready", "30")
