@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import LabUnavailable, LoadLoop, Stack, skip_or_fail, slow_request
+from lab import LabUnavailable, LoadLoop, ModWsgi, Stack, skip_or_fail, slow_request
 from lab.groups import SECOND, SECOND_PROCESSES, TwoGroupsLab, two_group_hosts
 from tests.integration.conftest import run_cli
 from tests.integration.test_restart import assert_no_failures
@@ -24,10 +24,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def groups_stack(tmp_path: Path) -> Iterator[Stack]:
+def groups_stack(tmp_path: Path, modwsgi: ModWsgi) -> Iterator[Stack]:
+    """Both builds (Debian's mod_wsgi 4.9, PyPI's 6.x), as the restart's tests run."""
     with ExitStack() as stop:
         try:
-            running = stop.enter_context(two_group_hosts(tmp_path))
+            running = stop.enter_context(two_group_hosts(tmp_path, modwsgi))
         except LabUnavailable as err:
             skip_or_fail(str(err))
         yield running

@@ -195,3 +195,21 @@ def test_reload_or_graceful_is_wsgi_drains_reload_once_configured(
     assert result.exit_code == 3  # wsgi-drain's own run: its Apache is not found
     assert "not configured" not in result.output
     assert "gone.pid does not exist" in result.output
+
+
+@pytest.mark.parametrize("command", ["reload", "stop"])
+def test_host_commands_refuse_a_router_chosen_under_sudo(
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    from click.testing import CliRunner
+
+    from wsgi_drain.cli import cli
+
+    if os.geteuid() != 0:
+        pytest.skip("the sudo rule applies to root only")
+    monkeypatch.setenv("SUDO_USER", "mallory")
+    result = CliRunner().invoke(
+        cli, [command, "--router", "command:/tmp/x"], catch_exceptions=False
+    )
+    assert result.exit_code == 2
+    assert "--router is refused when run as root through sudo" in result.output

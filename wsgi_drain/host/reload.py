@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 import time
 
+from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigTestError, DrainError, NotReplacedError, UnhealthyError
 from wsgi_drain.health import probe_for
@@ -105,6 +106,13 @@ def _watch(run: Run, host: Host, out: HostOutcome) -> NewGeneration:
     deadline = Deadline(limit)
     with out.base.phase(Phase.WATCH, run.progress) as ph:
         while not look(instance, host.old, seen):
+            if procfs.gone(instance.pid):
+                # A parent that cannot load the configuration exits: waiting is useless.
+                raise NotReplacedError(
+                    f"the Apache parent pid {instance.pid} exited during its graceful restart; "
+                    "the host stays out of rotation. See Apache's error log, start Apache, then "
+                    f"`wsgi-drain undrain --group {run.settings.group} --wait-ready 60`"
+                )
             if deadline.expired():
                 waiting = "; ".join(f"{k}: {v}" for k, v in seen.waiting.items())
                 raise NotReplacedError(
