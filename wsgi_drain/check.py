@@ -107,6 +107,7 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
             result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
         _router_rule(result, settings, running or maintenance is not None)
         return result
+    maintenance = stop_note(settings.state_dir, settings.group, apache_running=True)
     if maintenance is not None:
         result.add(NagiosStatus.WARNING, maintenance)
     group = instance.config.group(settings.group)  # unknown group: UNKNOWN, by the caller

@@ -16,13 +16,17 @@ from wsgi_drain.state import HOST, Journal
 STOPPED = "stopped-for-maintenance"
 
 
-def stop_note(state_dir: Path, group: str) -> str | None:
-    """What a maintenance stop left, for `check`; None when there is none (or it is unreadable)."""
+def stop_note(state_dir: Path, group: str, *, apache_running: bool = False) -> str | None:
+    """What a maintenance stop left, for `check`; None when there is none (or it is unreadable).
+
+    Once Apache runs again, a stop that left no router out (none was
+    configured) is over: there is nothing for `undrain` to put back.
+    """
     try:
         journal = Journal.load(state_dir, HOST, "stop")
     except DrainError:
         return None  # the journal rule of a restart reports broken journals; not this one
-    if journal is None:
+    if journal is None or (apache_running and not journal.still_diverted):
         return None
     ago = max(0.0, time.time() - journal.started)
     when = f"{ago / 60:.0f} min" if ago >= 120 else f"{ago:.0f} s"

@@ -213,3 +213,19 @@ def test_host_commands_refuse_a_router_chosen_under_sudo(
     )
     assert result.exit_code == 2
     assert "--router is refused when run as root through sudo" in result.output
+
+
+def test_a_stop_without_routers_is_over_once_apache_runs_again(tmp_path: Path) -> None:
+    from wsgi_drain.maintenance import stop_note
+
+    Journal(group=HOST, pid=1, started=0.0, kind="stop", phase="stopped-for-maintenance").save(
+        tmp_path
+    )
+    assert "stopped for maintenance" in (stop_note(tmp_path, "myapp") or "")
+    assert stop_note(tmp_path, "myapp", apache_running=True) is None
+    Journal(
+        group=HOST, pid=1, started=0.0, kind="stop", routers=["command:/bin/lb"],
+        before={"command:/bin/lb": "ready"}, diverted=["command:/bin/lb"],
+    ).save(tmp_path)  # fmt: skip
+    note = stop_note(tmp_path, "myapp", apache_running=True)
+    assert note is not None and "undrain --group myapp --wait-ready 60" in note
