@@ -55,7 +55,11 @@ def discover_host(run: Run, hs: HostSettings, out: HostOutcome) -> Host:
             out.group(name).old_pids = list(old.members[gid])
         targets = [_target(hs, old, gid) for gid in sorted(old.sockets)]
         if not targets:
-            run.warn("the Apache parent runs no daemon group now (none started yet?)")
+            raise NotFoundError(
+                f"{instance.describe()} runs none of its daemon groups now (still starting, or "
+                "mod_wsgi not loaded?); nothing changed. Use apachectl itself, or retry once "
+                "its daemons run"
+            )
         routing = read_routers(run)
         _adopt_host_journals(run, routing)
         ph.detail = (
