@@ -246,3 +246,51 @@ def test_reload_benchmark_measures_both_methods_in_one_run() -> None:
     assert ours["exit_status"] == 0 and ours["report"]["verdict"] == "success"
     assert ours["failed"] == 0 and ours["in_flight"]["status"] == 200
     assert "| wsgi-drain reload (HAProxy) |" in "\n".join(reload_methods.markdown(section))
+
+
+@pytest.mark.parametrize("repair", ["undrain", "reload"])
+def test_reload_killed_outright_leaves_its_journal_and_undrain_repairs_it(
+    groups_stack: Stack, tmp_path: Path, repair: str
+) -> None:
+    """Repaired by `undrain`, or taken over by the next reload (which puts the router back)."""
+    import signal
+    import subprocess
+
+    from tests.integration.conftest import wsgi_drain_command
+
+    stack = groups_stack
+    conf = host_config(stack, tmp_path / "wsgi-drain.toml")
+    # A request in flight holds the reload in its wait, after the divert.
+    slow = slow_request(stack.haproxy.url + "/slow?s=6", 6)
+    time.sleep(0.5)
+    proc = subprocess.Popen(
+        [*wsgi_drain_command(), "reload", "--config", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while stack.haproxy.admin_state("a") != "drain" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)  # ours: the reload this test started
+    finally:
+        proc.wait(timeout=30)
+    journal = Journal.load(stack.state_dir, HOST, "reload")
+    assert journal is not None and journal.diverted, "the killed reload left no journal"
+    assert stack.haproxy.admin_state("a") == "drain"
+    assert slow.result(timeout=30).status == 200
+
+    if repair == "undrain":
+        run = run_cli("undrain", "--group", "myapp", "--config", str(conf), "--wait-ready", "30")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "the reload of pid" in run.stderr + run.stdout
+    else:
+        run = run_cli("reload", "--config", str(conf), "--json")
+        assert run.returncode == 0, run.stdout + run.stderr
+        report = run.json()
+        assert [(r["adopted"], r["restored"]) for r in report["routers"]] == [(True, True)]
+        assert any("earlier reload or stop" in w for w in report["warnings"])
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert not Journal.path_for(stack.state_dir, HOST, "reload").exists()
