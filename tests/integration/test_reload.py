@@ -294,3 +294,28 @@ def test_reload_killed_outright_leaves_its_journal_and_undrain_repairs_it(
         assert any("earlier reload or stop" in w for w in report["warnings"])
     assert stack.haproxy.admin_state("a") == "ready"
     assert not Journal.path_for(stack.state_dir, HOST, "reload").exists()
+
+
+@pytest.mark.parametrize("command", ["reload", "stop"])
+def test_reload_and_stop_dry_run_print_the_whole_plan_and_change_nothing(
+    groups_stack: Stack, tmp_path: Path, command: str
+) -> None:
+    stack = groups_stack
+    a = stack.a
+    assert isinstance(a, TwoGroupsLab)
+    parent, old = a.parent_pid, a.all_daemon_pids()
+    conf = host_config(stack, tmp_path / "wsgi-drain.toml")
+    run = run_cli(command, "--config", str(conf), "--dry-run", "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    plan = " | ".join(run.json()["plan"])
+    assert "divert haproxy" in plan and "restore" not in plan.split("|")[0]
+    if command == "reload":
+        assert "test the configuration: /usr/sbin/apache2 -f" in plan
+        assert f"SIGUSR1 (graceful restart) to the Apache parent pid {parent}" in plan
+        assert f"probe group {SECOND} at" in plan and "it loads lazily" in plan
+    else:
+        assert f"SIGWINCH (graceful-stop) to the Apache parent pid {parent}" in plan
+        assert "leave the host out of rotation" in plan
+    assert a.parent_pid == parent and a.all_daemon_pids() == old
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert not Journal.path_for(stack.state_dir, HOST, command).exists()

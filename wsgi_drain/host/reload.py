@@ -22,7 +22,7 @@ from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigTestError, DrainError, NotReplacedError, UnhealthyError
 from wsgi_drain.health import probe_for
-from wsgi_drain.host.apachectl import configtest, signal_parent
+from wsgi_drain.host.apachectl import configtest, configtest_argv, signal_parent
 from wsgi_drain.host.generation import NewGeneration, look
 from wsgi_drain.host.quiet import Host, discover_host, locked, wait_quiet
 from wsgi_drain.host.records import HostOutcome
@@ -151,7 +151,7 @@ def _verify(run: Run, host: Host, out: HostOutcome, seen: NewGeneration, verdict
     """Each group on its own health URL (within HEALTH_WAIT); then warm the lazily loaded ones."""
     failed: list[str] = []
     with out.base.phase(Phase.VERIFY, run.progress) as ph:
-        for name, procs in seen.groups.items():
+        for name in seen.groups:
             gs = host.hs.groups.get(name)
             if gs is None or not gs.health_url:
                 run.warn(f"group {name!r} has no health_url ([groups.{name}]): not verified")
@@ -169,7 +169,6 @@ def _verify(run: Run, host: Host, out: HostOutcome, seen: NewGeneration, verdict
             }
             if not result.ok:
                 failed.append(f"{name}: {gs.health_url} {result.said()}")
-            del procs
         ph.detail = ", ".join(
             f"{r.name}: HTTP {r.health['status']}" for r in out.groups if r.health is not None
         )
@@ -229,10 +228,7 @@ def _plan(run: Run, host: Host, out: HostOutcome) -> None:
         f"wait up to {s.drain_timeout:g} s for the requests every group's daemons hold "
         f"({', '.join(rec.name for rec in out.groups)})"
     )
-    from wsgi_drain.host.apachectl import configtest_argv
-    from wsgi_drain.procfs import cmdline
-
-    argv = cmdline(instance.pid)
+    argv = procfs.cmdline(instance.pid)
     plan.append(
         f"test the configuration: {' '.join([instance.exe or argv[0], *configtest_argv(argv)])}; "
         "if it fails, put the routers back and exit 3 with Apache's words"
@@ -242,9 +238,11 @@ def _plan(run: Run, host: Host, out: HostOutcome) -> None:
         f"wait up to {host.hs.timeout or GENERATION_TIMEOUT:g} s for every group of the new "
         "generation (and every old daemon gone)"
     )
+    lazy = {g.name for g in instance.config.groups if not g.preloaded}
     for name, gs in host.hs.groups.items():
         if gs.health_url:
-            plan.append(f"probe group {name} at {gs.health_url}; warm it if it loads lazily")
+            warm = "; warm its new processes (it loads lazily)" if name in lazy else ""
+            plan.append(f"probe group {name} at {gs.health_url}{warm}")
         else:
             plan.append(f"group {name}: no health_url, not verified")
     put_back = [rec.name for rec in out.base.routers if rec.ours]
