@@ -1,4 +1,4 @@
-"""The whole benchmark in one command: restart methods, exit detection, discovery at scale.
+"""The whole benchmark in one command: restart methods, exit detection, discovery, reload.
 
     python -m bench.run [--modwsgi debian|pypi] [--reps 3]
 
@@ -19,7 +19,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common, discovery_scale, exit_detection, restart_methods
+from bench import common, discovery_scale, exit_detection, reload_methods, restart_methods
 from bench.common import IMG_DIR, RESULTS_DIR
 from lab import ModWsgi
 
@@ -53,6 +53,8 @@ def run(
     if "exit" in parts:
         say("exit detection ...")
         sections["exit_detection"] = exit_detection.run(exit_trials)
+    if "reload" in parts:
+        sections["reload_methods"] = reload_methods.run(modwsgi, reps, log=say)
     if "discovery" in parts:
         say(f"discovery with {extra_processes} extra processes ...")
         sections["discovery_scale"] = discovery_scale.run(
@@ -75,6 +77,7 @@ _PARTS = (
     ("restart_methods", restart_methods),
     ("exit_detection", exit_detection),
     ("discovery_scale", discovery_scale),
+    ("reload_methods", reload_methods),
 )
 
 
@@ -87,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=("restart", "exit", "discovery"),
-        default=["restart", "exit", "discovery"],
+        choices=("restart", "exit", "discovery", "reload"),
+        default=["restart", "exit", "discovery", "reload"],
     )
     parser.add_argument("--extra-processes", type=int, default=5000)
     parser.add_argument(

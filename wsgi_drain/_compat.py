@@ -42,3 +42,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["StrEnum", "tomllib"]
+
+
+def print_bug(err: BaseException) -> None:
+    """A bug's traceback on stderr, on every supported Python.
+
+    `traceback.print_exception(err)` with the exception alone is 3.10+; 3.9
+    wants (type, value, traceback).  Imported here, lazily: only a bug needs it.
+    """
+    import traceback
+
+    traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)

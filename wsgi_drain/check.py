@@ -36,6 +36,7 @@ from wsgi_drain.errors import (
     RouterError,
 )
 from wsgi_drain.inventory import ProcessInfo, process_info
+from wsgi_drain.maintenance import stop_note
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
 from wsgi_drain.traps import RESTART_ONLY, find_traps
@@ -106,6 +107,8 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     result = CheckResult(settings.group)
     running = _journal_rule(result, settings)
     _leftovers_rule(result, settings)
+    # `wsgi-drain stop` took the host out on purpose: said, not a bare CRITICAL.
+    maintenance = stop_note(settings.state_dir, settings.group)
     try:
         instance = find_apache(
             pidfile=settings.apache_pidfile,
@@ -120,9 +123,15 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
         _router_rule(result, settings, running)
         return result
     except DrainError as err:
-        result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
-        _router_rule(result, settings, running)
+        if maintenance is not None:
+            result.add(NagiosStatus.WARNING, maintenance)
+        else:
+            result.add(NagiosStatus.CRITICAL, f"Apache is not running: {err}")
+        _router_rule(result, settings, running or maintenance is not None)
         return result
+    maintenance = stop_note(settings.state_dir, settings.group, apache_running=True)
+    if maintenance is not None:
+        result.add(NagiosStatus.WARNING, maintenance)
     group = instance.group(settings.group)  # unknown group: UNKNOWN, by the caller
     result.expected = group.processes
     procs = _processes_rule(result, instance, group, thresholds, running)
@@ -136,7 +145,7 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
         _log_rule(result, group, log, events, thresholds)
     if settings.health_url:
         _health_rule(result, settings, thresholds)
-    _router_rule(result, settings, running)
+    _router_rule(result, settings, running or maintenance is not None)
     found = [
         t
         for t in find_traps(

@@ -31,7 +31,7 @@ from wsgi_drain.errors import ConfigError, DrainError, JournalError, RouterError
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Progress
 from wsgi_drain.routers import Router, RouterState
-from wsgi_drain.state import Journal, group_lock, journal_lock, router_lock
+from wsgi_drain.state import HOST, Journal, group_lock, journal_lock, router_lock
 
 
 @dataclass
@@ -211,6 +211,16 @@ def undrain(
             for kind in ("restart", "drain")
             if (j := _journal(settings, kind, configured, result))
         ]
+        # A reload or a maintenance stop of the whole host (wsgi_drain/host/)
+        # is repaired from any of its groups.
+        host = [
+            j
+            for kind in ("reload", "stop")
+            if (j := _journal(settings, kind, configured, result, HOST))
+        ]
+        if host:
+            locks.enter_context(group_lock(settings.state_dir, HOST, what="undrain", shared=True))
+        journals += host
         # Exactly the servers asked for: on a load balancer's host one group's
         # journal names many app servers (each host's drain), and another may
         # be out on purpose.  Only with none named does undrain repair them all.
@@ -252,9 +262,11 @@ def _forget(
     written it since it was read.
     """
     what = "a hand-run drain" if journal.kind == "drain" else f"pid {journal.pid}"
-    with journal_lock(settings.state_dir, settings.group):
+    if journal.kind in ("reload", "stop"):
+        what = f"the {journal.kind} of pid {journal.pid}"
+    with journal_lock(settings.state_dir, journal.group):
         try:
-            now = Journal.load(settings.state_dir, settings.group, journal.kind)
+            now = Journal.load(settings.state_dir, journal.group, journal.kind)
         except JournalError:
             now = journal
         if now is None:
@@ -274,15 +286,21 @@ def _forget(
 
 
 def _journal(
-    settings: Settings, kind: str, configured: list[str], result: DivertResult
+    settings: Settings,
+    kind: str,
+    configured: list[str],
+    result: DivertResult,
+    name: str | None = None,
 ) -> Journal | None:
-    """The group's journal of `kind`; a broken one is moved aside when routers are named."""
+    """The group's (or `name`'s) journal of `kind`; a broken one is moved aside when routers
+    are named."""
+    name = name or settings.group
     try:
-        return Journal.load(settings.state_dir, settings.group, kind)
+        return Journal.load(settings.state_dir, name, kind)
     except JournalError as err:
         if not configured:
             raise
-        path = Journal.path_for(settings.state_dir, settings.group, kind)
+        path = Journal.path_for(settings.state_dir, name, kind)
         aside = path.with_name(f"{path.name}.broken-{time.strftime('%Y%m%dT%H%M%S')}")
         with contextlib.suppress(OSError):
             os.replace(path, aside)

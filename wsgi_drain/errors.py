@@ -58,6 +58,22 @@ class ApacheConfigError(NotFoundError):
     """The Apache configuration could not be read (missing file, bad syntax)."""
 
 
+class ConfigTestError(ApacheConfigError):
+    """`reload`: Apache's own configuration test failed; nothing was reloaded (exit 3).
+
+    `output` is what Apache printed (its own words, for the operator).
+    """
+
+    def __init__(self, command: str, output: str) -> None:
+        self.command = command
+        self.output = output
+        super().__init__(
+            f"Apache's configuration test failed (`{command}`), nothing was reloaded and the "
+            f"routers are put back; fix the configuration, then reload again. Apache said:\n"
+            f"{output.strip()}"
+        )
+
+
 class GroupNotFoundError(NotFoundError):
     """The named WSGIDaemonProcess group is not in the Apache configuration."""
 

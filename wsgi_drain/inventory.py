@@ -27,7 +27,7 @@ from wsgi_drain.discovery import (
 from wsgi_drain.errors import DrainError
 from wsgi_drain.express import express_warnings
 from wsgi_drain.routers import RouterState
-from wsgi_drain.state import Journal, all_journals, lock_holder
+from wsgi_drain.state import HOST, Journal, all_journals, lock_holder
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def gather(
         inv.errors.append(f"group {group!r} is not configured; groups: {', '.join(known)}")
     try:
         journals, broken = all_journals(state_dir)
-        inv.journals = [j for j in journals if group is None or j.group == group]
+        inv.journals = [j for j in journals if group is None or j.group in (group, HOST)]
         inv.errors.extend(str(e) for e in broken if group is None or e.group in (None, group))
         inv.running = {j.group for j in inv.journals if lock_holder(state_dir, j.group)}
     except DrainError as err:

@@ -31,6 +31,10 @@ class Phase(StrEnum):
     RESTORE = "restore"
     ROLLBACK = "rollback"
     LEFTOVERS = "leftovers"
+    # The whole host's runs (wsgi_drain/host/).
+    CONFIGTEST = "configtest"
+    GRACEFUL = "graceful"
+    STOP = "stop"
 
 
 # (phase, message) -> None; called as things happen.

@@ -502,10 +502,21 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
             out.write(f"journal: group {j.group}: a {j.kind} is running (pid {j.pid}, {j.phase})\n")
             continue
         what = "drained by hand" if j.kind == "drain" else f"run by pid {j.pid} in phase {j.phase}"
+        # A host's reload or stop (wsgi_drain/host/) is undone from any of its groups.
+        host = j.kind in ("reload", "stop")
         out.write(
-            f"journal: group {j.group} {what}{newcode.rollback_words(j)}"
+            (
+                f"journal: the host's {j.kind} {what}"
+                if host
+                else f"journal: group {j.group} {what}{newcode.rollback_words(j)}"
+            )
             + (f" ({j.note})" if j.note else "")
-            + f"; undo with: {newcode.fix_for(j, j.group)}\n"
+            + "; undo with: "
+            + (
+                "wsgi-drain undrain --group GROUP --wait-ready 60 (any group of this host)\n"
+                if host
+                else f"{newcode.fix_for(j, j.group)}\n"
+            )
         )
     for name, entries in sorted(inv.leftovers.items()):
         for e in entries:

@@ -271,7 +271,17 @@ class Journal:
         return [spec for spec in self.diverted if self.before.get(spec, "ready") == "ready"]
 
 
-_SUFFIXES = {"restart": ".journal.json", "drain": ".drain.json"}
+_SUFFIXES = {
+    "restart": ".journal.json",
+    "drain": ".drain.json",
+    # The whole host's runs (wsgi_drain/host/): one journal per host, named HOST.
+    "reload": ".reload.json",
+    "stop": ".stop.json",
+}
+
+# The name host runs (`reload`, `stop`) lock and journal under: "@" starts no
+# WSGIDaemonProcess name a configuration uses, and every group's `undrain` reads it.
+HOST = "@host"
 
 
 # Types of the journal's keys; a missing optional key takes the dataclass default.

@@ -3,11 +3,13 @@
 Debian's logrotate and certbot hooks reload Apache, and any Apache reload
 stops every mod_wsgi daemon (SIGTERM, SIGKILL ~3 s later): the first test
 shows that on the real stack.  The shipped examples are then run for real:
-scripts/logrotate.d-apache2 (copytruncate, no reload) by the real logrotate,
-scripts/certbot-deploy-hook (drain, reload, undrain --wait-ready) under load
-through HAProxy, and the ExecStart of scripts/systemd/wsgi-drain-check@.service.
+scripts/logrotate.d-apache2 (postrotate: `wsgi-drain reload`) by the real
+logrotate, scripts/certbot-deploy-hook (`wsgi-drain reload`) under load
+through HAProxy, the ExecReload= of the systemd drop-in
+(scripts/systemd/apache2.service.d/wsgi-drain.conf) under load with a 4 s
+request in flight, and the ExecStart of scripts/systemd/wsgi-drain-check@.service.
 Settings the examples read from /etc/wsgi-drain.toml come from WSGI_DRAIN_*
-variables here, so the test never touches /etc.
+variables or a WSGI_DRAIN_CONFIG file here, so the test never touches /etc.
 """
 
 from __future__ import annotations
@@ -63,9 +65,29 @@ def _env(stack: Stack, state: Path) -> dict[str, str]:
     }
 
 
-def _graceful_command(lab: ApacheLab) -> str:
-    """`apache2 -f CONF -k graceful` for this lab: what `apache2ctl graceful` runs."""
-    return f"/usr/sbin/apache2 -f {lab.conf_path} -k graceful"
+def _host_toml(lab: ApacheLab, state: Path, path: Path, haproxy: str | None = None) -> Path:
+    """What /etc/wsgi-drain.toml says for host `lab` (0600, as root's file must be)."""
+    text = f'apache_pidfile = "{lab.pid_file}"\nstate_dir = "{state}"\n'
+    if haproxy is not None:
+        text += f'haproxy = ["{haproxy}"]\n'
+    path.write_text(text + f'[groups.myapp]\nhealth_url = "{lab.url}/health"\n')
+    path.chmod(0o600)
+    return path
+
+
+def _exec_reload(unit: Path) -> str:
+    """The ExecReload= a drop-in leaves: it must reset the unit's own first (an empty one)."""
+    values = []
+    section = ""
+    for line in unit.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and line.startswith("ExecReload="):
+            values.append(line.partition("=")[2])
+    assert values[:1] == [""], f"{unit} does not reset the unit's ExecReload= first: {values}"
+    assert len(values) == 2, values
+    return values[1]
 
 
 def _get(url: str) -> None:
@@ -104,15 +126,12 @@ def test_apache_reload_without_the_hook_cuts_the_request_in_flight(stack: Stack)
 def test_certbot_deploy_hook_reloads_apache_without_losing_a_request(
     stack: Stack, tmp_path: Path
 ) -> None:
-    old = set(stack.a.daemon_pids())
-    env = {
-        **os.environ,
-        **_env(stack, tmp_path / "state"),
-        "WSGI_DRAIN": wsgi_drain_command()[0],
-        "WSGI_DRAIN_GROUPS": "myapp",
-        "APACHE_RELOAD": _graceful_command(stack.a),
-        "WSGI_DRAIN_READY_TIMEOUT": "30",
-    }
+    old, parent = set(stack.a.daemon_pids()), stack.a.parent_pid
+    conf = _host_toml(
+        stack.a, tmp_path / "state", tmp_path / "wsgi-drain.toml",
+        f"{stack.haproxy.admin_socket}:be_app/a",
+    )  # fmt: skip
+    env = {**os.environ, "WSGI_DRAIN": wsgi_drain_command()[0], "WSGI_DRAIN_CONFIG": str(conf)}
     load = LoadLoop(stack.haproxy.url + "/", max_requests=3000, max_seconds=40)
     load.start()
     try:
@@ -133,11 +152,50 @@ def test_certbot_deploy_hook_reloads_apache_without_losing_a_request(
     assert hook.returncode == 0, hook.stdout + hook.stderr
     assert slow.result(timeout=30).status == 200
     assert load.summary().total > 20 and not _failed(load), load.summary()
-    # Apache did reload (every daemon is new) and the host is back in rotation.
+    # Apache did reload (same parent, every daemon new) and the host is back in rotation.
     new = set(stack.a.daemon_pids())
-    assert len(new) == 3 and not new & old
+    assert len(new) == 3 and not new & old and stack.a.parent_pid == parent
     assert stack.haproxy.server_states()["a"].status.startswith("UP")
-    assert "ready: 3/3 processes up; HTTP 200" in hook.stdout
+    assert hook.stdout.startswith("wsgi-drain: OK - Apache pid"), hook.stdout
+
+
+def test_systemd_drop_in_exec_reload_is_a_reload_that_loses_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    for unit in ("apache2", "httpd"):
+        command = _exec_reload(SCRIPTS / "systemd" / f"{unit}.service.d" / "wsgi-drain.conf")
+        assert command == "/usr/local/bin/wsgi-drain reload --quiet --or-graceful", unit
+    argv = shlex.split(command)
+    argv[0] = wsgi_drain_command()[0]
+    conf = _host_toml(
+        stack.a, tmp_path / "state", tmp_path / "wsgi-drain.toml",
+        f"{stack.haproxy.admin_socket}:be_app/a",
+    )  # fmt: skip
+    old, parent = set(stack.a.daemon_pids()), stack.a.parent_pid
+    load = LoadLoop(stack.haproxy.url + "/", max_requests=3000, max_seconds=40)
+    load.start()
+    try:
+        time.sleep(0.5)
+        slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+        time.sleep(0.5)
+        # systemd runs ExecReload= without a shell, with the unit's environment.
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "WSGI_DRAIN_CONFIG": str(conf)},
+            timeout=120,
+            check=False,
+        )
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert slow.result(timeout=30).status == 200
+    assert load.summary().total > 50 and not _failed(load), load.summary()
+    new = set(stack.a.daemon_pids())
+    assert len(new) == 3 and not new & old and stack.a.parent_pid == parent
+    assert stack.haproxy.admin_state("a") == "ready"
 
 
 def test_undrain_wait_ready_keeps_an_unhealthy_group_out_of_rotation(
@@ -173,9 +231,7 @@ def logged(tmp_path: Path) -> Iterator[ApacheLab]:
         lab.stop()
 
 
-def test_logrotate_copytruncate_rotates_without_restarting_the_daemons(
-    logged: ApacheLab, tmp_path: Path
-) -> None:
+def test_logrotate_postrotate_reloads_through_wsgi_drain(logged: ApacheLab, tmp_path: Path) -> None:
     logrotate = shutil.which("logrotate", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if logrotate is None:
         skip_or_fail("logrotate not found: apt-get install logrotate")
@@ -186,30 +242,35 @@ def test_logrotate_copytruncate_rotates_without_restarting_the_daemons(
         _get(logged.url + "/")
     _wait_lines(access, started + 5)
     before = access.read_bytes()
-    assert before.count(b"\n") == started + 5
     parent, daemons = logged.parent_pid, set(logged.daemon_pids())
 
     snippet = (SCRIPTS / "logrotate.d-apache2").read_text()
     conf = tmp_path / "logrotate.conf"
-    conf.write_text(snippet.replace("/var/log/apache2/*.log", f"{logged.root}/*.log"))
+    conf.write_text(
+        snippet.replace("/var/log/apache2/*.log", f"{logged.root}/access.log").replace(
+            "/usr/local/bin/wsgi-drain", wsgi_drain_command()[0]
+        )
+    )
     conf.chmod(0o644)
+    toml = _host_toml(logged, tmp_path / "state", tmp_path / "wsgi-drain.toml")
     done = subprocess.run(
         [logrotate, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
         capture_output=True,
         text=True,
-        timeout=60,
+        env={**os.environ, "WSGI_DRAIN_CONFIG": str(toml)},
+        timeout=120,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     assert (logged.root / "access.log.1").read_bytes() == before
-
+    # Reloaded by wsgi-drain: the same parent, every daemon new, the new log reopened.
+    assert logged.parent_pid == parent
+    new = set(logged.daemon_pids())
+    assert len(new) == 3 and not new & daemons
     for _ in range(3):
         _get(logged.url + "/")
     _wait_lines(access, 3)
-    after = access.read_bytes()
-    # Apache kept writing to the truncated file, from its start (O_APPEND: no hole).
-    assert after.count(b"\n") == 3 and not after.startswith(b"\0"), after[:80]
-    assert logged.parent_pid == parent and set(logged.daemon_pids()) == daemons
+    assert access.read_bytes().count(b"\n") >= 3
 
 
 def test_systemd_check_unit_runs_the_check_and_writes_the_textfile(

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from wsgi_drain.cli import cli
 
-COMMANDS = ["restart", "drain", "undrain", "check", "status"]
+COMMANDS = ["restart", "drain", "undrain", "check", "status", "reload", "stop"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

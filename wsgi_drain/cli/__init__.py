@@ -15,8 +15,10 @@ from wsgi_drain import __version__
 from wsgi_drain.cli.check import check
 from wsgi_drain.cli.divert import drain, undrain
 from wsgi_drain.cli.options import CONTEXT
+from wsgi_drain.cli.reload import reload
 from wsgi_drain.cli.restart import restart
 from wsgi_drain.cli.status import status
+from wsgi_drain.cli.stop import stop
 from wsgi_drain.status import ExitStatus, NagiosStatus
 
 
@@ -31,13 +33,15 @@ def cli() -> None:
       wsgi-drain undrain --group myapp    put it back (also repairs an interrupted run)
       wsgi-drain check   --group myapp    health check for cron/monitoring (Nagios codes)
       wsgi-drain status                   Apache instances, groups, processes, routers
+      wsgi-drain reload                   the safe apachectl graceful (configuration changes)
+      wsgi-drain stop                     stop Apache for maintenance after its last request
 
     Settings come from options, WSGI_DRAIN_* variables, or /etc/wsgi-drain.toml
     (see README). Run any command with --help for its options and exit statuses.
     """
 
 
-for _command in (restart, drain, undrain, check, status):
+for _command in (restart, drain, undrain, check, status, reload, stop):
     cli.add_command(_command)
 
 

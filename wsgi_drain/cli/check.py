@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from wsgi_drain import privilege, report
+from wsgi_drain._compat import print_bug
 from wsgi_drain.cli.options import CONTEXT, group_options, settings
 from wsgi_drain.errors import DrainError
 from wsgi_drain.status import NagiosStatus
@@ -129,9 +130,7 @@ def check(**kwargs: Any) -> None:
         if isinstance(err, privilege.SudoRefused):
             textfile = None  # the refused file is not written, not even with UNKNOWN
         if not isinstance(err, (DrainError, _CheckTimeout)):
-            import traceback
-
-            traceback.print_exception(err, file=sys.stderr)
+            print_bug(err)
         result = CheckResult(group)
         result.add(NagiosStatus.UNKNOWN, str(err))
     problem = _write_textfile(textfile, result)

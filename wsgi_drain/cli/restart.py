@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from wsgi_drain import report
+from wsgi_drain._compat import print_bug
 from wsgi_drain.cli.options import (
     CONTEXT,
     divert_options,
@@ -188,8 +189,6 @@ def restart(**kwargs: Any) -> None:
     else:
         report.print_restart(outcome)
     if outcome.unexpected is not None:
-        import traceback
-
-        traceback.print_exception(outcome.unexpected, file=sys.stderr)
+        print_bug(outcome.unexpected)
     # An error is in the verdict line on stdout already: not again on stderr (issue 22).
     sys.exit(int(outcome.status))

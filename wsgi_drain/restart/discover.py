@@ -169,3 +169,7 @@ def _choose_mode(run: Run) -> None:
                 "diverting"
             )
             return
+
+
+# For the host's runs (wsgi_drain/host/): the routers read as a restart reads them.
+read_routers = _read_routers

@@ -272,3 +272,7 @@ def _held(target: Target) -> set[int] | None:
     assert target.procs.socket is not None
     held = inflight.by_process(target.procs.pids, target.procs.socket.path)
     return None if held is None else set().union(*held.values())
+
+
+# For the host's runs (wsgi_drain/host/), which wait on every group's daemons.
+wait_host_requests = _wait_host_requests

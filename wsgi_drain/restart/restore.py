@@ -25,11 +25,17 @@ from wsgi_drain.state import Journal
 LB_UP_POLL = 0.1
 
 
-def begin_journal(run: Run, routing: Routing) -> Journal:
-    """The run's journal, saved before anything is changed; routers taken over count as ours."""
+def begin_journal(
+    run: Run, routing: Routing, *, kind: str = "restart", name: str | None = None
+) -> Journal:
+    """The run's journal, saved before anything is changed; routers taken over count as ours.
+
+    `kind` and `name` (default: the group) are for the host's runs (reload, stop).
+    """
     s = run.settings
     journal = Journal(
-        group=s.group,
+        group=name or s.group,
+        kind=kind,
         pid=os.getpid(),
         started=time.time(),
         routers=[spec for spec, _r in routing.routers],

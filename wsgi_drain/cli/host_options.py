@@ -1,0 +1,99 @@
+"""Options of the host's commands (`reload`, `stop`), declared once, and their settings.
+
+No --group: these act on the whole Apache instance.  The routers, the
+instance and each group's health URL come from the same places as for a
+restart (options, WSGI_DRAIN_* variables, the TOML file's top level and
+every [groups.NAME] table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from wsgi_drain import config, privilege
+from wsgi_drain.cli.options import JSON_OPTION, divert_options, state_dir_option
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def host_options(f: F) -> F:
+    """The instance, its routers, the divert's options, state, --json, --timeout, --quiet."""
+    options: list[Callable[[F], F]] = [
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="wsgi-drain TOML file: its top level and every [groups.NAME] table (routers, "
+            "each group's health_url) [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
+        ),
+        click.option(
+            "--apache-config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="WSGI_DRAIN_APACHE_CONFIG",
+            help="Apache's main configuration file; its PidFile names the instance.",
+        ),
+        click.option(
+            "--apache-pidfile",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="WSGI_DRAIN_APACHE_PIDFILE",
+            help="Pid file of the Apache parent [default: the one Apache parent running].",
+        ),
+        click.option(
+            "--haproxy",
+            multiple=True,
+            metavar="SOCKET:BACKEND/SERVER",
+            envvar="WSGI_DRAIN_HAPROXY",
+            help="HAProxy admin socket and this host's server in it (repeat for several).",
+        ),
+        click.option(
+            "--router",
+            "routers",
+            multiple=True,
+            metavar="KIND:SPEC",
+            help="A front-end router of this host, as for `restart` (repeat; replaces the "
+            "configuration file's routers of every group).",
+        ),
+        click.option(
+            "--lb-detect",
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="For a health-file router: the load balancer's detection time.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Seconds Apache may take once signalled [default: 60].",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr."),
+        state_dir_option(readable=False),
+        JSON_OPTION,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return divert_options(f)
+
+
+def host_settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> Any:
+    """Resolve the host's settings (HostSettings) from `host_options`' values in `kwargs`."""
+    from wsgi_drain.host.settings import resolve_host
+
+    privilege.refuse_under_sudo(kwargs)
+    path = config.config_path(kwargs.pop("config_file"))
+    data = config.read_file(path)
+    given = {
+        "apache_config": kwargs.pop("apache_config"),
+        "apache_pidfile": kwargs.pop("apache_pidfile"),
+        "haproxy": tuple(kwargs.pop("haproxy")),
+        "routers": tuple(kwargs.pop("routers")),
+        "lb_detect": kwargs.pop("lb_detect"),
+        "state_dir": kwargs.pop("state_dir"),
+        "drain_timeout": kwargs.pop("drain_timeout"),
+        "min_peers": kwargs.pop("min_peers"),
+        "peer_wait": kwargs.pop("peer_wait"),
+        **extra,
+    }
+    return resolve_host(given, data, str(path or "defaults"), timeout=kwargs.pop("timeout"))
