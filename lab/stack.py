@@ -40,13 +40,15 @@ def two_hosts(
     mpm: str = "event",
     extra_config: Mapping[str, str] | None = None,
     check_path: str = "/health",
+    extra_groups: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     """A fresh stack under `root`, stopped (everything it started, by pid) on exit.
 
     `preload` loads the app as each daemon starts (WSGIScriptAlias with
     process-group and application-group), instead of on its first request.
     `extra_config` maps a host name ("a", "b") to configuration appended to its
-    httpd.conf; `check_path` is what HAProxy's health checks request.
+    httpd.conf; `check_path` is what HAProxy's health checks request;
+    `extra_groups` are more daemon groups on both hosts, each at ``/NAME/``.
     Raises LabUnavailable when Apache, HAProxy or the chosen mod_wsgi build is
     missing.
     """
@@ -62,6 +64,7 @@ def two_hosts(
                 hang=hang,
                 mpm=mpm,
                 extra_config=(extra_config or {}).get(name, ""),
+                extra_groups=extra_groups,
             )
             stop.callback(host.stop)
             host.start()
@@ -70,7 +73,7 @@ def two_hosts(
         haproxy = HAProxyLab(
             root / "haproxy",
             [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)],
-            pin={"/slow": "a"},
+            pin={"/slow": "a", **{f"/{g}/slow": "a" for g in extra_groups}},
             check_path=check_path,
         )
         stop.callback(haproxy.stop)
