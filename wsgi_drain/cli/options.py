@@ -171,6 +171,46 @@ def group_options(f: F) -> F:
     )
 
 
+def several_group_options(f: F) -> F:
+    """`group_options` for `restart`: --group repeatable, --all-groups, --health-url NAME=URL.
+
+    The shared --group and --health-url are replaced by their several-group
+    forms (same names, same environment variables), so the other commands'
+    stay exactly as they are.
+    """
+    f = group_options(f)
+    several = {
+        "group": click.Option(
+            ["--group", "-g"],
+            multiple=True,
+            envvar="WSGI_DRAIN_GROUP",
+            help="Name of the WSGIDaemonProcess group (as in the Apache configuration); repeat "
+            "for several groups of this host in one run (diverted once, restored once).",
+        ),
+        "health_url": click.Option(
+            ["--health-url"],
+            multiple=True,
+            envvar="WSGI_DRAIN_HEALTH_URL",
+            metavar="URL|GROUP=URL",
+            help="URL on Apache itself (not the router) that answers 2xx when the app is "
+            "healthy; with several groups, GROUP=URL for each (repeat).",
+        ),
+    }
+    params = f.__click_params__  # type: ignore[attr-defined]
+    params[:] = [several.get(p.name, p) for p in params]
+    # click shows them in reverse order of this list: just before --group is just after it.
+    at = next(i for i, p in enumerate(params) if p.name == "group")
+    params.insert(
+        at,
+        click.Option(
+            ["--all-groups"],
+            is_flag=True,
+            help="Restart every WSGIDaemonProcess group of the Apache instance in one run.",
+        ),
+    )
+    return f
+
+
 def divert_options(f: F) -> F:
     """The router step's options, shared by `restart` and `drain`."""
     return _apply(

@@ -14,10 +14,11 @@ from wsgi_drain.cli.options import (
     CONTEXT,
     divert_options,
     divert_settings,
-    group_options,
     handles_errors,
     settings,
+    several_group_options,
 )
+from wsgi_drain.cli.several import choose_groups, restart_several
 from wsgi_drain.errors import DrainError
 
 
@@ -33,7 +34,7 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 @click.command(context_settings=CONTEXT)
-@group_options
+@several_group_options
 @click.option(
     "--mode",
     type=click.Choice(["drain", "rolling"]),
@@ -120,6 +121,9 @@ def restart(**kwargs: Any) -> None:
         "few_peers": kwargs.pop("few_peers"),
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
     }
+    groups = choose_groups(kwargs, extra, {"py_spy": py_spy})
+    if len(groups) > 1:  # several groups in one run: its own report, exits
+        restart_several(groups, kwargs, extra, as_json, quiet, dry_run, force, py_spy)
     resolved = settings(kwargs, extra, {"py_spy": py_spy})
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)

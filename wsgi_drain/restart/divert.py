@@ -263,6 +263,11 @@ def _wait_host_requests(run: Run, target: Target, deadline: Deadline) -> None:
         )
 
 
+def wait_host_requests(run: Run, target: Target, deadline: Deadline) -> None:
+    """For each other group of a run over several: its requests that bypassed the router."""
+    _wait_host_requests(run, target, deadline)
+
+
 def _held(target: Target) -> set[int] | None:
     """The requests the group's processes hold now (not those queued in the socket's backlog).
 
