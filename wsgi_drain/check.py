@@ -185,10 +185,15 @@ def _journal_rule(result: CheckResult, settings: Settings) -> bool:
     )
     result.add(
         NagiosStatus.CRITICAL,
-        f"a restart (pid {journal.pid}, {_ago(journal.started)} ago) {what}; "
+        f"a restart{_of_groups(journal)} (pid {journal.pid}, {_ago(journal.started)} ago) {what}; "
         f"repair with: wsgi-drain undrain --group {settings.group}",
     )
     return False
+
+
+def _of_groups(journal: Journal) -> str:
+    """The words naming a run over several groups (one undrain of any of them repairs the host)."""
+    return f" of groups {', '.join(journal.groups)}" if len(journal.groups) > 1 else ""
 
 
 def _drain_journal_rule(result: CheckResult, settings: Settings, running: bool) -> None:

@@ -366,6 +366,7 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                 "diverted": j.diverted,
                 "signalled": j.signalled,
                 "note": j.note,
+                "groups": j.groups,
             }
             for j in inv.journals
         ],
@@ -414,6 +415,7 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
         out.write(
             f"journal: group {j.group} {what}"
             + (f" ({j.note})" if j.note else "")
+            + (f" (a run of groups {', '.join(j.groups)})" if len(j.groups) > 1 else "")
             + f"; undo with: wsgi-drain undrain --group {j.group}\n"
         )
     for err in inv.errors:

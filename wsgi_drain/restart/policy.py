@@ -46,3 +46,18 @@ def left_diverted_note(signalled: bool, healthy: bool | None) -> str:
     if healthy is not False and signalled:
         return "restoring a router failed"
     return "the app was not proven healthy after the restart"
+
+
+def host_verdict(verdicts: Iterable[Verdict]) -> Verdict:
+    """One verdict for a host whose groups were restarted in one run (restart/several.py).
+
+    The host was diverted once for all of them, so it goes back only if every
+    group may: any group signalled and not known healthy keeps the whole host
+    out, even when the others are healthy.  Each group's `healthy` must be
+    known (True/False) once it was signalled; None counts as not healthy.
+    """
+    each = list(verdicts)
+    signalled = any(v.signalled for v in each)
+    if not signalled:
+        return Verdict()
+    return Verdict(signalled=True, healthy=all(restores(v.signalled, v.healthy) for v in each))

@@ -38,7 +38,7 @@ from wsgi_drain.restart.discover import discover
 from wsgi_drain.restart.divert import divert, wait_host_requests
 from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
 from wsgi_drain.restart.plan import plan
-from wsgi_drain.restart.policy import Verdict, restores
+from wsgi_drain.restart.policy import Verdict, host_verdict, restores
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
 from wsgi_drain.restart.restore import begin_journal, healthy_now, settle
 from wsgi_drain.restart.rolling import rolling
@@ -413,11 +413,7 @@ def _settle(host_run: Run, parts: list[Part], routing: Routing) -> None:
         if v.signalled and v.healthy is None and part.target is not None:
             # Stopped between its signal and its verdict: proven now, or not.
             v.healthy = healthy_now(part.run, part.target)
-    signalled = [p for p in parts if p.verdict.signalled]
-    verdict = Verdict(signalled=bool(signalled))
-    if signalled:
-        verdict.healthy = all(restores(p.verdict.signalled, p.verdict.healthy) for p in parts)
-    settle(host_run, parts[0].found, routing, verdict)
+    settle(host_run, parts[0].found, routing, host_verdict(p.verdict for p in parts))
     out = host_run.outcome
     unproven = [p.group for p in parts if not restores(p.verdict.signalled, p.verdict.healthy)]
     if out.left_diverted and unproven and routing.journal is not None:
