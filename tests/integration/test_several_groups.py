@@ -156,3 +156,24 @@ def test_several_groups_killed_run_is_repaired_by_one_undrain(two_groups: Stack)
     assert second.returncode == 0, second.stderr
     assert "ready (already)" in second.stdout + second.stderr
     assert slow.result(timeout=30).status == 200
+
+
+def test_several_groups_one_unhealthy_group_keeps_the_host_out(two_groups: Stack) -> None:
+    stack = two_groups
+    # admin's health URL answers 404: that group is not proven healthy.
+    run = run_cli(
+        "restart", "--group", "myapp", "--group", "admin",
+        "--apache-pidfile", str(stack.a.pid_file),
+        "--haproxy", f"{stack.haproxy.admin_socket}:be_app/a",
+        "--state-dir", str(stack.state_dir),
+        "--health-url", f"myapp={stack.a.url}/health",
+        "--health-url", f"admin={stack.a.url}/admin/no-such-page", "--json",
+    )  # fmt: skip
+    assert run.returncode == 6, run.stdout + run.stderr
+    report = run.json()
+    assert report["failed_groups"] == ["admin"] and report["left_diverted"] is True
+    assert [g["verdict"] for g in report["groups"]] == ["success", "unhealthy"]
+    assert stack.haproxy.admin_state("a") == "drain"
+    kept = [Journal.load(stack.state_dir, g) for g in GROUPS]
+    assert all(j is not None and j.phase == "left-diverted" for j in kept), kept
+    assert kept[0] is not None and "admin" in kept[0].note
