@@ -102,6 +102,15 @@ def restart(**kwargs: Any) -> None:
     words and the backend stays diverted; `wsgi-drain undrain` puts it back.
 
     \b
+    Several groups of this host in one run: repeat --group (or --all-groups
+    for every group of the instance). The host is diverted once, every group
+    signalled together and verified on its own health URL (--health-url
+    GROUP=URL, repeat; or health_url in each [groups.NAME] table), then put
+    back once, only if every group is healthy; --mode rolling restarts the
+    groups one after another. One section per group in the report, one
+    verdict for the run (--json: schema wsgi-drain/restart/v2).
+
+    \b
     Exit statuses: 0 success, 1 unexpected error, 2 usage, 3 Apache or group not
     found or not provable, 4 router error, 5 processes not replaced in time,
     6 unhealthy after restart (crash loop, import error), 7 another run holds
