@@ -177,3 +177,24 @@ def test_several_groups_one_unhealthy_group_keeps_the_host_out(two_groups: Stack
     kept = [Journal.load(stack.state_dir, g) for g in GROUPS]
     assert all(j is not None and j.phase == "left-diverted" for j in kept), kept
     assert kept[0] is not None and "admin" in kept[0].note
+
+
+def test_several_groups_bench_compares_one_run_with_two(tmp_path: Path) -> None:
+    """bench/several_groups.py cannot rot: both methods measured, counted, and consistent."""
+    import json
+
+    from bench import several_groups
+
+    try:
+        path = several_groups.run("debian", reps=1, out_dir=tmp_path)
+    except LabUnavailable as err:
+        skip_or_fail(str(err))
+    data = json.loads(path.read_text())["several_groups"]
+    assert [t["method"] for t in data["trials"]] == ["one run", "two runs"]
+    for t in data["trials"]:
+        assert t["requests"] > 50 and t["replaced"] and t["exit_statuses"], t
+        assert t["slow_status"] is not None
+    one, two = data["trials"]
+    assert len(one["exit_statuses"]) == 1 and len(two["exit_statuses"]) == 2
+    assert one["out_spans"] >= 1 and two["out_spans"] >= 1
+    assert "| one run |" in several_groups.tables({"several_groups": data})
