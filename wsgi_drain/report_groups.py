@@ -21,6 +21,7 @@ from wsgi_drain.outcome import Outcome
 GROUPS_SCHEMA = "wsgi-drain/restart/v2"
 
 print_json = report.print_json
+NOT_RESTARTED = "not restarted: the run stopped before this group was signalled"
 
 
 def groups_message(result: GroupsOutcome) -> str:
@@ -53,6 +54,9 @@ def groups_dict(result: GroupsOutcome) -> dict[str, Any]:
     for out in result.groups:
         section = report.restart_dict(out)
         del section["schema"], section["routers"]
+        section["signalled"] = not _untouched(out)
+        if _untouched(out) and out.error is None and out.unexpected is None:
+            section["message"] = NOT_RESTARTED
         sections.append(section)
     return {
         "schema": GROUPS_SCHEMA,
@@ -102,14 +106,22 @@ def print_groups(result: GroupsOutcome, stream: TextIO | None = None) -> None:
         _section(group, out)
 
 
+def _untouched(group: Outcome) -> bool:
+    """A group of a real run that was never signalled (the run stopped before it)."""
+    return not group.dry_run and not any(p.signals for p in group.processes)
+
+
 def _section(group: Outcome, out: TextIO) -> None:
     """One group's section: report.py's single-group summary, under the group's name."""
     text = io.StringIO()
     report.print_restart(group, text)
     head, *rest = text.getvalue().splitlines()
     word = head.removeprefix("wsgi-drain: ").split(" - ", 1)[0]
+    failed = group.error is not None or group.unexpected is not None
+    if _untouched(group) and not failed:
+        word, rest = "NOT RESTARTED", [f"  {NOT_RESTARTED}", *rest]
     out.write(f"group {group.group}: {word}\n")
-    if group.error is not None or group.unexpected is not None:
+    if failed:
         out.write(f"  {report.outcome_message(group)}\n")
     for line in rest:
         out.write(f"{line}\n")

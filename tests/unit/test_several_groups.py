@@ -7,6 +7,7 @@ group, the run's one verdict, and the command line's usage errors.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -224,3 +225,24 @@ def test_restart_help_teaches_several_groups() -> None:
     assert code == 0
     for words in ("--all-groups", "GROUP=URL", "repeat", "several groups"):
         assert words in output
+
+
+def test_wsgi_drain_group_names_one_group_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsgi_drain.cli.several import choose_groups
+
+    monkeypatch.setenv("WSGI_DRAIN_GROUP", "my app")
+    kwargs = {"group": (), "all_groups": False, "health_url": ()}
+    assert choose_groups(kwargs, {}, {}) == {"my app": None}
+    assert kwargs["group"] == "my app"
+
+
+def test_a_group_the_run_never_signalled_is_reported_not_restarted() -> None:
+    result = GroupsOutcome(
+        _outcome("myapp, admin"), [_outcome("myapp"), _outcome("admin", NotFoundError("no"))]
+    )
+    section = report_groups.groups_dict(result)["groups"][0]
+    assert section["signalled"] is False and section["message"] == report_groups.NOT_RESTARTED
+    text = io.StringIO()
+    report_groups.print_groups(result, text)
+    assert "group myapp: NOT RESTARTED" in text.getvalue()
+    assert "group admin: NOT_FOUND" in text.getvalue()

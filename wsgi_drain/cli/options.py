@@ -180,10 +180,11 @@ def several_group_options(f: F) -> F:
     """
     f = group_options(f)
     several = {
+        # No envvar here: click would split WSGI_DRAIN_GROUP on blanks; it
+        # names one group, read whole by cli/several.py when --group is absent.
         "group": click.Option(
             ["--group", "-g"],
             multiple=True,
-            envvar="WSGI_DRAIN_GROUP",
             help="Name of the WSGIDaemonProcess group (as in the Apache configuration); repeat "
             "for several groups of this host in one run (diverted once, restored once).",
         ),

@@ -7,6 +7,7 @@ of several comes here.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -32,6 +33,8 @@ def choose_groups(
     names = list(dict.fromkeys(kwargs.pop("group")))
     all_groups = kwargs.pop("all_groups")
     urls = kwargs.pop("health_url")
+    if not names and not all_groups and os.environ.get("WSGI_DRAIN_GROUP"):
+        names = [os.environ["WSGI_DRAIN_GROUP"]]  # one name, as for every other command
     if all_groups and names:
         raise UsageError("--all-groups restarts every group: give it or --group, not both")
     if all_groups:

@@ -169,6 +169,11 @@ def _discover(host_run: Run, parts: list[Part]) -> Routing | None:
         except DrainError as err:
             # Its own error decides the run's status (exit 3 for a group not found).
             part.run.outcome.error = err
+            # The routers read so far are the host's (said once, untouched).
+            found = [q.routing.records for q in parts if q.routing is not None]
+            host_run.outcome.routers = found[0] if found else []
+            for q in parts:
+                q.run.outcome.routers = []
             host_run.progress(
                 "discover", f"stopped: group {part.group!r} cannot be restarted; nothing changed"
             )
