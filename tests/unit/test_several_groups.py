@@ -246,3 +246,26 @@ def test_a_group_the_run_never_signalled_is_reported_not_restarted() -> None:
     report_groups.print_groups(result, text)
     assert "group myapp: NOT RESTARTED" in text.getvalue()
     assert "group admin: NOT_FOUND" in text.getvalue()
+
+
+def test_an_interrupt_marks_every_group_signalled_but_not_yet_verified() -> None:
+    import signal
+
+    from wsgi_drain.outcome import PhaseRecord
+    from wsgi_drain.restart.several import Part, _interrupted
+
+    with Interrupts() as interrupts:
+        parts = []
+        for name, signalled, verified in (
+            ("a", True, True),
+            ("b", True, False),
+            ("c", False, False),
+        ):
+            out = _outcome(name)
+            if verified:
+                out.phases.append(PhaseRecord(name="verify"))
+            run = Run(Settings(group=name), lambda kind, message: None, interrupts, out)
+            parts.append(Part(run, signal.SIGUSR1, verdict=Verdict(signalled=signalled)))
+        err = Interrupted("SIGINT")
+        _interrupted(parts, err)
+    assert [p.run.outcome.error for p in parts] == [None, err, None]

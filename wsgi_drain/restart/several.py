@@ -125,6 +125,8 @@ def restart_groups(
                         _settle(host_run, parts, routing)
         except DrainError as err:
             host.error = err
+            if isinstance(err, Interrupted):
+                _interrupted(parts, err)
         except Exception as err:  # a bug: still reported, routers still settled above
             host.unexpected = err
         for part in parts:
@@ -135,6 +137,15 @@ def restart_groups(
     for out in (host, *result.groups):
         out.duration = now - out.started
     return result
+
+
+def _interrupted(parts: list[Part], err: Interrupted) -> None:
+    """A group signalled but not yet verified when the run was interrupted: its section says so."""
+    for part in parts:
+        out = part.run.outcome
+        verified = any(ph.name == "verify" and ph.status == "ok" for ph in out.phases)
+        if part.verdict.signalled and not verified and out.error is None:
+            out.error = err
 
 
 def _part(
