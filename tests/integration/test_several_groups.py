@@ -9,6 +9,7 @@ the host out of rotation exactly once.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -181,8 +182,6 @@ def test_several_groups_one_unhealthy_group_keeps_the_host_out(two_groups: Stack
 
 def test_several_groups_bench_compares_one_run_with_two(tmp_path: Path) -> None:
     """bench/several_groups.py cannot rot: both methods measured, counted, and consistent."""
-    import json
-
     from bench import several_groups
 
     try:
@@ -198,3 +197,39 @@ def test_several_groups_bench_compares_one_run_with_two(tmp_path: Path) -> None:
     assert len(one["exit_statuses"]) == 1 and len(two["exit_statuses"]) == 2
     assert one["out_spans"] >= 1 and two["out_spans"] >= 1
     assert "| one run |" in several_groups.tables({"several_groups": data})
+
+
+def test_several_groups_interrupted_before_the_signal_restores_the_host_once(
+    two_groups: Stack,
+) -> None:
+    stack = two_groups
+    old = {g: set(stack.a.group_pids(g)) for g in GROUPS}
+    # The run waits in its divert for this request: SIGINT arrives there.
+    slow = slow_request(stack.haproxy.url + "/slow?s=4", 4)
+    time.sleep(0.5)
+    run = subprocess.Popen(
+        [*wsgi_drain_command(), *host_args(stack, "--all-groups", "--json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while stack.haproxy.admin_state("a") != "drain":
+            assert time.monotonic() < deadline, "the run never diverted"
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, out + err
+    report = json.loads(out)
+    assert report["verdict"] == "interrupted"
+    assert [g["signalled"] for g in report["groups"]] == [False, False]
+    assert [(r["diverted"], r["restored"]) for r in report["routers"]] == [(True, True)]
+    assert stack.haproxy.admin_state("a") == "ready"
+    assert {g: set(stack.a.group_pids(g)) for g in GROUPS} == old
+    assert not any(Journal.path_for(stack.state_dir, g).exists() for g in GROUPS)
+    assert slow.result(timeout=30).status == 200
