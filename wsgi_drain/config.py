@@ -158,13 +158,24 @@ def groups_in(data: Mapping[str, Any]) -> list[str]:
     return sorted(groups) if isinstance(groups, dict) else []
 
 
-def resolve(group: str, given: Mapping[str, Any], data: Mapping[str, Any], source: str) -> Settings:
-    """Merge: `given` (command line and environment, None = not given) over the file."""
+def resolve(
+    group: str,
+    given: Mapping[str, Any],
+    data: Mapping[str, Any],
+    source: str,
+    *,
+    typed: bool = True,
+) -> Settings:
+    """Merge: `given` (command line and environment, None = not given) over the file.
+
+    `typed=False`: the name comes from Apache (`--all-groups`), not from a
+    person, so a table with a similar name is no sign of a typo.
+    """
     top = {k: v for k, v in data.items() if k != "groups"}
     groups = data.get("groups", {})
     if not isinstance(groups, dict):
         raise ConfigError(f"{source}: [groups] must be a table of group tables")
-    if group not in groups:
+    if typed and group not in groups:
         near = difflib.get_close_matches(group, [str(g) for g in groups], n=1, cutoff=0.75)
         if near:
             raise ConfigError(

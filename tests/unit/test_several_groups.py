@@ -269,3 +269,13 @@ def test_an_interrupt_marks_every_group_signalled_but_not_yet_verified() -> None
         err = Interrupted("SIGINT")
         _interrupted(parts, err)
     assert [p.run.outcome.error for p in parts] == [None, err, None]
+
+
+def test_a_group_name_read_from_apache_is_not_taken_for_a_typo() -> None:
+    from wsgi_drain.config import resolve
+    from wsgi_drain.errors import ConfigError
+
+    data = {"groups": {"myapp": {"health_url": "http://127.0.0.1/health"}}}
+    with pytest.raises(ConfigError, match="a typo"):
+        resolve("myapp2", {}, data, "wsgi-drain.toml")
+    assert resolve("myapp2", {}, data, "wsgi-drain.toml", typed=False).health_url is None

@@ -248,9 +248,16 @@ def divert_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings(
-    kwargs: dict[str, Any], extra: dict[str, Any], guarded: dict[str, Any] | None = None
+    kwargs: dict[str, Any],
+    extra: dict[str, Any],
+    guarded: dict[str, Any] | None = None,
+    *,
+    typed: bool = True,
 ) -> config.Settings:
-    """Resolve `group_options`' values (popped from `kwargs`) and `extra` into Settings."""
+    """Resolve `group_options`' values (popped from `kwargs`) and `extra` into Settings.
+
+    `typed=False`: the group's name came from Apache (config.resolve).
+    """
     # Before any file is opened: under sudo the caller may not choose paths or programs.
     privilege.refuse_under_sudo({**kwargs, **(guarded or {})})
     path = config.config_path(kwargs.pop("config_file"))
@@ -270,7 +277,9 @@ def settings(
         "state_dir": kwargs.pop("state_dir"),
         **extra,
     }
-    resolved = config.resolve(kwargs.pop("group"), given, data, str(path or "defaults"))
+    resolved = config.resolve(
+        kwargs.pop("group"), given, data, str(path or "defaults"), typed=typed
+    )
     if resolved.health_url:
         from wsgi_drain.health import validate_ca, validate_url
 

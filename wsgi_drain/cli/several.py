@@ -51,6 +51,7 @@ def choose_groups(
     by_group = config.health_urls_by_group(urls, names)
     if len(names) == 1:
         kwargs["group"], kwargs["health_url"] = names[0], by_group.get(names[0])
+    kwargs["from_apache"] = all_groups
     return {name: by_group.get(name) for name in names}
 
 
@@ -67,9 +68,16 @@ def restart_several(
     """Resolve each group's settings ([groups.NAME] under the command line), run, report, exit."""
     from wsgi_drain.restart.several import restart_groups
 
+    # Names --all-groups read from Apache are not typed: no typo check for them.
+    typed = not kwargs.pop("from_apache", False)
     each = config.one_host(
         [
-            settings({**kwargs, "group": name, "health_url": url}, dict(extra), {"py_spy": py_spy})
+            settings(
+                {**kwargs, "group": name, "health_url": url},
+                dict(extra),
+                {"py_spy": py_spy},
+                typed=typed,
+            )
             for name, url in groups.items()
         ]
     )
