@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import psutil
 import pytest
 
 from lab import LabUnavailable, LoadLoop, ModWsgi, Outcome, Stack, skip_or_fail, slow_request
@@ -233,3 +234,60 @@ def test_several_groups_interrupted_before_the_signal_restores_the_host_once(
     assert {g: set(stack.a.group_pids(g)) for g in GROUPS} == old
     assert not any(Journal.path_for(stack.state_dir, g).exists() for g in GROUPS)
     assert slow.result(timeout=30).status == 200
+
+
+def test_several_groups_dry_run_shows_the_whole_plan_and_changes_nothing(
+    two_groups: Stack,
+) -> None:
+    stack = two_groups
+    old = {g: set(stack.a.group_pids(g)) for g in GROUPS}
+    run = run_cli(*host_args(stack, "--all-groups", "--dry-run", "--json"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.json()
+    assert report["dry_run"] is True
+    assert any(
+        "divert" in line and "once for groups myapp, admin" in line for line in report["plan"]
+    )
+    assert any(line.startswith("restore") for line in report["plan"])
+    for section in report["groups"]:
+        pids = " ".join(map(str, sorted(old[section["group"]])))
+        assert any(pids in line for line in section["plan"]), section["plan"]
+        assert any("probe" in line for line in section["plan"])
+    assert {g: set(stack.a.group_pids(g)) for g in GROUPS} == old
+    assert stack.haproxy.admin_state("a") == "ready"
+
+
+def test_several_groups_rolling_restarts_the_groups_one_after_the_other(
+    two_groups: Stack,
+) -> None:
+    stack = two_groups
+    old = {g: set(stack.a.group_pids(g)) for g in GROUPS}
+    # Straight at Apache: no router hides a failure.
+    loads = [
+        LoadLoop(stack.a.url + path, max_requests=3000, max_seconds=40, clients=2)
+        for path in ("/", "/admin/")
+    ]
+    for load in loads:
+        load.start()
+    try:
+        time.sleep(0.5)
+        run = run_cli(*host_args(stack, "--all-groups", "--mode", "rolling", "--json"))
+    finally:
+        for load in loads:
+            load.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.json()
+    assert report["mode"] == "rolling"
+    assert [(r["diverted"], r["restored"]) for r in report["routers"]] == [(False, False)]
+    for load in loads:
+        summary = load.summary()
+        assert summary.total > 50 and summary.failures == 0, summary
+    started = {}
+    for group in GROUPS:
+        new = set(stack.a.group_pids(group))
+        assert len(new) == 3 and not new & old[group]
+        started[group] = sorted(psutil.Process(pid).create_time() for pid in new)
+    # One after the other: every new myapp process was up before admin's first
+    # was signalled (after myapp's verify), so before admin's first replacement.
+    assert started["myapp"][-1] < started["admin"][0], started
+    assert [g["verdict"] for g in report["groups"]] == ["success", "success"]
