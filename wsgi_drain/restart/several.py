@@ -37,7 +37,7 @@ from wsgi_drain.outcome import Outcome, Progress
 from wsgi_drain.restart.discover import discover
 from wsgi_drain.restart.divert import divert, wait_host_requests
 from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
-from wsgi_drain.restart.plan import plan
+from wsgi_drain.restart.plan_groups import plan_groups
 from wsgi_drain.restart.policy import Verdict, host_verdict, restores
 from wsgi_drain.restart.records import Routing, Run, Target, Watched
 from wsgi_drain.restart.restore import begin_journal, healthy_now, settle
@@ -116,7 +116,7 @@ def restart_groups(
             if routing is None:
                 pass  # a group's own error says why
             elif dry_run:
-                _plan(host_run, parts, routing)
+                plan_groups(host_run, [(p.run, p.found, p.sig) for p in parts], routing)
             else:
                 with _locked(host_run, parts, routing):
                     try:
@@ -236,42 +236,6 @@ def _count_host_requests(parts: list[Part], routing: Routing) -> None:
     for _spec, router in routing.routers:
         if hasattr(router, "in_flight") and paths:
             router.in_flight = in_flight
-
-
-def _plan(host_run: Run, parts: list[Part], routing: Routing) -> None:
-    """--dry-run: the host's divert and restore once, each group's own steps between."""
-    out, s = host_run.outcome, host_run.settings
-    names = ", ".join(p.group for p in parts)
-    if out.mode == "drain":
-        for (_spec, router), rec in routing.paired():
-            if rec.ours:
-                out.plan.append(
-                    f"divert {router.name} once for groups {names} and wait up to "
-                    f"{s.drain_timeout:g} s for its requests in flight"
-                )
-            else:
-                out.plan.append(f"leave {router.name} in {rec.before} (not this run's)")
-        out.plan.append(
-            "wait for each group's requests that bypassed the router, then signal every "
-            "group at once"
-        )
-    else:
-        out.plan.append(f"restart the groups one after the other, in place: {names}")
-    for line in out.plan:
-        host_run.progress("plan", line)
-    empty = Routing(routers=(), records=[])
-    for part in parts:
-        plan(part.run, part.found, empty, part.sig)
-    tail = []
-    if out.mode == "drain":
-        back = [rec.name for rec in routing.records if rec.ours]
-        if back:
-            tail.append(f"restore {', '.join(back)} once, only if every group is healthy")
-    else:
-        tail.append("stop at the first group that fails: the groups after it are not touched")
-    out.plan.extend(tail)
-    for line in tail:
-        host_run.progress("plan", line)
 
 
 @contextlib.contextmanager
