@@ -211,6 +211,10 @@ class ApacheLab(Service):
     WSGIScriptAlias) instead of on its first request.  `args` are added to
     httpd's command line at start (e.g. ``["-C", "WSGIDaemonProcess x"]``);
     `mpm` is the MPM module (event, worker or prefork).
+    `extra_groups` are more daemon groups of the same app (same processes,
+    threads and options), each served at ``/NAME/`` and preloaded; their
+    WSGIDaemonProcess lines follow the main group's, whose socket id stays 1
+    (the second group is 2, and so on).  `group_pids(NAME)` finds their daemons.
     `error_log` replaces the ErrorLog directive's argument (``"|cmd"``,
     ``/dev/stderr``).
     """
@@ -236,6 +240,7 @@ class ApacheLab(Service):
         children: str = "",
         start_timeout: float = 20.0,
         mpm: str = "event",
+        extra_groups: Sequence[str] = (),
     ) -> None:
         if modwsgi not in ("debian", "pypi"):
             raise ValueError(f"modwsgi must be 'debian' or 'pypi', got {modwsgi!r}")
@@ -258,6 +263,7 @@ class ApacheLab(Service):
         if mpm not in MPMS:
             raise ValueError(f"mpm must be one of {MPMS}, got {mpm!r}")
         self.mpm = mpm
+        self.extra_groups = tuple(extra_groups)
         self.as_root = os.geteuid() == 0
         self.conf_path = self.root / "httpd.conf"
         self.pid_file = self.root / "httpd.pid"
@@ -493,10 +499,22 @@ WSGIDaemonProcess {self.group} processes={self.processes} threads={self.threads}
 WSGIProcessGroup {self.group}
 WSGIApplicationGroup %{{GLOBAL}}
 WSGIScriptReloading Off
-WSGIScriptAlias / "{script}"{preload}
+{self._extra_group_directives()}WSGIScriptAlias / "{script}"{preload}
 <Directory "{self.app_dir}">
     Require all granted
 </Directory>"""
+
+    def _extra_group_directives(self) -> str:
+        """Each extra group and its ``/NAME`` alias, before ``/``: the first alias matching wins."""
+        options = " ".join(f"{k}={v}" for k, v in self.daemon_options.items())
+        script = self.app_dir / "app.py"
+        return "".join(
+            f"WSGIDaemonProcess {name} processes={self.processes} threads={self.threads} "
+            f"display-name=%{{GROUP}} {options}\n"
+            f'WSGIScriptAlias /{name} "{script}" process-group={name} '
+            "application-group=%{GLOBAL}\n"
+            for name in self.extra_groups
+        )
 
     def _env(self) -> dict[str, str]:
         # Every path in the configuration is absolute, so Debian's envvars
@@ -574,6 +592,13 @@ WSGIScriptAlias / "{script}"{preload}
             msg = f"Apache does not accept on {self.url}\n{procs.tail(self.error_log)}"
             raise LabError(msg)
         self.wait_daemons(deadline)
+        for name in self.extra_groups:
+            while len(self.group_pids(name)) < self.processes:
+                if deadline.expired():
+                    tail = procs.tail(self.error_log)
+                    msg = f"group {name!r} has not {self.processes} daemons\n{tail}"
+                    raise LabError(msg)
+                time.sleep(0.05)
         # A daemon whose Python failed to initialise exists for a moment before
         # it crashes: only an answer from one proves the group serves.
         while True:
@@ -637,6 +662,10 @@ WSGIScriptAlias / "{script}"{preload}
                 group_id = int(path[: -len(".sock")].rsplit(".", 1)[1])
                 holders.setdefault(group_id, []).append(kid.pid)
         return {gid: sorted(pids) for gid, pids in sorted(holders.items())}
+
+    def group_pids(self, group: str) -> list[int]:
+        """Pids of the live daemons titled ``(wsgi:GROUP)``: this lab's group or an extra one."""
+        return sorted(k.pid for k in self.children() if procs.title(k) == self.title_of(group))
 
     def wait_daemons(self, deadline: Deadline, count: int | None = None) -> list[int]:
         """Wait until `count` (default: processes) daemons exist; their pids, or LabError."""

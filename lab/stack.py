@@ -41,6 +41,7 @@ def two_hosts(
     mpm: str = "event",
     extra_config: Mapping[str, str] | None = None,
     check_path: str = "/health",
+    extra_groups: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     """A fresh stack under `root`, stopped (everything it started, by pid) on exit.
 
@@ -49,7 +50,8 @@ def two_hosts(
     `children` ("plain" or "hook") makes host a's daemons start two children
     each as they import the app (lab/app.py).  `extra_config` maps a host name
     ("a", "b") to configuration appended to its httpd.conf; `check_path` is
-    what HAProxy's health checks request.
+    what HAProxy's health checks request;
+    `extra_groups` are more daemon groups on both hosts, each at ``/NAME/``.
     Raises LabUnavailable when Apache, HAProxy or the chosen mod_wsgi build is
     missing.
     """
@@ -66,6 +68,7 @@ def two_hosts(
                 children=children if name == "a" else "",
                 mpm=mpm,
                 extra_config=(extra_config or {}).get(name, ""),
+                extra_groups=extra_groups,
             )
             stop.callback(host.stop)
             host.start()
@@ -74,7 +77,7 @@ def two_hosts(
         haproxy = HAProxyLab(
             root / "haproxy",
             [("a", "127.0.0.1", a.port), ("b", "127.0.0.1", b.port)],
-            pin={"/slow": "a"},
+            pin={"/slow": "a", **{f"/{g}/slow": "a" for g in extra_groups}},
             check_path=check_path,
         )
         stop.callback(haproxy.stop)

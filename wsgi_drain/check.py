@@ -227,7 +227,7 @@ def _journal_rule(result: CheckResult, settings: Settings) -> bool:
     ) + newcode.rollback_words(journal)
     result.add(
         NagiosStatus.CRITICAL,
-        f"a restart (pid {journal.pid}, {_ago(journal.started)} ago) {what}; "
+        f"a restart{_of_groups(journal)} (pid {journal.pid}, {_ago(journal.started)} ago) {what}; "
         f"repair with: {newcode.fix_for(journal, settings.group)}",
     )
     return False
@@ -245,6 +245,11 @@ def _leftovers_rule(result: CheckResult, settings: Settings) -> None:
     result.leftovers = len(left)
     if left:
         result.add(NagiosStatus.WARNING, leftovers_record.warning(left, settings.group))
+
+
+def _of_groups(journal: Journal) -> str:
+    """The words naming a run over several groups (one undrain of any of them repairs the host)."""
+    return f" of groups {', '.join(journal.groups)}" if len(journal.groups) > 1 else ""
 
 
 def _drain_journal_rule(result: CheckResult, settings: Settings, running: bool) -> None:

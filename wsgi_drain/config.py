@@ -32,8 +32,8 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +307,58 @@ def _check(key: str, value: Any, source: str) -> Any:
         except UsageError as err:
             raise ConfigError(f"{source}: signal = {value!r}: {err}") from err
     return value
+
+
+def health_urls_by_group(values: Sequence[str], groups: Sequence[str]) -> dict[str, str]:
+    """`--health-url` values for a run over `groups`: NAME=URL each, or one plain URL for one group.
+
+    A value starting with a URL scheme is a plain URL (a URL's query may hold
+    '='); anything else with '=' is NAME=URL.  A plain URL with several
+    groups would be probed for every group, proving only one: a UsageError
+    with the fix.  Groups not named keep their [groups.NAME] health_url.
+    """
+    found: dict[str, str] = {}
+    for value in values:
+        name, sep, url = value.partition("=")
+        if value.startswith(("http://", "https://")) or not sep:
+            if len(groups) != 1:
+                raise UsageError(
+                    f"--health-url {value}: a plain URL is for a run of one group; with several, "
+                    "name each group's: "
+                    + " ".join(f"--health-url {g}=URL" for g in groups)
+                    + " (or health_url in each [groups.NAME] table)"
+                )
+            name, url = groups[0], value
+        elif name not in groups:
+            raise UsageError(
+                f"--health-url {value}: {name!r} is not a group of this run "
+                f"({', '.join(groups)}); write --health-url GROUP=URL"
+            )
+        if name in found:
+            raise UsageError(f"--health-url given twice for group {name!r}: give it once")
+        found[name] = url
+    return found
+
+
+def one_host(each: Sequence[Settings]) -> list[Settings]:
+    """The settings of a run over several groups of one host: every group's routers, for each.
+
+    The host leaves rotation once for the whole run, so each group's run
+    knows every router any of the groups names (first seen first); the
+    routers' own settings (drain timeout, peers, state directory) are the
+    first group's: one divert has one set of them.
+    """
+    from wsgi_drain.routers import specs
+
+    routers: list[str] = []
+    for s in each:
+        routers += [spec for spec in specs(s.haproxy, s.routers) if spec not in routers]
+    first = each[0]
+    shared = {
+        name: getattr(first, name)
+        for name in ("drain_timeout", "min_peers", "peer_wait", "few_peers", "lb_up_timeout")
+    }
+    return [
+        replace(s, haproxy=(), routers=tuple(routers), state_dir=first.state_dir, **shared)
+        for s in each
+    ]

@@ -444,6 +444,7 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                 "note": j.note,
                 "new_code": j.new_code,
                 "rollback": j.rollback,
+                "groups": j.groups,
             }
             for j in inv.journals
         ],
@@ -511,6 +512,7 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
                 else f"journal: group {j.group} {what}{newcode.rollback_words(j)}"
             )
             + (f" ({j.note})" if j.note else "")
+            + (f" (a run of groups {', '.join(j.groups)})" if len(j.groups) > 1 else "")
             + "; undo with: "
             + (
                 "wsgi-drain undrain --group GROUP --wait-ready 60 (any group of this host)\n"

@@ -227,7 +227,11 @@ class Journal:
     "drain", "maint": only a "ready" one is ever diverted and later put
     back), `diverted` those this run diverted or sent the divert command to
     (an unanswered command may have been carried out), `signalled` the pids
-    sent a restart signal.
+    sent a restart signal.  `groups` names every group of a run over several
+    groups (`restart --group A --group B`): the journal is saved as one copy
+    per group (each under its group's name, so `status`, `check` and
+    `undrain` of any of them find it) and removed as one, so that the host,
+    diverted once, is repaired once.
     """
 
     group: str
@@ -244,6 +248,7 @@ class Journal:
     # diverted), and the rollback program once it started (--rollback).
     new_code: list[int] = field(default_factory=list)
     rollback: str = ""
+    groups: list[str] = field(default_factory=list)
 
     @classmethod
     def path_for(cls, state_dir: Path, group: str, kind: str = "restart") -> Path:
@@ -252,13 +257,16 @@ class Journal:
 
     def save(self, state_dir: Path) -> None:
         """Replace the journal atomically and durably (it must survive a crash of the host)."""
-        path = self.path_for(ensure_dir(state_dir), self.group, self.kind)
-        write_atomic(path, json.dumps(asdict(self), indent=1), 0o600, durable=True)
+        for group in self.groups or [self.group]:
+            path = self.path_for(ensure_dir(state_dir), group, self.kind)
+            text = json.dumps({**asdict(self), "group": group}, indent=1)
+            write_atomic(path, text, 0o600, durable=True)
 
     def remove(self, state_dir: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path_for(state_dir, self.group, self.kind).unlink()
-            fsync_dir(state_dir)
+        for group in self.groups or [self.group]:
+            with contextlib.suppress(FileNotFoundError):
+                self.path_for(state_dir, group, self.kind).unlink()
+                fsync_dir(state_dir)
 
     @classmethod
     def load(cls, state_dir: Path, group: str, kind: str = "restart") -> Journal | None:
@@ -300,6 +308,7 @@ _OPTIONAL: dict[str, type] = {
     "note": str,
     "new_code": list,
     "rollback": str,
+    "groups": list,
 }
 
 
@@ -324,9 +333,9 @@ def _load(path: Path, group: str | None = None) -> Journal | None:
         if key in data and not isinstance(data[key], kind):
             raise JournalError(path, group, f"has a {key!r} that is not a {kind.__name__}")
     journal = Journal(**{k: data[k] for k in (*_REQUIRED, *_OPTIONAL) if k in data})
-    if not all(isinstance(s, str) for s in (*journal.routers, *journal.diverted)) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in journal.before.items()
-    ):
+    if not all(
+        isinstance(s, str) for s in (*journal.routers, *journal.diverted, *journal.groups)
+    ) or not all(isinstance(k, str) and isinstance(v, str) for k, v in journal.before.items()):
         raise JournalError(path, group, "names a router that is not a string")
     if group is not None and journal.group != group:
         raise JournalError(path, group, f"belongs to group {journal.group!r}")

@@ -174,6 +174,47 @@ def group_options(f: F) -> F:
     )
 
 
+def several_group_options(f: F) -> F:
+    """`group_options` for `restart`: --group repeatable, --all-groups, --health-url NAME=URL.
+
+    The shared --group and --health-url are replaced by their several-group
+    forms (same names, same environment variables), so the other commands'
+    stay exactly as they are.
+    """
+    f = group_options(f)
+    several = {
+        # No envvar here: click would split WSGI_DRAIN_GROUP on blanks; it
+        # names one group, read whole by cli/several.py when --group is absent.
+        "group": click.Option(
+            ["--group", "-g"],
+            multiple=True,
+            help="Name of the WSGIDaemonProcess group (as in the Apache configuration); repeat "
+            "for several groups of this host in one run (diverted once, restored once).",
+        ),
+        "health_url": click.Option(
+            ["--health-url"],
+            multiple=True,
+            envvar="WSGI_DRAIN_HEALTH_URL",
+            metavar="URL|GROUP=URL",
+            help="URL on Apache itself (not the router) that answers 2xx when the app is "
+            "healthy; with several groups, GROUP=URL for each (repeat).",
+        ),
+    }
+    params = f.__click_params__  # type: ignore[attr-defined]
+    params[:] = [several.get(p.name, p) for p in params]
+    # click shows them in reverse order of this list: just before --group is just after it.
+    at = next(i for i, p in enumerate(params) if p.name == "group")
+    params.insert(
+        at,
+        click.Option(
+            ["--all-groups"],
+            is_flag=True,
+            help="Restart every WSGIDaemonProcess group of the Apache instance in one run.",
+        ),
+    )
+    return f
+
+
 def divert_options(f: F) -> F:
     """The router step's options, shared by `restart` and `drain`."""
     return _apply(
@@ -210,9 +251,16 @@ def divert_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings(
-    kwargs: dict[str, Any], extra: dict[str, Any], guarded: dict[str, Any] | None = None
+    kwargs: dict[str, Any],
+    extra: dict[str, Any],
+    guarded: dict[str, Any] | None = None,
+    *,
+    typed: bool = True,
 ) -> config.Settings:
-    """Resolve `group_options`' values (popped from `kwargs`) and `extra` into Settings."""
+    """Resolve `group_options`' values (popped from `kwargs`) and `extra` into Settings.
+
+    `typed=False`: the group's name came from Apache (config.resolve).
+    """
     # Before any file is opened: under sudo the caller may not choose paths or programs.
     privilege.refuse_under_sudo({**kwargs, **(guarded or {})})
     path = config.config_path(kwargs.pop("config_file"))
@@ -233,7 +281,12 @@ def settings(
         **extra,
     }
     resolved = config.resolve(
-        kwargs.pop("group"), given, data, str(path or "defaults"), _apache_defines
+        kwargs.pop("group"),
+        given,
+        data,
+        str(path or "defaults"),
+        # Names read from Apache (--all-groups) are no typo of a table's.
+        _apache_defines if typed else lambda _settings: True,
     )
     if resolved.haproxy or resolved.routers:
         # Every router spec parsed now, before Apache is looked for: a typo is a

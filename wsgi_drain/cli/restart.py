@@ -14,10 +14,10 @@ from wsgi_drain.cli.options import (
     CONTEXT,
     divert_options,
     divert_settings,
-    group_options,
     handles_errors,
     require_lb_detect,
     settings,
+    several_group_options,
 )
 from wsgi_drain.cli.textfile import write_textfile
 from wsgi_drain.errors import DrainError
@@ -45,7 +45,7 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 @click.command(context_settings=CONTEXT)
-@group_options
+@several_group_options
 @click.option(
     "--mode",
     type=click.Choice(["drain", "rolling"]),
@@ -151,12 +151,23 @@ def restart(**kwargs: Any) -> None:
     code and restart again, or let --rollback do it.
 
     \b
+    Several groups of this host in one run: repeat --group (or --all-groups
+    for every group of the instance). The host is diverted once, every group
+    signalled together and verified on its own health URL (--health-url
+    GROUP=URL, repeat; or health_url in each [groups.NAME] table), then put
+    back once, only if every group is healthy; --mode rolling restarts the
+    groups one after another. One section per group in the report, one
+    verdict for the run (--json: schema wsgi-drain/restart/v2).
+
+    \b
     Exit statuses: 0 success, 1 unexpected error, 2 usage, 3 Apache or group not
     found or not provable, 4 router error, 5 processes not replaced in time,
     6 unhealthy after restart (crash loop, import error), 7 another run holds
     the lock, 8 rolled back (the new code failed; --rollback ran and the old
     code serves), 130 interrupted (SIGINT, SIGTERM, SIGHUP).
     """
+    # Here, not at the top: wsgi_drain.cli loads this module for `check` too.
+    from wsgi_drain.cli.several import choose_groups, restart_several
     from wsgi_drain.restart import restart as run_restart
 
     as_json = kwargs.pop("as_json")
@@ -177,9 +188,11 @@ def restart(**kwargs: Any) -> None:
         "textfile": textfile,
         "leftovers": kwargs.pop("leftovers"),
     }
-    resolved = settings(
-        kwargs, extra, {"py_spy": py_spy, "rollback": rollback, "textfile": textfile}
-    )
+    guarded = {"py_spy": py_spy, "rollback": rollback, "textfile": textfile}
+    groups = choose_groups(kwargs, extra, guarded)
+    if len(groups) > 1:  # several groups in one run: its own report, exits
+        restart_several(groups, kwargs, extra, as_json, quiet, dry_run, force, guarded)
+    resolved = settings(kwargs, extra, guarded)
     require_lb_detect(resolved)
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)

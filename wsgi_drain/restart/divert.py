@@ -263,6 +263,15 @@ def _wait_host_requests(run: Run, target: Target, deadline: Deadline) -> None:
         )
 
 
+def wait_host_requests(run: Run, target: Target, deadline: Deadline) -> None:
+    """A group's requests that bypassed the router, for the runs of several groups.
+
+    restart/several.py waits so for each group after the first; the host's
+    runs (wsgi_drain/host/) for every group of the instance.
+    """
+    _wait_host_requests(run, target, deadline)
+
+
 def _held(target: Target) -> set[int] | None:
     """The requests the group's processes hold now (not those queued in the socket's backlog).
 
@@ -272,7 +281,3 @@ def _held(target: Target) -> set[int] | None:
     assert target.procs.socket is not None
     held = inflight.by_process(target.procs.pids, target.procs.socket.path)
     return None if held is None else set().union(*held.values())
-
-
-# For the host's runs (wsgi_drain/host/), which wait on every group's daemons.
-wait_host_requests = _wait_host_requests

@@ -74,3 +74,18 @@ def cause_only(message: str) -> str:
 def tells_new_code(signalled: bool, healthy: bool | None, diverted: bool, new_code: int) -> bool:
     """Must the run say that users reach new code that failed? (nothing diverted shields them)"""
     return signalled and healthy is False and not diverted and new_code > 0
+
+
+def host_verdict(verdicts: Iterable[Verdict]) -> Verdict:
+    """One verdict for a host whose groups were restarted in one run (restart/several.py).
+
+    The host was diverted once for all of them, so it goes back only if every
+    group may: any group signalled and not known healthy keeps the whole host
+    out, even when the others are healthy.  Each group's `healthy` must be
+    known (True/False) once it was signalled; None counts as not healthy.
+    """
+    each = list(verdicts)
+    signalled = any(v.signalled for v in each)
+    if not signalled:
+        return Verdict()
+    return Verdict(signalled=True, healthy=all(restores(v.signalled, v.healthy) for v in each))

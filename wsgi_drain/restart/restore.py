@@ -117,6 +117,11 @@ def _healthy_now(run: Run, target: Target) -> bool:
     return len(current.pids) >= target.expected and not set(current.pids) & target.old_pids
 
 
+def healthy_now(run: Run, target: Target) -> bool:
+    """For one group of a run over several that stopped after signalling it (see _healthy_now)."""
+    return _healthy_now(run, target)
+
+
 def _wait_lb_up(run: Run, restored: list[tuple[Router, RouterRecord]]) -> None:
     """Wait (--lb-up-timeout) until each router that health-checks sees the server UP.
 
