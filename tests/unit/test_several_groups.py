@@ -281,3 +281,28 @@ def test_a_group_name_read_from_apache_is_not_taken_for_a_typo() -> None:
     # What cli/options.settings passes for a name read from Apache (--all-groups).
     from_apache = resolve("myapp2", {}, data, "wsgi-drain.toml", lambda _settings: True)
     assert from_apache.health_url is None
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--rollback", "/bin/true"], "--rollback"),
+        (["--leftovers", "stop"], "--leftovers stop"),
+        (["--textfile", "/tmp/wsgi-drain-never-written.prom"], "--textfile"),
+    ],
+)
+def test_several_groups_refuse_what_only_a_one_group_run_does(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    # A several-group run has no rollback, leftovers or metrics phase yet:
+    # asked for, it is a usage error before anything is read, never ignored.
+    empty = tmp_path / "wsgi-drain.toml"
+    empty.write_text("")
+    result = CliRunner().invoke(
+        cli,
+        ["restart", "--group", "a", "--group", "b", "--state-dir", str(tmp_path), *args],
+        env={"WSGI_DRAIN_CONFIG": str(empty)},
+    )
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "one group per run" in result.output
+    assert not (tmp_path / "wsgi-drain-never-written.prom").exists()
