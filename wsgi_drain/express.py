@@ -154,13 +154,13 @@ def express_warnings(group: DaemonGroup, express: Express) -> list[str]:
 
 
 def reloading_message(group: DaemonGroup, express: Express) -> str:
+    # The fix leads: `check`'s first line keeps only the start of a finding.
     return (
-        f"mod_wsgi-express runs group {group.name!r} with script reloading on (setup-server/"
-        "start-server without --disable-reloading): running setup-server again rewrites "
+        "script reloading on: add --disable-reloading to setup-server/start-server "
+        f"(mod_wsgi-express, group {group.name!r}); running setup-server again rewrites "
         f"{express.server_root / 'handler.wsgi'}, and every daemon then restarts on its next "
         "request through mod_wsgi's shutdown path, undrained (a request in flight gets only "
-        "shutdown-timeout), before wsgi-drain is even run; add --disable-reloading to "
-        "setup-server/start-server"
+        "shutdown-timeout), before wsgi-drain is even run"
     )
 
 

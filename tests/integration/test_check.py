@@ -111,7 +111,9 @@ def test_unhealthy_is_critical_and_slow_is_warning(lab: ApacheLab, tmp_path: Pat
         f"{lab.url}/slow?s=0.4", "--health-warn", "0.1", "--state-dir", str(tmp_path / "s"),
     )  # fmt: skip
     assert slow.returncode == 1, slow.stdout
-    assert "slow:" in first_line(slow)
+    # The first line gives way to perfdata (under 200 bytes); the finding is whole below it.
+    assert first_line(slow).startswith("WSGI-DRAIN WARNING - myapp: "), slow.stdout
+    assert "WARNING: " in slow.stdout and "slow:" in slow.stdout.split("\n", 1)[1]
     lab.set_healthy(False)
     run = check(lab, tmp_path)
     assert run.returncode == 2, run.stdout
@@ -285,5 +287,6 @@ def test_check_dead_health_url_with_unwritable_textfile_stays_critical(
         "--textfile", str(tmp_path / "no-such-dir" / "wsgi_drain.prom"),
     )  # fmt: skip
     assert run.returncode == 2, run.stdout
-    assert first_line(run).startswith(f"WSGI-DRAIN CRITICAL - myapp: {dead} failed after")
+    assert first_line(run).startswith("WSGI-DRAIN CRITICAL - myapp: http://127.0.0.1:")
+    assert f"CRITICAL: {dead} failed after" in run.stdout  # whole on its own line
     assert "UNKNOWN: cannot write --textfile" in run.stdout
