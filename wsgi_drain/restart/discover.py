@@ -45,9 +45,15 @@ def discover(run: Run) -> tuple[Target, Routing]:
                 run.warn(warning)
             if not identity.config_current and len(procs.processes) != group.processes:
                 target.expected = len(procs.processes)
+                # An express user sets --processes, not a directive in a generated file.
+                on_disk = (
+                    f"setup-server's --processes {group.processes} in the generated files"
+                    if instance.express is not None
+                    else f"the processes={group.processes} on disk"
+                )
                 run.warn(
                     f"expecting {target.expected} replacement(s), as many processes as run now: "
-                    f"the processes={group.processes} on disk is not proven to be what runs"
+                    f"{on_disk} is not proven to be what runs"
                 )
         out.processes_expected = target.expected
         if len(procs.processes) < target.expected:
