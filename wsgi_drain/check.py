@@ -391,12 +391,13 @@ def _health_rule(result: CheckResult, settings: Settings, thresholds: Thresholds
     result.health = probe_for(settings)
     result.health_timeout = settings.health_timeout
     if not result.health.ok:
-        result.add(NagiosStatus.CRITICAL, f"{settings.health_url} {result.health.said()}")
+        # What happened first, the URL last: the first line keeps only the start.
+        result.add(NagiosStatus.CRITICAL, f"health {result.health.said()} ({settings.health_url})")
     elif result.health.latency > thresholds.health_warn:
         result.add(
             NagiosStatus.WARNING,
-            f"{settings.health_url} slow: {result.health.latency * 1000:.0f} ms "
-            f"(> {thresholds.health_warn * 1000:.0f} ms)",
+            f"health slow: {result.health.latency * 1000:.0f} ms "
+            f"(> {thresholds.health_warn * 1000:.0f} ms) ({settings.health_url})",
         )
 
 

@@ -167,6 +167,7 @@ def test_check_readme_example_perfdata_is_what_the_code_prints() -> None:
     rss = int(re.search(r"rss_max=(\d+)B", perf)[1])  # type: ignore[index]
     result = CheckResult("myapp")
     result.expected, result.processes_known, result.forced = 3, True, 0
+    result.leftovers = 0  # a run recorded none (README "Leftovers")
     result.processes = [ProcessInfo(8550 + i, 3.0, rss, 8, "sleeping") for i in range(3)]
     result.health = Probe("http://127.0.0.1:8080/health", True, 200, latency)
     result.health_timeout = 5.0
