@@ -1,0 +1,487 @@
+"""The restart's safety branches that decide whether traffic is cut (issue 25).
+
+Each test drives a real phase function (restart/divert.py's `divert`,
+restart/restore.py's `settle`, peers.py's turn-taking) against a scripted
+Router: a fake of our own interface, never of a load balancer.  What a
+router does at a given moment (a HAProxy reload putting the server back in
+rotation, an operator's MAINT, a peer failing its checks, an unreadable
+socket, a lost answer) is scripted by `on_read`/`on_wait` hooks, so each
+branch is reached exactly, and each test fails when its branch is broken.
+The integration suites drive the same branches through real HAProxy runs
+where the branch needs one (tests/integration/test_safety_branches.py).
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from wsgi_drain.apacheconf import parse_config
+from wsgi_drain.config import Settings
+from wsgi_drain.deadline import Deadline
+from wsgi_drain.discovery import GroupProcesses
+from wsgi_drain.errors import Interrupted, RouterError, UnhealthyError
+from wsgi_drain.interrupts import Interrupts
+from wsgi_drain.outcome import Outcome, RouterRecord
+from wsgi_drain.restart.divert import divert
+from wsgi_drain.restart.policy import Verdict
+from wsgi_drain.restart.records import Routing, Run, Target
+from wsgi_drain.restart.restore import begin_journal, settle
+from wsgi_drain.routers import RouterState
+from wsgi_drain.state import Journal
+from wsgi_drain.status import ExitStatus
+
+SPEC = "recording:web1"
+
+
+class Scripted:
+    """Our Router interface over a server whose state a test scripts.
+
+    `on_read(self)` runs before each `state()` answer (it may change the
+    fields or raise, as a reload or an unreachable socket would);
+    `on_wait(self)` runs at each drain-wait slice.  Every command is recorded.
+    """
+
+    def __init__(self, admin: str = "ready", *, peers_up: int = 1) -> None:
+        self.admin = admin
+        self.status = "UP"
+        self.sessions = 0
+        self.peers_up: int | None = peers_up
+        self.peers_out: tuple[str, ...] = ()
+        self.peers_failing: tuple[str, ...] = ()
+        self.lb_up: bool | None = None
+        self.reads = 0
+        self.commands: list[str] = []
+        self.on_read: Callable[[Scripted], None] | None = None
+        self.on_wait: Callable[[Scripted], None] | None = None
+        self.divert_error: RouterError | None = None
+        self.restore_error: RouterError | None = None
+
+    @property
+    def name(self) -> str:
+        return SPEC
+
+    def state(self) -> RouterState:
+        self.reads += 1
+        if self.on_read is not None:
+            self.on_read(self)
+        return RouterState(name="web1", admin=self.admin, status=self.status,
+                           sessions=self.sessions, queued=0, peers_up=self.peers_up,
+                           peers_out=self.peers_out, lb_up=self.lb_up,
+                           peers_failing=self.peers_failing)  # fmt: skip
+
+    def divert(self) -> None:
+        self.commands.append("divert")
+        err = self.divert_error
+        if err is None or err.applied is not False:
+            self.admin = "drain"  # carried out, even when its answer is lost
+        if err is not None:
+            raise err
+
+    def wait_drained(self, deadline: Deadline) -> RouterState:
+        self.commands.append("wait")
+        if self.on_wait is not None:
+            self.on_wait(self)
+        return self.state()
+
+    def restore(self) -> None:
+        self.commands.append("restore")
+        if self.restore_error is not None:
+            raise self.restore_error
+        self.admin = "ready"
+
+
+class Bench:
+    """One run's records around one scripted router: settings, routing, journal, target."""
+
+    def __init__(
+        self, tmp_path: Path, router: Scripted, interrupts: Interrupts, **settings: object
+    ) -> None:
+        conf = tmp_path / "httpd.conf"
+        conf.write_text("WSGIDaemonProcess myapp processes=2\n")
+        group = parse_config(conf, server_root=tmp_path, environ={}).group("myapp")
+        options: dict[str, object] = {"drain_timeout": 5.0, "lb_up_timeout": 0.0}
+        options.update(settings)
+        self.settings = Settings(group="myapp", state_dir=tmp_path, **options)  # type: ignore[arg-type]
+        self.state_dir = tmp_path
+        self.messages: list[tuple[str, str]] = []
+        outcome = Outcome(group="myapp", mode="drain", requested_mode="drain", signal="SIGUSR1")
+        self.run = Run(self.settings, self._progress, interrupts, outcome)
+        self.router = router
+        self.rec = RouterRecord(name=SPEC, before=router.admin)
+        self.routing = Routing(routers=((SPEC, router),), records=[self.rec])
+        # No group socket: the wait for requests that bypassed the router is skipped.
+        procs = GroupProcesses(group=group, socket=None, processes=(), method="socket")
+        self.target = Target(instance=None, procs=procs, expected=2, parent_pid=0)  # type: ignore[arg-type]
+        begin_journal(self.run, self.routing)
+
+    def _progress(self, kind: str, message: str) -> None:
+        self.messages.append((kind, message))
+
+    @property
+    def out(self) -> Outcome:
+        return self.run.outcome
+
+    def journal(self) -> Journal | None:
+        return Journal.load(self.state_dir, "myapp")
+
+
+@pytest.fixture
+def interrupts() -> Iterator[Interrupts]:
+    with Interrupts() as caught:
+        yield caught
+
+
+def interrupt_self() -> None:
+    """A real SIGINT to this process, as an operator's Ctrl-C; Interrupts records it."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+# -- found back in rotation just before the signal --------------------------------------------
+
+
+def test_back_in_rotation_before_the_signal_stops_the_run_with_exit_4_nothing_signalled(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+
+    def reloaded(r: Scripted) -> None:
+        r.admin = "ready"  # a HAProxy reload put the server back during the drain
+
+    router.on_wait = reloaded
+    bench = Bench(tmp_path, router, interrupts)
+    verdict = Verdict()
+    with pytest.raises(RouterError) as err:
+        divert(bench.run, bench.target, bench.routing)
+    assert err.value.status == ExitStatus.ROUTER == 4
+    assert "back in rotation" in str(err.value) and "nothing was signalled" in str(err.value)
+    # The policy after it: nothing signalled, the server is ready already: no command.
+    settle(bench.run, bench.target, bench.routing, verdict)
+    assert not verdict.signalled
+    assert router.commands == ["divert", "wait"] and router.admin == "ready"
+    assert bench.journal() is None and not bench.out.left_diverted
+
+
+def test_back_in_rotation_check_passes_a_drain_that_held(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    bench = Bench(tmp_path, router, interrupts)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert router.admin == "drain" and bench.rec.diverted
+    journal = bench.journal()
+    assert journal is not None and journal.diverted == [SPEC]
+
+
+# -- a peer lost during the drain ---------------------------------------------------------------
+
+
+def peer_fails_at_first_wait(r: Scripted) -> None:
+    # Still a request in flight, so the drain goes on; a peer starts failing its checks.
+    r.sessions = 1
+    r.peers_failing = ("web2",)
+
+
+def test_if_few_peers_refuse_after_a_peer_fails_mid_drain_puts_back_and_exits_4(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    router.on_wait = peer_fails_at_first_wait
+    bench = Bench(tmp_path, router, interrupts, few_peers="refuse")
+    with pytest.raises(RouterError) as err:
+        divert(bench.run, bench.target, bench.routing)
+    assert err.value.status == ExitStatus.ROUTER
+    assert "web2 (failing its checks)" in str(err.value)
+    assert "0 UP and healthy, need 1" in str(err.value)
+    assert "put back, nothing signalled (--if-few-peers refuse)" in str(err.value)
+    assert router.commands == ["divert", "wait", "restore"] and router.admin == "ready"
+    assert not bench.rec.diverted
+    journal = bench.journal()
+    assert journal is not None and journal.diverted == []
+
+
+def test_peer_gone_down_mid_drain_under_if_few_peers_rolling_puts_back_and_restarts_in_place(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+
+    def peer_down(r: Scripted) -> None:
+        r.sessions, r.peers_up, r.peers_out = 1, 0, ("web2 (DOWN)",)
+
+    router.on_wait = peer_down
+    bench = Bench(tmp_path, router, interrupts)
+    assert divert(bench.run, bench.target, bench.routing) is False
+    assert router.commands == ["divert", "wait", "restore"] and router.admin == "ready"
+    assert any("web2 (DOWN)" in w and "restarting in place" in w for w in bench.out.warnings)
+    journal = bench.journal()
+    assert journal is not None and journal.diverted == []
+
+
+def test_a_peer_still_healthy_mid_drain_lets_the_drain_finish(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted(peers_up=2)
+    waits: list[int] = []
+
+    def one_failing_then_quiet(r: Scripted) -> None:
+        waits.append(1)
+        # Two peers UP, one failing: one healthy is still --min-peers 1.
+        r.peers_failing = ("web2",)
+        r.sessions = 1 if len(waits) < 3 else 0
+
+    router.on_wait = one_failing_then_quiet
+    bench = Bench(tmp_path, router, interrupts, few_peers="refuse")
+    assert divert(bench.run, bench.target, bench.routing)
+    assert router.commands == ["divert", "wait", "wait", "wait"]
+    assert len(waits) == 3, "the drain waited until the request ended"
+
+
+# -- a router read failing in the recount right after the divert ------------------------------
+
+
+def test_router_read_failing_in_the_recount_after_the_divert_goes_on_to_the_drain_wait(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+
+    def recount_fails(r: Scripted) -> None:
+        if r.commands == ["divert"]:  # the read right after the divert
+            raise RouterError(SPEC, "socket unreachable")
+
+    router.on_read = recount_fails
+    bench = Bench(tmp_path, router, interrupts)
+    assert divert(bench.run, bench.target, bench.routing)
+    # No back-off (nothing says a peer went out), the drain wait read it again.
+    assert router.commands == ["divert", "wait"]
+    assert bench.out.backoffs == 0 and bench.rec.diverted
+
+
+# -- a divert command sent but unanswered -----------------------------------------------------
+
+
+def test_unanswered_divert_stays_journalled_and_the_policy_puts_it_back(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    router.divert_error = RouterError(SPEC, "no answer", applied=None)
+    bench = Bench(tmp_path, router, interrupts)
+    with pytest.raises(RouterError):
+        divert(bench.run, bench.target, bench.routing)
+    assert bench.rec.diverted and bench.rec.unconfirmed
+    journal = bench.journal()
+    assert journal is not None and journal.diverted == [SPEC]
+    settle(bench.run, bench.target, bench.routing, Verdict())
+    assert router.commands == ["divert", "restore"] and router.admin == "ready"
+    assert bench.rec.restored and bench.journal() is None
+
+
+def test_refused_divert_leaves_the_journal_without_it_and_sends_nothing_more(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    router.divert_error = RouterError(SPEC, "permission denied", applied=False)
+    bench = Bench(tmp_path, router, interrupts)
+    with pytest.raises(RouterError):
+        divert(bench.run, bench.target, bench.routing)
+    assert not bench.rec.diverted and not bench.rec.unconfirmed
+    journal = bench.journal()
+    assert journal is not None and journal.diverted == []
+    settle(bench.run, bench.target, bench.routing, Verdict())
+    assert router.commands == ["divert"] and bench.journal() is None
+
+
+# -- the restore phase's own failures -----------------------------------------------------------
+
+
+def diverted_bench(
+    tmp_path: Path, router: Scripted, interrupts: Interrupts, **settings: object
+) -> Bench:
+    """A run that diverted `router` (it was ready) and got to the policy."""
+    bench = Bench(tmp_path, router, interrupts, **settings)
+    router.divert()
+    router.commands.clear()
+    bench.rec.diverted = True
+    assert bench.routing.journal is not None
+    bench.routing.journal.diverted.append(SPEC)
+    return bench
+
+
+def test_restore_failure_leaves_the_router_diverted_with_the_journal_note(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts)
+    router.restore_error = RouterError(SPEC, "socket unreachable")
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert router.commands == ["restore"] and router.admin == "drain"
+    out = bench.out
+    assert out.left_diverted and not bench.rec.restored
+    assert isinstance(out.error, RouterError) and out.error.status == ExitStatus.ROUTER
+    assert "socket unreachable" in str(out.error)
+    assert bench.rec.error is not None and "socket unreachable" in bench.rec.error
+    assert [p.status for p in out.phases if p.name == "restore"] == ["failed"]
+    journal = bench.journal()
+    assert journal is not None and journal.phase == "left-diverted"
+    assert journal.note == "restoring a router failed" and journal.diverted == [SPEC]
+
+
+def test_operator_maint_set_during_the_run_is_left_alone_by_the_restore(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts)
+    router.admin = "maint"  # the operator, during the run
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert router.commands == [] and router.admin == "maint"
+    assert not bench.rec.restored and bench.rec.error is not None
+    assert bench.out.warnings == [f"{SPEC} was set to maint by someone during the run: left so"]
+    assert bench.out.error is None
+
+
+def test_unreadable_router_state_at_the_restore_is_still_restored(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, lb_up_timeout=5.0)
+
+    def unreachable(r: Scripted) -> None:
+        raise RouterError(SPEC, "cannot read show stat")
+
+    router.on_read = unreachable
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert router.commands == ["restore"] and router.admin == "ready"
+    assert bench.rec.restored and not bench.out.left_diverted and bench.out.error is None
+    assert bench.journal() is None
+
+
+# -- --lb-up-timeout ----------------------------------------------------------------------------
+
+
+def test_lb_up_timeout_expiring_is_exit_6_with_the_routers_status(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, lb_up_timeout=0.3)
+
+    def checks_fail(r: Scripted) -> None:
+        r.lb_up, r.status = False, "DOWN"
+
+    router.on_read = checks_fail
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    err = bench.out.error
+    assert isinstance(err, UnhealthyError) and err.status == ExitStatus.UNHEALTHY == 6
+    assert "does not see this server UP 0.3 s after it was put back (status DOWN)" in str(err)
+    # It is back in rotation: not left diverted, the journal is done.
+    assert router.commands == ["restore"] and bench.rec.restored and bench.rec.up_after is None
+    assert not bench.out.left_diverted and bench.journal() is None
+    assert router.reads > 2, "the router was asked again until the timeout"
+
+
+def test_lb_up_seen_within_the_timeout_is_no_error(tmp_path: Path, interrupts: Interrupts) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, lb_up_timeout=30.0)
+
+    def up_at_third_read(r: Scripted) -> None:
+        r.lb_up = r.reads >= 3  # the router's checks pass after a moment
+
+    router.on_read = up_at_third_read
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert bench.out.error is None and bench.rec.up_after is not None
+    assert router.reads == 3
+
+
+def test_interrupt_during_the_lb_up_wait_stops_waiting_and_reports_it(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, lb_up_timeout=30.0)
+
+    def ctrl_c_at_third_read(r: Scripted) -> None:
+        r.lb_up = False
+        if r.reads == 3:
+            interrupt_self()
+
+    router.on_read = ctrl_c_at_third_read
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert isinstance(bench.out.error, Interrupted)
+    assert bench.out.error.status == ExitStatus.INTERRUPTED
+    # The wait ended on the interrupt (no read after it), the restore already done.
+    assert router.reads == 3
+    assert router.commands == ["restore"] and bench.rec.restored and bench.journal() is None
+
+
+# -- an interrupt after the signal, with a health URL -----------------------------------------
+
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        code = 200 if self.path == "/ok" else 500
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def health_base() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_interrupt_after_the_signal_with_a_health_url_restores_a_healthy_app(
+    tmp_path: Path, interrupts: Interrupts, health_base: str
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, health_url=health_base + "/ok")
+    # Signalled, then interrupted before the verdict: no phase knew the health.
+    verdict = Verdict(signalled=True, healthy=None)
+    settle(bench.run, bench.target, bench.routing, verdict)
+    assert verdict.healthy is True
+    assert router.commands == ["restore"] and bench.journal() is None
+
+
+def test_interrupt_after_the_signal_with_a_failing_health_url_leaves_it_diverted(
+    tmp_path: Path, interrupts: Interrupts, health_base: str
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, health_url=health_base + "/fail")
+    verdict = Verdict(signalled=True, healthy=None)
+    settle(bench.run, bench.target, bench.routing, verdict)
+    assert verdict.healthy is False
+    assert router.commands == [] and router.admin == "drain" and bench.out.left_diverted
+    journal = bench.journal()
+    assert journal is not None and journal.phase == "left-diverted"
+    assert journal.note == "the app was not proven healthy after the restart"
+    assert any("left diverted" in m for _k, m in bench.messages)
+
+
+def test_interrupt_during_the_drain_wait_is_acted_on_before_the_signal(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+
+    def ctrl_c_while_busy(r: Scripted) -> None:
+        r.sessions = 1
+        interrupt_self()
+
+    router.on_wait = ctrl_c_while_busy
+    bench = Bench(tmp_path, router, interrupts)
+    with pytest.raises(Interrupted):
+        divert(bench.run, bench.target, bench.routing)
+    assert router.commands == ["divert", "wait"], "one slice, then the interrupt was acted on"
+    settle(bench.run, bench.target, bench.routing, Verdict())
+    assert router.commands[-1] == "restore" and bench.journal() is None
