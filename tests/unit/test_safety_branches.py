@@ -29,6 +29,7 @@ from wsgi_drain.discovery import GroupProcesses
 from wsgi_drain.errors import Interrupted, RouterError, UnhealthyError
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, RouterRecord
+from wsgi_drain.restart import policy
 from wsgi_drain.restart.divert import divert
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Routing, Run, Target
@@ -329,6 +330,36 @@ def test_restore_failure_leaves_the_router_diverted_with_the_journal_note(
     journal = bench.journal()
     assert journal is not None and journal.phase == "left-diverted"
     assert journal.note == "restoring a router failed" and journal.diverted == [SPEC]
+
+
+def test_restore_failure_before_any_signal_says_the_restore_failed_not_the_app(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    # Interrupted during the drain (nothing signalled), then the restore failed:
+    # the journal must not blame the app, which was never touched.
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts)
+    router.restore_error = RouterError(SPEC, "socket unreachable")
+    settle(bench.run, bench.target, bench.routing, Verdict())
+    assert bench.out.left_diverted
+    journal = bench.journal()
+    assert journal is not None and journal.note == "restoring a router failed"
+
+
+@pytest.mark.parametrize(
+    ("signalled", "healthy", "note"),
+    [
+        (False, None, "restoring a router failed"),
+        (False, False, "restoring a router failed"),
+        (True, True, "restoring a router failed"),
+        (True, False, "the app was not proven healthy after the restart"),
+        (True, None, "the app was not proven healthy after the restart"),
+    ],
+)
+def test_left_diverted_note_blames_the_restore_only_where_the_policy_restores(
+    signalled: bool, healthy: bool | None, note: str
+) -> None:
+    assert policy.left_diverted_note(signalled, healthy) == note
 
 
 def test_operator_maint_set_during_the_run_is_left_alone_by_the_restore(
