@@ -13,10 +13,12 @@ where the branch needs one (tests/integration/test_safety_branches.py).
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import pytest
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.discovery import GroupProcesses
+from wsgi_drain.discovery import DaemonProcess, GroupProcesses
 from wsgi_drain.errors import Interrupted, RouterError, UnhealthyError
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, RouterRecord
@@ -49,10 +51,15 @@ class Scripted:
     `on_wait(self)` runs at each drain-wait slice.  Every command is recorded.
     """
 
-    def __init__(self, admin: str = "ready", *, peers_up: int = 1) -> None:
+    def __init__(
+        self, admin: str = "ready", *, peers_up: int | None = 1, name: str = "web1"
+    ) -> None:
+        self.spec = f"recording:{name}"
         self.admin = admin
         self.status = "UP"
         self.sessions = 0
+        self.queued = 0
+        self.sessions_known = True
         self.peers_up: int | None = peers_up
         self.peers_out: tuple[str, ...] = ()
         self.peers_failing: tuple[str, ...] = ()
@@ -66,14 +73,15 @@ class Scripted:
 
     @property
     def name(self) -> str:
-        return SPEC
+        return self.spec
 
     def state(self) -> RouterState:
         self.reads += 1
         if self.on_read is not None:
             self.on_read(self)
         return RouterState(name="web1", admin=self.admin, status=self.status,
-                           sessions=self.sessions, queued=0, peers_up=self.peers_up,
+                           sessions=self.sessions, queued=self.queued,
+                           peers_up=self.peers_up, sessions_known=self.sessions_known,
                            peers_out=self.peers_out, lb_up=self.lb_up,
                            peers_failing=self.peers_failing)  # fmt: skip
 
@@ -102,7 +110,13 @@ class Bench:
     """One run's records around one scripted router: settings, routing, journal, target."""
 
     def __init__(
-        self, tmp_path: Path, router: Scripted, interrupts: Interrupts, **settings: object
+        self,
+        tmp_path: Path,
+        router: Scripted,
+        interrupts: Interrupts,
+        *,
+        more: tuple[Scripted, ...] = (),
+        **settings: object,
     ) -> None:
         conf = tmp_path / "httpd.conf"
         conf.write_text("WSGIDaemonProcess myapp processes=2\n")
@@ -116,7 +130,9 @@ class Bench:
         self.run = Run(self.settings, self._progress, interrupts, outcome)
         self.router = router
         self.rec = RouterRecord(name=SPEC, before=router.admin)
-        self.routing = Routing(routers=((SPEC, router),), records=[self.rec])
+        self.recs = [self.rec, *(RouterRecord(name=r.spec, before=r.admin) for r in more)]
+        routers = ((SPEC, router), *((r.spec, r) for r in more))
+        self.routing = Routing(routers=routers, records=self.recs)
         # No group socket: the wait for requests that bypassed the router is skipped.
         procs = GroupProcesses(group=group, socket=None, processes=(), method="socket")
         self.target = Target(instance=None, procs=procs, expected=2, parent_pid=0)  # type: ignore[arg-type]
@@ -516,3 +532,372 @@ def test_interrupt_during_the_drain_wait_is_acted_on_before_the_signal(
     assert router.commands == ["divert", "wait"], "one slice, then the interrupt was acted on"
     settle(bench.run, bench.target, bench.routing, Verdict())
     assert router.commands[-1] == "restore" and bench.journal() is None
+
+
+# -- the drain wait's edges (what is counted in flight, and for how long) --------------------
+
+
+def test_drain_counts_requests_in_flight_and_queued_at_the_signal(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+
+    def busy(r: Scripted) -> None:
+        r.sessions, r.queued = 2, 1
+
+    router.on_wait = busy
+    bench = Bench(tmp_path, router, interrupts, drain_timeout=0.0)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert bench.rec.sessions_at_signal == 3
+    assert bench.out.warnings == [
+        f"{SPEC}: 3 request(s) still in flight after 0 s; they get the group's drain window"
+    ]
+
+
+def test_drain_with_nothing_in_flight_warns_nothing_and_says_zero(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted(peers_up=2)
+    bench = Bench(tmp_path, router, interrupts)
+    bench.rec.state = router.state()
+    assert divert(bench.run, bench.target, bench.routing)
+    assert bench.rec.sessions_at_signal == 0 and bench.out.warnings == []
+    assert ("divert", f"{SPEC}: drain (2 other server(s) UP)") in bench.messages
+    assert bench.rec.out_at is not None
+
+
+def test_drain_waits_while_requests_wait_only_in_the_queue(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    queue = [2, 1, 0]
+
+    def queued(r: Scripted) -> None:
+        r.sessions, r.queued = 0, queue.pop(0)
+
+    router.on_wait = queued
+    bench = Bench(tmp_path, router, interrupts)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert router.commands == ["divert", "wait", "wait", "wait"] and queue == []
+
+
+def test_drain_of_a_router_that_cannot_count_warns_and_goes_on_to_the_next(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    blind = Scripted()
+    blind.sessions_known = False
+    second = Scripted(name="web1b")
+
+    def busy(r: Scripted) -> None:
+        r.sessions = 1
+
+    second.on_wait = busy
+    bench = Bench(tmp_path, blind, interrupts, more=(second,), drain_timeout=0.0)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert bench.rec.sessions_at_signal is None
+    assert bench.recs[1].sessions_at_signal == 1, "the next router was still waited for"
+    assert bench.out.warnings[0] == (
+        f"{SPEC} cannot count requests in flight: not waited for at the router; requests "
+        "still running get the group's drain window"
+    )
+
+
+def test_drain_deadline_adds_a_routers_detection_delay(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    class Watched(Scripted):
+        settle_delay = 0.3  # a health-file router: the LB sees the file change later
+
+    plain, watched = Scripted(), Watched()
+    for router in (plain, watched):
+        router.on_wait = lambda r: setattr(r, "sessions", 1)
+    bench = Bench(tmp_path, plain, interrupts, drain_timeout=0.0)
+    divert(bench.run, bench.target, bench.routing)
+    assert plain.commands.count("wait") == 1, "no delay: the 0 s drain ends at once"
+    (tmp_path / "w").mkdir()
+    bench = Bench(tmp_path / "w", watched, interrupts, drain_timeout=0.0)
+    divert(bench.run, bench.target, bench.routing)
+    assert watched.commands.count("wait") > 1, "the drain waited for the detection delay"
+
+
+def test_drain_never_diverts_a_router_the_operator_had_out(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    ours, operators = Scripted(), Scripted("maint", name="web1b")
+    bench = Bench(tmp_path, ours, interrupts, more=(operators,))
+    assert divert(bench.run, bench.target, bench.routing)
+    assert ours.commands[0] == "divert" and "divert" not in operators.commands
+
+
+def test_a_router_without_peer_counts_never_ends_the_drain_for_peers(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted(peers_up=None)  # a health file: it cannot count the others
+    waits = [1, 1, 0]
+
+    def draining(r: Scripted) -> None:
+        r.sessions = waits.pop(0)
+
+    router.on_wait = draining
+    bench = Bench(tmp_path, router, interrupts, few_peers="refuse")
+    assert divert(bench.run, bench.target, bench.routing)
+    assert "restore" not in router.commands and waits == []
+
+
+@pytest.mark.parametrize(
+    ("min_peers", "up", "failing", "lost"),
+    [
+        (2, 2, ("web3",), True),  # one of two failing: 1 healthy, 2 needed
+        (2, 2, (), False),
+        (3, 4, ("web3",), False),  # 3 healthy of 4
+        (1, 3, ("web3",), False),  # more than enough is enough
+        ("all", 1, (), False),  # "all" mid-drain: one healthy peer carries it
+        ("all", 1, ("web3",), True),
+    ],
+)
+def test_peers_lost_mid_drain_counts_healthy_peers_against_min_peers(
+    tmp_path: Path,
+    interrupts: Interrupts,
+    min_peers: int | str,
+    up: int,
+    failing: tuple[str, ...],
+    lost: bool,
+) -> None:
+    router = Scripted(peers_up=up)
+    waits = [1, 0]
+
+    def mid_drain(r: Scripted) -> None:
+        r.sessions, r.peers_failing = waits.pop(0), failing
+
+    router.on_wait = mid_drain
+    bench = Bench(tmp_path, router, interrupts, min_peers=min_peers)
+    assert divert(bench.run, bench.target, bench.routing) is (not lost)
+    assert ("restore" in router.commands) is lost
+
+
+# -- too few peers before the divert ----------------------------------------------------------
+
+
+def test_too_few_peers_before_the_divert_rolls_in_place_under_if_few_peers_rolling(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted(peers_up=0)
+    bench = Bench(tmp_path, router, interrupts)
+    assert divert(bench.run, bench.target, bench.routing) is False
+    assert router.commands == []
+    assert bench.out.warnings == [
+        f"{SPEC}: 0 other server(s) UP, --min-peers 1 needed: restarting in place, one "
+        "process at a time, without diverting"
+    ]
+
+
+def test_too_few_peers_before_the_divert_is_refused_under_if_few_peers_refuse(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted(peers_up=0)
+    bench = Bench(tmp_path, router, interrupts, few_peers="refuse")
+    with pytest.raises(RouterError) as err:
+        divert(bench.run, bench.target, bench.routing)
+    assert router.commands == []
+    assert str(err.value) == (
+        f"{SPEC}: 0 other server(s) UP, --min-peers 1 needed; refusing to take this host out "
+        "too (--if-few-peers refuse). If a host was left out by an earlier run, repair it "
+        "there (`wsgi-drain undrain --group myapp`) or find why its checks fail, then rerun"
+    )
+
+
+def test_a_collision_at_the_recount_backs_off_and_refuses_with_nothing_signalled(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted(peers_up=1)
+
+    def another_run_diverted(r: Scripted) -> None:
+        if r.commands == ["divert"]:
+            r.peers_up, r.peers_out = 0, ("web2 (drain)",)
+
+    router.on_read = another_run_diverted
+    bench = Bench(tmp_path, router, interrupts)
+    with pytest.raises(RouterError) as err:
+        divert(bench.run, bench.target, bench.routing)
+    assert str(err.value).endswith("put back, nothing signalled")
+    assert router.commands == ["divert", "restore"]
+    assert not bench.rec.diverted and not bench.rec.restored and bench.rec.back_at is None
+    journal = bench.journal()
+    assert journal is not None and journal.diverted == [] and bench.out.backoffs == 1
+
+
+# -- requests that reached Apache directly ----------------------------------------------------
+
+
+def host_bench(
+    tmp_path: Path,
+    interrupts: Interrupts,
+    monkeypatch: pytest.MonkeyPatch,
+    held: list[object],
+    **settings: object,
+) -> Bench:
+    """A run whose group has a socket; `_held` (what the daemons hold) answers from `held`."""
+    from wsgi_drain.restart import divert as phase
+
+    bench = Bench(tmp_path, Scripted(), interrupts, **settings)
+    socket = object()  # only its presence is read: the holdings come from `held`
+    bench.target.procs = dataclasses.replace(bench.target.procs, socket=socket)  # type: ignore[arg-type]
+    monkeypatch.setattr(phase, "_held", lambda target: held.pop(0) if held else set())
+    monkeypatch.setattr(phase, "HOST_POLL", 0.01)
+    return bench
+
+
+def test_host_requests_that_bypassed_the_router_are_waited_for(
+    tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held: list[object] = [{11, 12}, {12, 13}, set()]
+    bench = host_bench(tmp_path, interrupts, monkeypatch, held)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert held == [] and bench.out.host_in_flight_at_signal == 0
+    assert any(
+        m.startswith("host: 2 request(s) in flight that did not come through the router")
+        for _k, m in bench.messages
+    )
+    assert bench.out.warnings == []
+
+
+def test_host_requests_still_running_at_the_drain_timeout_are_counted_and_warned(
+    tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held: list[object] = [{11}] * 1000
+    bench = host_bench(tmp_path, interrupts, monkeypatch, held, drain_timeout=0.05)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert bench.out.host_in_flight_at_signal == 1
+    assert bench.out.warnings == [
+        "host: 1 request(s) that did not come through the router still in flight after "
+        "0.05 s; they get the group's drain window"
+    ]
+
+
+def test_host_sockets_unreadable_is_said_not_waited_for(
+    tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held: list[object] = [None]
+    bench = host_bench(tmp_path, interrupts, monkeypatch, held)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert bench.out.warnings == [
+        "cannot read the daemons' sockets: requests that bypassed the router are not awaited"
+    ]
+
+
+# -- the restore phase's edges -----------------------------------------------------------------
+
+
+class CountingInterrupts(Interrupts):
+    """The real Interrupts, recording how long each wait asked to sleep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+
+    def sleep(self, timeout: float) -> None:
+        self.sleeps.append(timeout)
+        super().sleep(timeout)
+
+
+def test_lb_up_wait_polls_at_most_every_tenth_of_a_second_within_the_timeout(
+    tmp_path: Path,
+) -> None:
+    with CountingInterrupts() as counting:
+        router = Scripted()
+        bench = diverted_bench(tmp_path, router, counting, lb_up_timeout=0.35)
+        router.on_read = lambda r: setattr(r, "lb_up", False)
+        settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert counting.sleeps and all(0 <= s <= 0.1 for s in counting.sleeps), counting.sleeps
+    assert sum(counting.sleeps) <= 0.35 + 1e-6, "never asked to sleep past the timeout"
+
+
+def test_lb_up_after_is_the_time_from_the_restore_to_up(tmp_path: Path) -> None:
+    with Interrupts() as caught:
+        router = Scripted()
+        bench = diverted_bench(tmp_path, router, caught, lb_up_timeout=30.0)
+        router.on_read = lambda r: setattr(r, "lb_up", r.reads >= 3)
+        before = time.monotonic()
+        settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+        spent = time.monotonic() - before
+    up_after = bench.rec.up_after
+    assert up_after is not None and 0 < up_after <= spent, (up_after, spent)
+
+
+def test_lb_up_timeout_zero_does_not_wait_and_is_no_error(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, lb_up_timeout=0.0)
+    router.on_read = lambda r: setattr(r, "lb_up", False)
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert bench.out.error is None and bench.rec.restored
+
+
+def test_lb_up_timeout_keeps_an_earlier_error(tmp_path: Path, interrupts: Interrupts) -> None:
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts, lb_up_timeout=0.2)
+    router.on_read = lambda r: setattr(r, "lb_up", False)
+    earlier = UnhealthyError("the warm-up failed")
+    bench.out.error = earlier
+    settle(bench.run, bench.target, bench.routing, Verdict(signalled=True, healthy=True))
+    assert bench.out.error is earlier
+
+
+class Members:
+    def __init__(self, pids: tuple[int, ...]) -> None:
+        self.pids = pids
+
+
+@pytest.mark.parametrize(
+    ("pids", "restored"),
+    [
+        ((21, 22), True),  # complete, every process new
+        ((21,), False),  # one short of processes=2
+        ((21, 22, 23), True),
+        ((11, 21), False),  # an old process still there
+        (None, False),  # the group cannot be read
+    ],
+)
+def test_interrupt_after_the_signal_without_a_health_url_restores_only_a_replaced_group(
+    tmp_path: Path,
+    interrupts: Interrupts,
+    monkeypatch: pytest.MonkeyPatch,
+    pids: tuple[int, ...] | None,
+    restored: bool,
+) -> None:
+    from wsgi_drain.errors import NotFoundError
+    from wsgi_drain.restart import restore as phase
+
+    def read() -> Members:
+        if pids is None:
+            raise NotFoundError("Apache is gone")
+        return Members(pids)
+
+    monkeypatch.setattr(phase, "reader", lambda run, target: read)
+    router = Scripted()
+    bench = diverted_bench(tmp_path, router, interrupts)
+    old = (11, 12)
+    bench.target.procs = dataclasses.replace(
+        bench.target.procs,
+        processes=tuple(DaemonProcess(pid=p, create_time=0.0, title="") for p in old),
+    )
+    verdict = Verdict(signalled=True, healthy=None)
+    settle(bench.run, bench.target, bench.routing, verdict)
+    assert verdict.healthy is restored
+    assert ("restore" in router.commands) is restored and bench.out.left_diverted is not restored
+
+
+def test_begin_journal_takes_over_a_router_left_by_an_earlier_run(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    ours, adopted = Scripted(), Scripted("drain", name="web1b")
+    bench = Bench(tmp_path, ours, interrupts, more=(adopted,))
+    bench.recs[1].adopted = True
+    bench.rec.before = None
+    journal = begin_journal(bench.run, bench.routing)
+    assert journal.before == {SPEC: "", adopted.spec: "ready"}
+    assert journal.diverted == [adopted.spec] and bench.recs[1].diverted
+    assert not bench.rec.diverted
+    saved = bench.journal()
+    assert saved is not None and saved.diverted == [adopted.spec]
