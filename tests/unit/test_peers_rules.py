@@ -90,6 +90,7 @@ def test_min_peers_count_is_a_floor_met_exactly() -> None:
     assert not peers.short(st(2), 2), "as many UP as needed is enough"
     assert peers.short(st(1), 2)
     assert not peers.short(st(0), 0)
+    assert not peers.short(st(3), 2), "more than needed is enough"
 
 
 def test_min_peers_all_counts_the_servers_up_and_out() -> None:
@@ -122,15 +123,17 @@ def test_describe_and_shortfall_words() -> None:
         "web4 (DOWN) after waiting 5 s (--peer-wait)"
     )
     assert peers.shortfall(st(1), 2, 0) == "1 other server(s) UP, --min-peers 2 needed"
+    assert peers.shortfall(st(1), 2, 0.5).endswith(" after waiting 0.5 s (--peer-wait)")
     assert peers.shortfall(st(None), peers.ALL, 5) == peers.uncounted(st(None), peers.ALL)
 
 
 def test_backoff_pause_is_random_within_backoff_and_the_deadline() -> None:
     clock = Clock()
-    for _ in range(20):
+    for _ in range(200):
         peers.backoff_pause(interrupts(clock), Deadline(60))
-    assert all(peers.BACKOFF[0] <= s <= peers.BACKOFF[1] for s in clock.sleeps), clock.sleeps
-    assert len(set(clock.sleeps)) > 1, "the pause is random"
+    # 0.2 to 2 s: long enough for the other run's recount, short against --peer-wait.
+    assert all(0.2 <= s <= 2.0 for s in clock.sleeps), clock.sleeps
+    assert min(clock.sleeps) < 0.6 and max(clock.sleeps) > 1.6, "spread over the range"
     short = Clock()
     peers.backoff_pause(interrupts(short), Deadline(0.05))
     assert len(short.sleeps) == 1 and 0 < short.sleeps[0] <= 0.05
@@ -259,7 +262,7 @@ def test_wait_until_enough_polls_and_tells_once() -> None:
     )
     assert got == st(1) and reads == []
     assert told == [st(0, ("web2 (DOWN)",))]
-    assert clock.sleeps == [peers.POLL, peers.POLL]
+    assert clock.sleeps == [1.0, 1.0], "a waiting run reads the router once a second"
 
 
 def test_wait_until_enough_with_no_time_left_reads_once_and_waits_not() -> None:
@@ -300,10 +303,22 @@ def test_waiting_for_peers_adds_the_time_waited_to_the_turn(
     limit = Deadline(30)
     turn = peers.Turn(waited=1.0)
     router = Script("web1", [st(1)])
-    ticks = iter([100.0, 102.5, 200.0, 201.0])
+    ticks = iter([100.0, 250.0, 300.0, 301.0])
     monkeypatch.setattr(peers.time, "monotonic", lambda: next(ticks))
     peers._await(router, 1, limit, interrupts(Clock()), lambda m: None, turn)
     peers._await(router, 1, limit, interrupts(Clock()), lambda m: None, turn)
     monkeypatch.undo()
-    assert turn.waited == 1.0 + 2.5 + 1.0
+    assert turn.waited == 1.0 + 150.0 + 1.0
     assert turn.last == {"web1": st(1)}
+
+
+def test_divert_in_turn_a_failed_recount_read_still_diverts_the_next_router() -> None:
+    class Unreadable(Script):
+        def state(self) -> RouterState:
+            if self.diverts:
+                raise RouterError(self.name, "unreachable")
+            return super().state()
+
+    first, second = Unreadable("web1", [st(1)]), Script("web1b", [st(1)])
+    turns([first, second], 1, Deadline(0), Clock(), [], [])
+    assert (first.diverts, second.diverts) == (1, 1)
