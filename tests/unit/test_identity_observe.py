@@ -1,0 +1,196 @@
+"""`identity.observe`: what /proc shows of a running instance, on real processes.
+
+This test process plays the Apache parent: it binds group sockets named as
+mod_wsgi names them (`<WSGISocketPrefix>.<parent pid>.<generation>.<id>.sock`)
+and starts children that inherit them, as daemons do.  Each test changes one
+fact (the socket's pid or prefix, who holds it, a TCP listener kept, another
+binary) and sees what observe makes of it; the first shows a true daemon
+observed field by field.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.unit.children import SLEEPER, reap
+from wsgi_drain import procfs
+from wsgi_drain.apacheconf import ApacheConfig, parse_config
+from wsgi_drain.identity import GroupSocket, observe, sockets_by_name
+
+ME = os.getpid()
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[str]]]:
+    children: list[subprocess.Popen[str]] = []
+    yield children
+    reap(children)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ApacheConfig:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(f"WSGISocketPrefix {tmp_path}/run/wsgi\nWSGIDaemonProcess myapp\n")
+    (tmp_path / "run").mkdir()
+    return parse_config(conf, server_root=tmp_path, environ={})
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[socket.socket]]:
+    made: list[socket.socket] = []
+    yield made
+    for sock in made:
+        sock.close()
+
+
+def bind(listeners: list[socket.socket], path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.listen()
+    listeners.append(sock)
+    return sock
+
+
+def spawn(
+    started: list[subprocess.Popen[str]], *fds: int, argv: list[str] | None = None
+) -> subprocess.Popen[str]:
+    command = argv or [sys.executable, "-c", SLEEPER]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=fds)
+    started.append(child)
+    if argv is None:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    return child
+
+
+def create_time() -> float:
+    return psutil.Process().create_time()
+
+
+def test_observe_a_daemon_holding_its_groups_socket_field_by_field(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    path = tmp_path / "run" / f"wsgi.{ME}.3.1.sock"
+    sock = bind(listeners, path)
+    child = spawn(started, sock.fileno())
+    obs = observe(config, ME, create_time())
+    inode = os.fstat(sock.fileno()).st_ino
+    assert obs.sockets == {1: GroupSocket(path=str(path), inode=inode, id=1, generation="3")}
+    mine = [c for c in obs.children if c.pid == child.pid]
+    assert len(mine) == 1
+    (daemon,) = mine
+    assert daemon.create_time == psutil.Process(child.pid).create_time()
+    assert daemon.title == procfs.title(child.pid) and daemon.title
+    assert daemon.uid == os.getuid()
+    assert daemon.wsgi_ids == frozenset({1})
+    assert daemon.holds_listener is False and daemon.same_exe is True
+    assert obs.members(1) == (daemon,)
+    assert obs.parent_pid == ME
+    assert obs.title_room == procfs.argv0_length(ME) > 0
+    assert obs.parent_title == procfs.title(ME)
+    assert obs.as_root is (os.getuid() == 0)
+    assert obs.loaded_at is not None and obs.loaded_at >= create_time() - 1
+
+
+def test_observe_ignores_sockets_of_another_pid_or_outside_the_prefix(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    other_pid = bind(listeners, tmp_path / "run" / f"wsgi.{ME + 1}.0.2.sock")
+    elsewhere = bind(listeners, tmp_path / f"other.{ME}.0.3.sock")
+    ours = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    child = spawn(started, other_pid.fileno(), elsewhere.fileno(), ours.fileno())
+    obs = observe(config, ME, create_time())
+    assert set(obs.sockets) == {1}
+    (daemon,) = [c for c in obs.children if c.pid == child.pid]
+    assert daemon.wsgi_ids == frozenset({1})
+
+
+def test_observe_without_a_prefix_takes_any_path_named_for_the_parent(
+    tmp_path: Path, listeners: list[socket.socket]
+) -> None:
+    conf = tmp_path / "plain.conf"
+    conf.write_text("WSGIDaemonProcess myapp\n")
+    plain = parse_config(conf, server_root=tmp_path, environ={})
+    assert plain.socket_prefix is None
+    bind(listeners, tmp_path / f"anything.{ME}.u7.4.sock")
+    sockets, loaded = sockets_by_name(plain, ME, create_time())
+    assert set(sockets) == {4} and sockets[4].generation == "u7"
+    assert loaded is not None
+
+
+def test_observe_leaves_out_a_socket_file_the_parent_no_longer_holds(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # An earlier generation's listener: still open (in a child), but not the parent's.
+    lingering = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.5.sock")
+    child = spawn(started, lingering.fileno())
+    listeners.remove(lingering)
+    lingering.close()
+    obs = observe(config, ME, create_time())
+    assert 5 not in obs.sockets
+    assert all(c.pid != child.pid for c in obs.children), "it holds no socket of the parent's"
+    by_name, _ = sockets_by_name(config, ME, create_time())
+    assert 5 in by_name, "by name alone it shows (an unprivileged check cannot tell)"
+
+
+def test_observe_a_child_keeping_apaches_tcp_listener_is_no_daemon(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    group = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    listeners.append(tcp)
+    worker = spawn(started, group.fileno(), tcp.fileno())
+    obs = observe(config, ME, create_time())
+    (child,) = [c for c in obs.children if c.pid == worker.pid]
+    assert child.holds_listener is True and child.wsgi_ids == frozenset({1})
+    assert worker.pid not in {c.pid for c in obs.members(1)}
+
+
+def test_observe_a_child_of_another_binary_is_no_daemon(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    group = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    logger = spawn(started, group.fileno(), argv=[sleep, "60"])
+    for _ in range(200):  # until the exec is done: then /proc shows the new binary
+        if procfs.exe(logger.pid) == os.path.realpath(sleep):
+            break
+        time.sleep(0.01)
+    obs = observe(config, ME, create_time())
+    (child,) = [c for c in obs.children if c.pid == logger.pid]
+    assert child.same_exe is False and child.title == sleep
+    assert obs.members(1) == ()
+
+
+def test_observe_a_child_with_no_group_socket_is_not_listed(
+    config: ApacheConfig, started: list[subprocess.Popen[str]]
+) -> None:
+    child = spawn(started)
+    assert all(c.pid != child.pid for c in observe(config, ME, create_time()).children)
