@@ -543,14 +543,14 @@ def test_drain_counts_requests_in_flight_and_queued_at_the_signal(
     router = Scripted()
 
     def busy(r: Scripted) -> None:
-        r.sessions, r.queued = 2, 1
+        r.sessions, r.queued = 2, 2
 
     router.on_wait = busy
     bench = Bench(tmp_path, router, interrupts, drain_timeout=0.0)
     assert divert(bench.run, bench.target, bench.routing)
-    assert bench.rec.sessions_at_signal == 3
+    assert bench.rec.sessions_at_signal == 4
     assert bench.out.warnings == [
-        f"{SPEC}: 3 request(s) still in flight after 0 s; they get the group's drain window"
+        f"{SPEC}: 4 request(s) still in flight after 0 s; they get the group's drain window"
     ]
 
 
@@ -627,6 +627,7 @@ def test_drain_never_diverts_a_router_the_operator_had_out(
     bench = Bench(tmp_path, ours, interrupts, more=(operators,))
     assert divert(bench.run, bench.target, bench.routing)
     assert ours.commands[0] == "divert" and "divert" not in operators.commands
+    assert bench.recs[0].out_at is not None and bench.recs[1].out_at is None
 
 
 def test_a_router_without_peer_counts_never_ends_the_drain_for_peers(
@@ -768,6 +769,7 @@ def test_host_requests_still_running_at_the_drain_timeout_are_counted_and_warned
     bench = host_bench(tmp_path, interrupts, monkeypatch, held, drain_timeout=0.05)
     assert divert(bench.run, bench.target, bench.routing)
     assert bench.out.host_in_flight_at_signal == 1
+    assert any(m.endswith("waiting up to 0 s") for _k, m in bench.messages), bench.messages
     assert bench.out.warnings == [
         "host: 1 request(s) that did not come through the router still in flight after "
         "0.05 s; they get the group's drain window"
@@ -901,3 +903,38 @@ def test_begin_journal_takes_over_a_router_left_by_an_earlier_run(
     assert not bench.rec.diverted
     saved = bench.journal()
     assert saved is not None and saved.diverted == [adopted.spec]
+
+
+def test_a_collision_backs_off_only_what_this_run_diverted(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    ours, operators = Scripted(peers_up=1), Scripted("maint", name="web1b")
+
+    def another_run_diverted(r: Scripted) -> None:
+        if r.commands == ["divert"]:
+            r.peers_up, r.peers_out = 0, ("web2 (drain)",)
+
+    ours.on_read = another_run_diverted
+    bench = Bench(tmp_path, ours, interrupts, more=(operators,))
+    with pytest.raises(RouterError):
+        divert(bench.run, bench.target, bench.routing)
+    assert ours.commands == ["divert", "restore"]
+    assert operators.commands == [] and operators.reads == 0, "the operator's was not touched"
+    assert bench.out.warnings == []
+
+
+def test_drain_waits_in_short_slices_so_an_interrupt_is_acted_on_promptly(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    slices: list[float] = []
+
+    class Slicing(Scripted):
+        def wait_drained(self, deadline: Deadline) -> RouterState:
+            slices.append(deadline.remaining())
+            return super().wait_drained(deadline)
+
+    router = Slicing()
+    router.on_wait = lambda r: setattr(r, "sessions", 1 if len(slices) < 3 else 0)
+    bench = Bench(tmp_path, router, interrupts, drain_timeout=30.0)
+    assert divert(bench.run, bench.target, bench.routing)
+    assert len(slices) == 3 and all(0 < left <= 0.1 for left in slices), slices
