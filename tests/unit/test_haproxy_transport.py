@@ -321,3 +321,91 @@ def test_set_state_refused_by_haproxy_says_the_command_and_the_answer() -> None:
     silent = ReplayRouter("web1", {"set server be_app/web1 state drain": "\n"})
     silent.divert()
     assert silent.sent == ["set server be_app/web1 state drain"]
+
+
+# -- the edges mutation testing found ---------------------------------------------------------
+
+
+def test_config_disabled_bit_alone_is_maint() -> None:
+    from wsgi_drain.routers.haproxy import admin_from_bits
+
+    assert admin_from_bits(0x04) == "maint"
+    assert admin_from_bits(0x10) == "drain"
+
+
+def test_a_down_peer_in_rotation_is_not_up() -> None:
+    replies = dict(CAPTURED)
+    replies["show stat be_app 4 -1"] = with_fields("web3", status="DOWN")
+    st = ReplayRouter("web1", replies).state()
+    assert st.peers_up == 1 and "web3 (DOWN)" in st.peers_out
+
+
+def test_peers_out_are_named_with_the_admin_state_or_else_the_status() -> None:
+    st = ReplayRouter("web1", dict(CAPTURED)).state()
+    assert st.peers_out == (
+        "web2 (drain)", "web4 (drain)", "web5 (maint)", "web6 (drain)",
+        "web7 (maint)", "web8 (UP)",
+    )  # fmt: skip
+
+
+def test_rows_of_other_proxies_and_other_types_are_not_peers() -> None:
+    text = CAPTURED["show stat be_app 4 -1"]
+    web3 = next(line for line in text.splitlines() if line.startswith("be_app,web3,"))
+    fields = web3.split(",")
+    extra = [
+        ",".join(["be_apa", "x1", *fields[2:]]),  # another proxy, sorting before
+        ",".join(["be_apq", "x2", *fields[2:]]),  # and after
+    ]
+    header = text.splitlines()[0].lstrip("# ").split(",")
+    typed = fields.copy()
+    typed[1], typed[header.index("type")] = "BACKEND", "1"
+    extra.append(",".join(typed))
+    typed = fields.copy()
+    typed[1], typed[header.index("type")] = "x3", "3"
+    extra.append(",".join(typed))
+    replies = dict(CAPTURED)
+    replies["show stat be_app 4 -1"] = text.rstrip("\n") + "\n" + "\n".join(extra) + "\n"
+    assert ReplayRouter("web1", replies).state().peers_up == 2
+
+
+def test_admin_bits_of_a_backend_sorting_before_this_one_are_not_this_ones() -> None:
+    replies = dict(CAPTURED)
+    replies["show servers state be_app"] = STATE_HEADER + "3 be_aaa 1 web1 x 2 1\n"
+    assert ReplayRouter("web1", replies).state().admin == "ready"
+
+
+def test_servers_state_with_no_rows_is_an_empty_table() -> None:
+    assert parse_servers_state(STATE_HEADER) == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state\n",
+        STATE_HEADER + "3 be_app 1 web1\n",
+    ],
+)
+def test_servers_state_other_version_or_short_row_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_servers_state(text)
+
+
+def test_unparsable_replies_are_quoted_up_to_200_characters() -> None:
+    from wsgi_drain.routers.haproxy import parse_show_stat
+
+    text = "y" * 300
+    with pytest.raises(ValueError) as stat:
+        parse_show_stat(text)
+    assert str(stat.value) == f"not show stat output: {'y' * 200!r}"
+    with pytest.raises(ValueError) as servers:
+        parse_servers_state(text)
+    assert str(servers.value) == f"not show servers state output: {'y' * 200!r}"
+    with pytest.raises(ValueError) as header:
+        parse_servers_state("1\n# be_id be_name\n")
+    assert str(header.value) == "show servers state header lacks a column: '# be_id be_name'"
+
+
+@pytest.mark.parametrize("prefix", ["ipv4@", "tcp@"])
+def test_haproxy_cfg_spelling_of_a_tcp_socket_is_taken(prefix: str) -> None:
+    target = parse_target(f"{prefix}127.0.0.1:9999:be_app/web1")
+    assert target == HAProxyTarget("127.0.0.1:9999", "be_app", "web1")
