@@ -194,3 +194,90 @@ def test_observe_a_child_with_no_group_socket_is_not_listed(
 ) -> None:
     child = spawn(started)
     assert all(c.pid != child.pid for c in observe(config, ME, create_time()).children)
+
+
+# -- the edges the mutation run left --------------------------------------------------------
+
+
+def test_observe_goes_on_past_a_child_that_holds_no_group_socket(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    others = [spawn(started) for _ in range(2)]  # forked first: listed before the daemon
+    daemon = spawn(started, sock.fileno())
+    pids = {c.pid for c in observe(config, ME, create_time()).children}
+    assert daemon.pid in pids and not pids & {c.pid for c in others}
+
+
+def test_observe_goes_on_past_a_child_that_has_exited(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], pass_fds=(sock.fileno(),), text=True)
+    started.append(dead)  # type: ignore[arg-type]
+    for _ in range(500):  # a zombie until reaped: gone for observe
+        if procfs.gone(dead.pid):
+            break
+        time.sleep(0.01)
+    assert procfs.gone(dead.pid)
+    daemon = spawn(started, sock.fileno())
+    pids = {c.pid for c in observe(config, ME, create_time()).children}
+    assert daemon.pid in pids and dead.pid not in pids
+
+
+def test_config_changes_skips_an_unreadable_path_and_reads_the_rest(tmp_path: Path) -> None:
+    from wsgi_drain.identity import config_changes
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # ELOOP: not "gone", not readable
+    edited = tmp_path / "edited.conf"
+    edited.write_text("x")
+    missing = tmp_path / "missing.conf"
+    found = config_changes([loop, missing, edited], since=0.0)
+    assert [(c.path, c.when is None) for c in found] == [(missing, True), (edited, False)]
+
+
+def test_expected_title_needs_room_and_is_cut_to_it(tmp_path: Path) -> None:
+    from wsgi_drain.identity import expected_title
+
+    conf = tmp_path / "t.conf"
+    conf.write_text("WSGIDaemonProcess myapp display-name=%{GROUP}\n")
+    group = parse_config(conf, server_root=tmp_path, environ={}).group("myapp")
+    assert expected_title(group, 0) is None
+    assert expected_title(group, 1) == "("
+    assert expected_title(group, 100) == "(wsgi:myapp)"
+
+
+@pytest.mark.parametrize(("count", "more"), [(3, ""), (4, " and 1 more"), (7, " and 4 more")])
+def test_config_age_refusal_lists_three_and_counts_exactly_the_rest(
+    tmp_path: Path, count: int, more: str
+) -> None:
+    from tests.unit.test_identity import PLAIN, UNTITLED, observation
+    from tests.unit.test_identity import config as config_of
+    from wsgi_drain.errors import IdentityError
+    from wsgi_drain.identity import Change, prove
+
+    cfg = config_of(tmp_path, UNTITLED)
+    path = tmp_path / "httpd.conf"
+    changes = [Change(path, time.time() + i) for i in range(count)]
+    with pytest.raises(IdentityError) as err:
+        prove(cfg, cfg.group("myapp"), observation(PLAIN), changes)
+    text = str(err.value)
+    assert text.count("httpd.conf (changed") == 3
+    if more:
+        assert more in text
+    else:
+        assert " more" not in text
+
+
+def test_stamp_shows_the_millisecond_exactly() -> None:
+    from wsgi_drain.identity import _stamp
+
+    assert _stamp(1.25).endswith(".250")
+    assert _stamp(None) == "an unknown time"
