@@ -9,15 +9,18 @@ integration suites drive the real HAProxy: test_operator_state.py).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.unit.children import reap
 from wsgi_drain import divert as divert_mod
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.divert import drain, undrain
-from wsgi_drain.errors import ConfigError, JournalError, RouterError
+from wsgi_drain.errors import ConfigError, JournalError, LockedError, RouterError
 from wsgi_drain.routers import RouterState
 from wsgi_drain.state import Journal
 
@@ -146,6 +149,7 @@ def test_drain_says_a_peer_count_it_cannot_check_is_taken_on_trust(
     result = drain(settings(tmp_path, A, min_peers=min_peers), lambda kind, message: None)
     trust = f"fake {A} cannot tell how many other servers are UP: --min-peers 1 taken on trust"
     assert (trust in result.notes) is noted
+    assert any("taken on trust" in note for note in result.notes) is noted
 
 
 def test_drain_refused_at_a_later_router_puts_the_first_back(
@@ -330,3 +334,54 @@ def test_by_hand_speaks_haproxy_nginx_or_plainly() -> None:
         "remove the `down` of `server 10.0.0.1:8080` in /etc/nginx/up.conf, then reload nginx"
     )
     assert divert_mod._by_hand(plain) == f"put it back in rotation by hand (fake {A})"
+
+
+def test_drain_goes_on_past_a_server_already_out_to_the_next(
+    tmp_path: Path, fakes: dict[str, Fake]
+) -> None:
+    fakes[A].admin = "maint"
+    result = drain(settings(tmp_path, A, B), lambda kind, message: None)
+    assert fakes[B].commands[0] == "divert" and "divert" not in fakes[A].commands
+    assert f"fake {B}: drain (was ready)" in result.notes
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from wsgi_drain import state
+where, kind = Path(sys.argv[1]), sys.argv[2]
+lock = (state.router_lock(where, sys.argv[3], "myapp") if kind == "router"
+        else state.group_lock(where, "myapp", what="drain", shared=True))
+with lock:
+    sys.stdout.write("held\\n"); sys.stdout.flush()
+    time.sleep(60)
+"""
+
+
+def holding(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path), *args], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "held\n"
+    return child
+
+
+def test_hand_drains_of_one_group_share_its_lock_but_not_a_server(
+    tmp_path: Path, fakes: dict[str, Fake]
+) -> None:
+    other_host = holding(tmp_path, "group")  # another server's drain on this LB host
+    try:
+        drain(settings(tmp_path, A), lambda kind, message: None)
+        undrain(settings(tmp_path, A), lambda kind, message: None)
+        assert fakes[A].commands[0] == "divert" and fakes[A].admin == "ready"
+    finally:
+        reap([other_host])
+    same_server = holding(tmp_path, "router", B)
+    try:
+        with pytest.raises(LockedError):
+            drain(settings(tmp_path, B), lambda kind, message: None)
+        with pytest.raises(LockedError):
+            undrain(settings(tmp_path, B), lambda kind, message: None)
+        assert fakes[B].commands == []
+    finally:
+        reap([same_server])
