@@ -179,3 +179,26 @@ def test_flock_holder_matches_device_and_inode_and_skips_waiters() -> None:
     )
     assert state.flock_holder(locks, device, 5678) == 777
     assert state.flock_holder(locks, device, 1234) is None
+
+
+def test_lock_files_are_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    state.ensure_dir(tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    (tmp_path / "myapp.lock").symlink_to(victim)
+    (tmp_path / "myapp.journal.lock").symlink_to(victim)
+    router = state._router_lock_path(tmp_path, SPEC)
+    router.symlink_to(victim)
+    with pytest.raises(OSError), state.group_lock(tmp_path, "myapp"):
+        pass
+    with pytest.raises(OSError), state.router_lock(tmp_path, SPEC, "myapp"):
+        pass
+    with pytest.raises(OSError), state.journal_lock(tmp_path, "myapp"):
+        pass
+    assert victim.read_text() == "keep\n", "a lock note was written through the link"
+    assert state._note(tmp_path / "myapp.lock") == ""
+
+
+def test_lock_files_are_private(tmp_path: Path) -> None:
+    with state.group_lock(tmp_path, "myapp") as path:
+        assert path.stat().st_mode & 0o777 == 0o600
