@@ -254,7 +254,9 @@ def test_expected_title_needs_room_and_is_cut_to_it(tmp_path: Path) -> None:
     assert expected_title(group, 100) == "(wsgi:myapp)"
 
 
-@pytest.mark.parametrize(("count", "more"), [(3, ""), (4, " and 1 more"), (7, " and 4 more")])
+@pytest.mark.parametrize(
+    ("count", "more"), [(1, ""), (3, ""), (4, " and 1 more"), (7, " and 4 more")]
+)
 def test_config_age_refusal_lists_three_and_counts_exactly_the_rest(
     tmp_path: Path, count: int, more: str
 ) -> None:
@@ -269,7 +271,7 @@ def test_config_age_refusal_lists_three_and_counts_exactly_the_rest(
     with pytest.raises(IdentityError) as err:
         prove(cfg, cfg.group("myapp"), observation(PLAIN), changes)
     text = str(err.value)
-    assert text.count("httpd.conf (changed") == 3
+    assert text.count("httpd.conf (changed") == min(count, 3)
     if more:
         assert more in text
     else:
