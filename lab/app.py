@@ -29,7 +29,10 @@ app directory; the control files it reads live next to the copy:
 Routes: ``/`` (200, the serving pid), ``/health``, ``/slow?s=SECONDS`` (sleeps,
 capped at 600 s, then 200), ``/busy?s=SECONDS`` (the same, for load the lab's
 HAProxy balances: it pins ``/slow`` to one server; ``/slow/NAME`` too, pinned
-to server NAME in a fleet), ``/version``.  Every response carries ``X-Pid``.
+to server NAME in a fleet), ``/version``.  Every response carries ``X-Pid``,
+and ``X-Loaded-At``: the moment (CLOCK_MONOTONIC, one clock for every process
+of the host) this process finished importing the app; a request begun before
+it waited for the import.
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ except OSError:
 
 if os.path.exists(HANG_FILE):
     threading.Thread(target=_hang_forever, name="lab-hang", daemon=False).start()
+
+LOADED_AT = time.monotonic()
 
 
 # --- docs/app-children.md: the app's side ---
@@ -208,6 +213,7 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
             ("Content-Length", str(len(data))),
             ("X-Pid", str(pid)),
             ("X-Version", VERSION),
+            ("X-Loaded-At", f"{LOADED_AT:.6f}"),
         ],
     )
     return [data]

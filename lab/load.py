@@ -52,6 +52,9 @@ class Sample:
     pid: int | None = None  # X-Pid: the daemon process that answered
     # Closed before any byte of the response (http.client's RemoteDisconnected).
     closed_before_answer: bool = False
+    # X-Loaded-At: when the answering process finished importing the app
+    # (time.monotonic, the same clock as `start`): a request begun earlier waited for it.
+    loaded_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,17 @@ def request_once(conn: http.client.HTTPConnection, path: str) -> tuple[Sample, b
         return Sample(start, time.monotonic() - start, classify(err), None, None, early), True
     pid_header = resp.getheader("X-Pid")
     pid = int(pid_header) if pid_header and pid_header.isdigit() else None
+    loaded_at = _float_or_none(resp.getheader("X-Loaded-At"))
     outcome = Outcome.OK if resp.status == 200 else Outcome.HTTP_ERROR
-    return Sample(start, time.monotonic() - start, outcome, resp.status, pid), resp.will_close
+    sample = Sample(start, time.monotonic() - start, outcome, resp.status, pid, loaded_at=loaded_at)
+    return sample, resp.will_close
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:

@@ -98,6 +98,11 @@ def group_lock(
     with _flock(path, f"{os.getpid()} {what}", shared=shared) as holder:
         if holder is not None:
             pid, _, did = holder.partition(" ")
+            live = _holder(path)
+            if live is not None and str(live) != pid:
+                # Shared holders (hand-run drains) overwrite one another's note, and
+                # the last writer may be gone: name a live holder, from /proc/locks.
+                pid, did = str(live), "drain or undrain"
             raise LockedError(
                 group, str(path), f", held by pid {pid} ({did or 'restart'})" if pid else ""
             )

@@ -153,11 +153,19 @@ def test_lazy_app_replacements_are_warmed_before_traffic_returns(stack: Stack) -
     finally:
         load.stop()
     assert run.returncode == 0, run.stdout + run.stderr
-    slow = [s for s in load.results() if s.start >= began and s.latency > 1.0]
-    assert not slow, f"{len(slow)} user request(s) over 1 s after the restart: {slow[:3]}"
     report = run.json()
     new = set(stack.a.daemon_pids())
     assert len(new) == 3 and not new & old
+    # No user request waited for a new process's import: each began after the
+    # process that answered it had loaded the app (X-Loaded-At, on the same
+    # monotonic clock).  How long the tail takes is bench/load_cases.py's figure.
+    served_new = [s for s in load.results() if s.start >= began and s.pid in new]
+    assert served_new, "no user request reached a new process: nothing was shown"
+    assert all(s.loaded_at is not None for s in served_new), served_new[:3]
+    waited = [s for s in served_new if s.start < (s.loaded_at or 0.0)]
+    assert not waited, (
+        f"{len(waited)} user request(s) waited for a new process's import: {waited[:3]}"
+    )
     warm = report["warm"]
     assert warm is not None and set(warm["warmed"]) == new and warm["missed"] == [], warm  # type: ignore[index]
     assert any("loads the app lazily" in w for w in report["warnings"])  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import skip_or_fail
 from tests.integration.conftest import Run, run_cli
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,8 @@ REFUSED = "is refused when run as root through sudo (by nobody)"
 @pytest.fixture(autouse=True)
 def as_root() -> None:
     if os.geteuid() != 0:
-        pytest.skip("sudo makes the check root: these need root")
+        # CI runs as root: there these must run, never skip.
+        skip_or_fail("sudo makes the check root: these need root (CI runs as root)")
 
 
 def check_under_sudo(tmp_path: Path, *args: str, group: str = "myapp") -> Run:

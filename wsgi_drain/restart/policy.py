@@ -42,8 +42,12 @@ def ours_diverted(records: Iterable[RouterRecord]) -> list[RouterRecord]:
 
 
 def left_diverted_note(signalled: bool, healthy: bool | None) -> str:
-    """The journal's word for a backend left out of rotation."""
-    if healthy is not False and signalled:
+    """The journal's word for a backend left out of rotation.
+
+    Where the rule says restore (nothing signalled, or healthy), being left
+    out means a restore command failed; otherwise the app was not proven.
+    """
+    if restores(signalled, healthy):
         return "restoring a router failed"
     return "the app was not proven healthy after the restart"
 

@@ -1,0 +1,286 @@
+"""`identity.observe`: what /proc shows of a running instance, on real processes.
+
+This test process plays the Apache parent: it binds group sockets named as
+mod_wsgi names them (`<WSGISocketPrefix>.<parent pid>.<generation>.<id>.sock`)
+and starts children that inherit them, as daemons do.  Each test changes one
+fact (the socket's pid or prefix, who holds it, a TCP listener kept, another
+binary) and sees what observe makes of it; the first shows a true daemon
+observed field by field.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.unit.children import SLEEPER, reap
+from wsgi_drain import procfs
+from wsgi_drain.apacheconf import ApacheConfig, parse_config
+from wsgi_drain.identity import GroupSocket, observe, sockets_by_name
+
+ME = os.getpid()
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[str]]]:
+    children: list[subprocess.Popen[str]] = []
+    yield children
+    reap(children)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ApacheConfig:
+    conf = tmp_path / "httpd.conf"
+    conf.write_text(f"WSGISocketPrefix {tmp_path}/run/wsgi\nWSGIDaemonProcess myapp\n")
+    (tmp_path / "run").mkdir()
+    return parse_config(conf, server_root=tmp_path, environ={})
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[socket.socket]]:
+    made: list[socket.socket] = []
+    yield made
+    for sock in made:
+        sock.close()
+
+
+def bind(listeners: list[socket.socket], path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.listen()
+    listeners.append(sock)
+    return sock
+
+
+def spawn(
+    started: list[subprocess.Popen[str]], *fds: int, argv: list[str] | None = None
+) -> subprocess.Popen[str]:
+    command = argv or [sys.executable, "-c", SLEEPER]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=fds)
+    started.append(child)
+    if argv is None:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    return child
+
+
+def create_time() -> float:
+    return psutil.Process().create_time()
+
+
+def test_observe_a_daemon_holding_its_groups_socket_field_by_field(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    path = tmp_path / "run" / f"wsgi.{ME}.3.1.sock"
+    sock = bind(listeners, path)
+    child = spawn(started, sock.fileno())
+    obs = observe(config, ME, create_time())
+    inode = os.fstat(sock.fileno()).st_ino
+    assert obs.sockets == {1: GroupSocket(path=str(path), inode=inode, id=1, generation="3")}
+    mine = [c for c in obs.children if c.pid == child.pid]
+    assert len(mine) == 1
+    (daemon,) = mine
+    assert daemon.create_time == psutil.Process(child.pid).create_time()
+    assert daemon.title == procfs.title(child.pid) and daemon.title
+    assert daemon.uid == os.getuid()
+    assert daemon.wsgi_ids == frozenset({1})
+    assert daemon.holds_listener is False and daemon.same_exe is True
+    assert obs.members(1) == (daemon,)
+    assert obs.parent_pid == ME
+    assert obs.title_room == procfs.argv0_length(ME) > 0
+    assert obs.parent_title == procfs.title(ME)
+    assert obs.as_root is (os.getuid() == 0)
+    assert obs.loaded_at is not None and obs.loaded_at >= create_time() - 1
+
+
+def test_observe_ignores_sockets_of_another_pid_or_outside_the_prefix(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    other_pid = bind(listeners, tmp_path / "run" / f"wsgi.{ME + 1}.0.2.sock")
+    elsewhere = bind(listeners, tmp_path / f"other.{ME}.0.3.sock")
+    ours = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    child = spawn(started, other_pid.fileno(), elsewhere.fileno(), ours.fileno())
+    obs = observe(config, ME, create_time())
+    assert set(obs.sockets) == {1}
+    (daemon,) = [c for c in obs.children if c.pid == child.pid]
+    assert daemon.wsgi_ids == frozenset({1})
+
+
+def test_observe_without_a_prefix_takes_any_path_named_for_the_parent(
+    tmp_path: Path, listeners: list[socket.socket]
+) -> None:
+    conf = tmp_path / "plain.conf"
+    conf.write_text("WSGIDaemonProcess myapp\n")
+    plain = parse_config(conf, server_root=tmp_path, environ={})
+    assert plain.socket_prefix is None
+    bind(listeners, tmp_path / f"anything.{ME}.u7.4.sock")
+    sockets, loaded = sockets_by_name(plain, ME, create_time())
+    assert set(sockets) == {4} and sockets[4].generation == "u7"
+    assert loaded is not None
+
+
+def test_observe_leaves_out_a_socket_file_the_parent_no_longer_holds(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # An earlier generation's listener: still open (in a child), but not the parent's.
+    lingering = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.5.sock")
+    child = spawn(started, lingering.fileno())
+    listeners.remove(lingering)
+    lingering.close()
+    obs = observe(config, ME, create_time())
+    assert 5 not in obs.sockets
+    assert all(c.pid != child.pid for c in obs.children), "it holds no socket of the parent's"
+    by_name, _ = sockets_by_name(config, ME, create_time())
+    assert 5 in by_name, "by name alone it shows (an unprivileged check cannot tell)"
+
+
+def test_observe_a_child_keeping_apaches_tcp_listener_is_no_daemon(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    group = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    listeners.append(tcp)
+    worker = spawn(started, group.fileno(), tcp.fileno())
+    obs = observe(config, ME, create_time())
+    (child,) = [c for c in obs.children if c.pid == worker.pid]
+    assert child.holds_listener is True and child.wsgi_ids == frozenset({1})
+    assert worker.pid not in {c.pid for c in obs.members(1)}
+
+
+def test_observe_a_child_of_another_binary_is_no_daemon(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    group = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    logger = spawn(started, group.fileno(), argv=[sleep, "60"])
+    for _ in range(500):  # until the exec is done: then /proc shows the new binary
+        # The exe link changes before the new argv is readable: wait for both.
+        if procfs.exe(logger.pid) == os.path.realpath(sleep) and procfs.title(logger.pid):
+            break
+        time.sleep(0.01)
+    obs = observe(config, ME, create_time())
+    (child,) = [c for c in obs.children if c.pid == logger.pid]
+    assert child.same_exe is False and child.title == sleep
+    assert obs.members(1) == ()
+
+
+def test_observe_a_child_with_no_group_socket_is_not_listed(
+    config: ApacheConfig, started: list[subprocess.Popen[str]]
+) -> None:
+    child = spawn(started)
+    assert all(c.pid != child.pid for c in observe(config, ME, create_time()).children)
+
+
+# -- the edges the mutation run left --------------------------------------------------------
+
+
+def test_observe_goes_on_past_a_child_that_holds_no_group_socket(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    others = [spawn(started) for _ in range(2)]  # forked first: listed before the daemon
+    daemon = spawn(started, sock.fileno())
+    pids = {c.pid for c in observe(config, ME, create_time()).children}
+    assert daemon.pid in pids and not pids & {c.pid for c in others}
+
+
+def test_observe_goes_on_past_a_child_that_has_exited(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"], pass_fds=(sock.fileno(),), text=True)
+    started.append(dead)  # type: ignore[arg-type]
+    for _ in range(500):  # a zombie until reaped: gone for observe
+        if procfs.gone(dead.pid):
+            break
+        time.sleep(0.01)
+    assert procfs.gone(dead.pid)
+    daemon = spawn(started, sock.fileno())
+    pids = {c.pid for c in observe(config, ME, create_time()).children}
+    assert daemon.pid in pids and dead.pid not in pids
+
+
+def test_config_changes_skips_an_unreadable_path_and_reads_the_rest(tmp_path: Path) -> None:
+    from wsgi_drain.identity import config_changes
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # ELOOP: not "gone", not readable
+    edited = tmp_path / "edited.conf"
+    edited.write_text("x")
+    missing = tmp_path / "missing.conf"
+    found = config_changes([loop, missing, edited], since=0.0)
+    assert [(c.path, c.when is None) for c in found] == [(missing, True), (edited, False)]
+
+
+def test_expected_title_needs_room_and_is_cut_to_it(tmp_path: Path) -> None:
+    from wsgi_drain.identity import expected_title
+
+    conf = tmp_path / "t.conf"
+    conf.write_text("WSGIDaemonProcess myapp display-name=%{GROUP}\n")
+    group = parse_config(conf, server_root=tmp_path, environ={}).group("myapp")
+    assert expected_title(group, 0) is None
+    assert expected_title(group, 1) == "("
+    assert expected_title(group, 100) == "(wsgi:myapp)"
+
+
+@pytest.mark.parametrize(
+    ("count", "more"), [(1, ""), (3, ""), (4, " and 1 more"), (7, " and 4 more")]
+)
+def test_config_age_refusal_lists_three_and_counts_exactly_the_rest(
+    tmp_path: Path, count: int, more: str
+) -> None:
+    from tests.unit.test_identity import PLAIN, UNTITLED, observation
+    from tests.unit.test_identity import config as config_of
+    from wsgi_drain.errors import IdentityError
+    from wsgi_drain.identity import Change, prove
+
+    cfg = config_of(tmp_path, UNTITLED)
+    path = tmp_path / "httpd.conf"
+    changes = [Change(path, time.time() + i) for i in range(count)]
+    with pytest.raises(IdentityError) as err:
+        prove(cfg, cfg.group("myapp"), observation(PLAIN), changes)
+    text = str(err.value)
+    assert text.count("httpd.conf (changed") == min(count, 3)
+    if more:
+        assert more in text
+    else:
+        assert " more" not in text
+
+
+def test_stamp_shows_the_millisecond_exactly() -> None:
+    from wsgi_drain.identity import _stamp
+
+    assert _stamp(1.25).endswith(".250")
+    assert _stamp(None) == "an unknown time"
