@@ -8,14 +8,19 @@ every [groups.NAME] table).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from wsgi_drain import config, privilege
+from wsgi_drain import config, privilege, report, report_host
+from wsgi_drain._compat import print_bug
 from wsgi_drain.cli.options import JSON_OPTION, divert_options, state_dir_option
+
+if TYPE_CHECKING:
+    from wsgi_drain.host.records import HostOutcome
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,3 +102,16 @@ def host_settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> Any:
         **extra,
     }
     return resolve_host(given, data, str(path or "defaults"), timeout=kwargs.pop("timeout"))
+
+
+def report_and_exit(out: HostOutcome, *, as_json: bool) -> NoReturn:
+    """Print a host command's outcome (text or JSON), its error or bug, and exit with its status."""
+    if as_json:
+        report.print_json(report_host.as_dict(out))
+    else:
+        report_host.print_text(out)
+    if out.base.unexpected is not None:
+        print_bug(out.base.unexpected)
+    elif out.base.error is not None and not as_json:
+        click.echo(f"wsgi-drain: error: {out.base.error}", err=True)
+    sys.exit(int(out.status))
