@@ -275,14 +275,10 @@ def require_lb_detect(resolved: config.Settings) -> None:
 
 def _apache_defines(resolved: config.Settings) -> bool:
     """Whether the Apache instance these settings name defines their group (typo rule)."""
-    from wsgi_drain.discovery import find_apache
+    from wsgi_drain.discovery import find_group_apache
 
     try:
-        instance = find_apache(
-            pidfile=resolved.apache_pidfile,
-            config_path=resolved.apache_config,
-            group=resolved.group,
-        )
+        instance = find_group_apache(resolved)
         instance.config.group(resolved.group)
     except DrainError:
         return False
