@@ -17,7 +17,16 @@ import click
 
 from wsgi_drain import config, privilege, report, report_host
 from wsgi_drain._compat import print_bug
-from wsgi_drain.cli.options import JSON_OPTION, divert_options, state_dir_option
+from wsgi_drain.cli.options import (
+    APACHE_CONFIG_OPTION,
+    APACHE_PIDFILE_OPTION,
+    HAPROXY_OPTION,
+    JSON_OPTION,
+    LB_DETECT_OPTION,
+    QUIET_OPTION,
+    divert_options,
+    state_dir_option,
+)
 
 if TYPE_CHECKING:
     from wsgi_drain.host.records import HostOutcome
@@ -35,25 +44,9 @@ def host_options(f: F) -> F:
             help="wsgi-drain TOML file: its top level and every [groups.NAME] table (routers, "
             "each group's health_url) [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
         ),
-        click.option(
-            "--apache-config",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="WSGI_DRAIN_APACHE_CONFIG",
-            help="Apache's main configuration file; its PidFile names the instance.",
-        ),
-        click.option(
-            "--apache-pidfile",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="WSGI_DRAIN_APACHE_PIDFILE",
-            help="Pid file of the Apache parent [default: the one Apache parent running].",
-        ),
-        click.option(
-            "--haproxy",
-            multiple=True,
-            metavar="SOCKET:BACKEND/SERVER",
-            envvar="WSGI_DRAIN_HAPROXY",
-            help="HAProxy admin socket and this host's server in it (repeat for several).",
-        ),
+        APACHE_CONFIG_OPTION,
+        APACHE_PIDFILE_OPTION,
+        HAPROXY_OPTION,
         click.option(
             "--router",
             "routers",
@@ -62,18 +55,13 @@ def host_options(f: F) -> F:
             help="A front-end router of this host, as for `restart` (repeat; replaces the "
             "configuration file's routers of every group).",
         ),
-        click.option(
-            "--lb-detect",
-            type=click.FloatRange(min=0),
-            metavar="SECONDS",
-            help="For a health-file router: the load balancer's detection time.",
-        ),
+        LB_DETECT_OPTION,
         click.option(
             "--timeout",
             type=click.FloatRange(min=0, min_open=True),
             help="Seconds Apache may take once signalled [default: 60].",
         ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr."),
+        QUIET_OPTION,
         state_dir_option(readable=False),
         JSON_OPTION,
     ]

@@ -46,6 +46,38 @@ MIN_PEERS = _MinPeers()
 JSON_OPTION = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
 )
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+
+
+# Declared once for `group_options` and the host's `host_options`.
+APACHE_CONFIG_OPTION = click.option(
+    "--apache-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="WSGI_DRAIN_APACHE_CONFIG",
+    help="Apache's main configuration file; its PidFile names the instance.",
+)
+APACHE_PIDFILE_OPTION = click.option(
+    "--apache-pidfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="WSGI_DRAIN_APACHE_PIDFILE",
+    help="Pid file of the Apache parent [default: the one Apache parent running].",
+)
+HAPROXY_OPTION = click.option(
+    "--haproxy",
+    multiple=True,
+    metavar="SOCKET:BACKEND/SERVER",
+    envvar="WSGI_DRAIN_HAPROXY",
+    help="HAProxy admin socket and this host's server in it, e.g. "
+    "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
+)
+LB_DETECT_OPTION = click.option(
+    "--lb-detect",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="For a health-file router: how long the load balancer takes to stop "
+    "sending once the health URL fails (check interval x unhealthy threshold + "
+    "deregistration delay).",
+)
 
 
 def state_dir_option(*, readable: bool = True) -> Callable[[F], F]:
@@ -84,26 +116,9 @@ def group_options(f: F) -> F:
                 type=click.Path(dir_okay=False, path_type=Path),
                 help="wsgi-drain TOML file [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
             ),
-            click.option(
-                "--apache-config",
-                type=click.Path(dir_okay=False, path_type=Path),
-                envvar="WSGI_DRAIN_APACHE_CONFIG",
-                help="Apache's main configuration file; its PidFile names the instance.",
-            ),
-            click.option(
-                "--apache-pidfile",
-                type=click.Path(dir_okay=False, path_type=Path),
-                envvar="WSGI_DRAIN_APACHE_PIDFILE",
-                help="Pid file of the Apache parent [default: the one Apache parent running].",
-            ),
-            click.option(
-                "--haproxy",
-                multiple=True,
-                metavar="SOCKET:BACKEND/SERVER",
-                envvar="WSGI_DRAIN_HAPROXY",
-                help="HAProxy admin socket and this host's server in it, e.g. "
-                "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
-            ),
+            APACHE_CONFIG_OPTION,
+            APACHE_PIDFILE_OPTION,
+            HAPROXY_OPTION,
             click.option(
                 "--router",
                 "routers",
@@ -129,14 +144,7 @@ def group_options(f: F) -> F:
                 envvar="WSGI_DRAIN_HEALTH_TIMEOUT",
                 help="Seconds one health probe may take [default: 5].",
             ),
-            click.option(
-                "--lb-detect",
-                type=click.FloatRange(min=0),
-                metavar="SECONDS",
-                help="For a health-file router: how long the load balancer takes to stop "
-                "sending once the health URL fails (check interval x unhealthy threshold + "
-                "deregistration delay).",
-            ),
+            LB_DETECT_OPTION,
             click.option(
                 "--ack-trap",
                 "ack_traps",
@@ -251,6 +259,16 @@ def settings(
         from wsgi_drain.traps import check_keys
 
         check_keys(resolved.ack_traps)
+    return resolved
+
+
+def divert_run_settings(
+    kwargs: dict[str, Any], extra: dict[str, Any], guarded: dict[str, Any] | None = None
+) -> config.Settings:
+    """`settings` for a command that diverts (`restart`, `drain`): with `divert_options`' values,
+    and a health-file router's --lb-detect required before discovery."""
+    resolved = settings(kwargs, {**extra, **divert_settings(kwargs)}, guarded)
+    require_lb_detect(resolved)
     return resolved
 
 

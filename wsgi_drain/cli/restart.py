@@ -13,11 +13,9 @@ from wsgi_drain._compat import print_bug
 from wsgi_drain.cli.options import (
     CONTEXT,
     divert_options,
-    divert_settings,
+    divert_run_settings,
     group_options,
     handles_errors,
-    require_lb_detect,
-    settings,
 )
 from wsgi_drain.cli.textfile import write_textfile
 from wsgi_drain.errors import DrainError
@@ -169,7 +167,6 @@ def restart(**kwargs: Any) -> None:
         "mode": kwargs.pop("mode"),
         "signal": kwargs.pop("signal_name"),
         "timeout": kwargs.pop("timeout"),
-        **divert_settings(kwargs),
         "few_peers": kwargs.pop("few_peers"),
         "lb_up_timeout": kwargs.pop("lb_up_timeout"),
         "rollback": _rollback_argv(rollback),
@@ -177,10 +174,9 @@ def restart(**kwargs: Any) -> None:
         "textfile": textfile,
         "leftovers": kwargs.pop("leftovers"),
     }
-    resolved = settings(
+    resolved = divert_run_settings(
         kwargs, extra, {"py_spy": py_spy, "rollback": rollback, "textfile": textfile}
     )
-    require_lb_detect(resolved)
     progress = report.ProgressPrinter(quiet=quiet)
     outcome = run_restart(resolved, dry_run=dry_run, force=force, progress=progress, py_spy=py_spy)
     write_textfile(resolved.textfile, outcome)
