@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -24,7 +23,11 @@ from wsgi_drain.cli.options import (
     JSON_OPTION,
     LB_DETECT_OPTION,
     QUIET_OPTION,
+    config_option,
     divert_options,
+    divert_settings,
+    instance_settings,
+    router_option,
     state_dir_option,
 )
 
@@ -37,22 +40,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 def host_options(f: F) -> F:
     """The instance, its routers, the divert's options, state, --json, --timeout, --quiet."""
     options: list[Callable[[F], F]] = [
-        click.option(
-            "--config",
-            "config_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="wsgi-drain TOML file: its top level and every [groups.NAME] table (routers, "
+        config_option(
+            "wsgi-drain TOML file: its top level and every [groups.NAME] table (routers, "
             "each group's health_url) [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
         ),
         APACHE_CONFIG_OPTION,
         APACHE_PIDFILE_OPTION,
         HAPROXY_OPTION,
-        click.option(
-            "--router",
-            "routers",
-            multiple=True,
-            metavar="KIND:SPEC",
-            help="A front-end router of this host, as for `restart` (repeat; replaces the "
+        router_option(
+            "A front-end router of this host, as for `restart` (repeat; replaces the "
             "configuration file's routers of every group).",
         ),
         LB_DETECT_OPTION,
@@ -77,18 +73,7 @@ def host_settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> Any:
     privilege.refuse_under_sudo(kwargs)
     path = config.config_path(kwargs.pop("config_file"))
     data = config.read_file(path)
-    given = {
-        "apache_config": kwargs.pop("apache_config"),
-        "apache_pidfile": kwargs.pop("apache_pidfile"),
-        "haproxy": tuple(kwargs.pop("haproxy")),
-        "routers": tuple(kwargs.pop("routers")),
-        "lb_detect": kwargs.pop("lb_detect"),
-        "state_dir": kwargs.pop("state_dir"),
-        "drain_timeout": kwargs.pop("drain_timeout"),
-        "min_peers": kwargs.pop("min_peers"),
-        "peer_wait": kwargs.pop("peer_wait"),
-        **extra,
-    }
+    given = {**instance_settings(kwargs), **divert_settings(kwargs), **extra}
     return resolve_host(given, data, str(path or "defaults"), timeout=kwargs.pop("timeout"))
 
 

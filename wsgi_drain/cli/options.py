@@ -80,6 +80,18 @@ LB_DETECT_OPTION = click.option(
 )
 
 
+def config_option(help: str) -> Callable[[F], F]:
+    """--config, the wsgi-drain TOML file; `help` says what the command reads in it."""
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help=help
+    )
+
+
+def router_option(help: str) -> Callable[[F], F]:
+    """--router KIND:SPEC, repeatable; `help` says what it replaces for the command."""
+    return click.option("--router", "routers", multiple=True, metavar="KIND:SPEC", help=help)
+
+
 def state_dir_option(*, readable: bool = True) -> Callable[[F], F]:
     """--state-dir; `readable=False` leaves an unreadable directory to the command to report."""
     return click.option(
@@ -110,27 +122,20 @@ def group_options(f: F) -> F:
                 help="Name of the WSGIDaemonProcess group (as in the Apache configuration; "
                 "mod_wsgi-express names it HOST:PORT, or NAME with --process-group NAME).",
             ),
-            click.option(
-                "--config",
-                "config_file",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="wsgi-drain TOML file [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
+            config_option(
+                "wsgi-drain TOML file [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml]."
             ),
             APACHE_CONFIG_OPTION,
             APACHE_PIDFILE_OPTION,
             HAPROXY_OPTION,
-            click.option(
-                "--router",
-                "routers",
-                multiple=True,
-                metavar="KIND:SPEC",
-                help="A front-end router of this host (repeat; kinds mix): "
+            router_option(
+                "A front-end router of this host (repeat; kinds mix): "
                 "haproxy:SOCKET:BACKEND/SERVER (SOCKET a path or ipv4@HOST:PORT), "
                 "nginx:[pid=PIDFILE:]UPSTREAM_FILE:HOST:PORT (marks that server line down, "
                 "nginx -t, reload), health-file:PATH (its presence fails the health URL; "
                 "with --lb-detect), "
                 "command:'PROGRAM ARGS' (runs PROGRAM ARGS divert|restore|state, no shell). "
-                "--haproxy S is short for --router haproxy:S.",
+                "--haproxy S is short for --router haproxy:S."
             ),
             click.option(
                 "--health-url",
@@ -217,6 +222,18 @@ def divert_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.pop(name) for name in ("drain_timeout", "min_peers", "peer_wait")}
 
 
+def instance_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop what group and host commands both take: the instance, its routers, --lb-detect, state."""
+    return {
+        "apache_config": kwargs.pop("apache_config"),
+        "apache_pidfile": kwargs.pop("apache_pidfile"),
+        "haproxy": tuple(kwargs.pop("haproxy")),
+        "routers": tuple(kwargs.pop("routers")),
+        "lb_detect": kwargs.pop("lb_detect"),
+        "state_dir": kwargs.pop("state_dir"),
+    }
+
+
 def settings(
     kwargs: dict[str, Any], extra: dict[str, Any], guarded: dict[str, Any] | None = None
 ) -> config.Settings:
@@ -226,18 +243,13 @@ def settings(
     path = config.config_path(kwargs.pop("config_file"))
     data = config.read_file(path)
     given = {
-        "apache_config": kwargs.pop("apache_config"),
-        "apache_pidfile": kwargs.pop("apache_pidfile"),
-        "haproxy": tuple(kwargs.pop("haproxy")),
-        "routers": tuple(kwargs.pop("routers")),
+        **instance_settings(kwargs),
         "ack_traps": tuple(kwargs.pop("ack_traps")),
-        "lb_detect": kwargs.pop("lb_detect"),
         "health_url": kwargs.pop("health_url"),
         "health_timeout": kwargs.pop("health_timeout"),
         "health_host": kwargs.pop("health_host"),
         "health_ca": kwargs.pop("health_ca"),
         "health_insecure": kwargs.pop("health_insecure"),
-        "state_dir": kwargs.pop("state_dir"),
         **extra,
     }
     resolved = config.resolve(

@@ -1,6 +1,7 @@
 """The frame every host command (`reload`, `stop`) runs in, written once.
 
-Find the instance, then either print the plan (--dry-run) or, under every
+Find the instance, then either print the plan (--dry-run: the divert's
+lines, then the command's own) or, under every
 group's lock, run the command's own steps and always end with its own
 `finish` (settle the routers, or leave the host out), whatever happened.
 A DrainError ends in the outcome, never raised; any other exception is a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from wsgi_drain.errors import DrainError
 from wsgi_drain.host.quiet import Host, discover_host, locked
@@ -28,19 +30,25 @@ Finish = Callable[[Run, Host, HostOutcome, Verdict, bool], None]
 Plan = Callable[[Run, Host, HostOutcome], None]
 
 
+@dataclass(frozen=True)
+class HostCommand:
+    """A host command: its name (lock, journal, report), the signal it sends, its own steps."""
+
+    kind: str
+    signal_name: str
+    # The dry run's line for a host with no router.
+    without_router: str
+    plan: Plan
+    steps: Steps
+    finish: Finish
+
+
 def run_host_command(
-    hs: HostSettings,
-    kind: str,
-    signal_name: str,
-    *,
-    dry_run: bool,
-    progress: Progress,
-    plan: Plan,
-    steps: Steps,
-    finish: Finish,
+    command: HostCommand, hs: HostSettings, *, dry_run: bool, progress: Progress
 ) -> HostOutcome:
-    """Run `kind` (`reload`, `stop`) on the instance; never raises for a DrainError."""
-    base = Outcome(group=HOST, mode="drain", requested_mode="drain", signal=signal_name)
+    """Run `command` on the instance; never raises for a DrainError (it is in the outcome)."""
+    kind, plan, steps, finish = command.kind, command.plan, command.steps, command.finish
+    base = Outcome(group=HOST, mode="drain", requested_mode="drain", signal=command.signal_name)
     base.dry_run = dry_run
     out = HostOutcome(kind, base)
     with Interrupts() as interrupts:
@@ -50,7 +58,10 @@ def run_host_command(
             host = discover_host(run, hs, out)
             interrupts.check()
             if dry_run:
+                _plan_divert(run, host, command.without_router)
                 plan(run, host, out)
+                for line in base.plan:
+                    progress("plan", line)
             else:
                 with locked(run, host, kind):
                     completed = False
@@ -67,8 +78,8 @@ def run_host_command(
     return out
 
 
-def plan_divert(run: Run, host: Host, *, without_router: str) -> None:
-    """--dry-run: the divert's lines of the plan; `without_router` when the host has none."""
+def _plan_divert(run: Run, host: Host, without_router: str) -> None:
+    """--dry-run: the divert's lines of the plan, first; `without_router` when the host has none."""
     s, plan = run.settings, run.outcome.plan
     for (_spec, router), rec in host.routing.paired():
         if rec.ours:

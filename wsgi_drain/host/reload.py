@@ -22,7 +22,7 @@ from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigTestError, NotReplacedError, UnhealthyError
 from wsgi_drain.health import probe_for
 from wsgi_drain.host.apachectl import configtest, configtest_argv, signal_parent
-from wsgi_drain.host.frame import plan_divert, run_host_command
+from wsgi_drain.host.frame import HostCommand, run_host_command
 from wsgi_drain.host.generation import NewGeneration, look
 from wsgi_drain.host.quiet import Host, wait_quiet
 from wsgi_drain.host.records import HostOutcome
@@ -44,16 +44,7 @@ POLL = 0.1
 
 def reload(hs: HostSettings, *, dry_run: bool = False, progress: Progress) -> HostOutcome:
     """Reload Apache gracefully; never raises for a DrainError (it is in the outcome)."""
-    return run_host_command(
-        hs,
-        "reload",
-        "SIGUSR1",
-        dry_run=dry_run,
-        progress=progress,
-        plan=_plan,
-        steps=_execute,
-        finish=_finish,
-    )
+    return run_host_command(RELOAD, hs, dry_run=dry_run, progress=progress)
 
 
 def _finish(run: Run, host: Host, out: HostOutcome, verdict: Verdict, completed: bool) -> None:
@@ -201,15 +192,9 @@ def _warm(run: Run, host: Host, out: HostOutcome, seen: NewGeneration) -> None:
 
 
 def _plan(run: Run, host: Host, out: HostOutcome) -> None:
-    """--dry-run: the whole plan, nothing changed."""
+    """--dry-run: the plan after the divert (frame.py), nothing changed."""
     s, plan = run.settings, out.base.plan
     instance = host.hs.instance
-    plan_divert(
-        run,
-        host,
-        without_router="no router: requests in flight get only Apache's own shutdown allowance "
-        "(SIGTERM, SIGKILL 3 s later); wait for the requests the daemons hold now",
-    )
     plan.append(
         f"wait up to {s.drain_timeout:g} s for the requests every group's daemons hold "
         f"({', '.join(rec.name for rec in out.groups)})"
@@ -234,5 +219,11 @@ def _plan(run: Run, host: Host, out: HostOutcome) -> None:
     put_back = [rec.name for rec in out.base.routers if rec.ours]
     if put_back:
         plan.append("restore " + ", ".join(put_back))
-    for line in plan:
-        run.progress("plan", line)
+
+
+# Said by the dry run for a host with no router.
+_WITHOUT_ROUTER = (
+    "no router: requests in flight get only Apache's own shutdown allowance "
+    "(SIGTERM, SIGKILL 3 s later); wait for the requests the daemons hold now"
+)
+RELOAD = HostCommand("reload", "SIGUSR1", _WITHOUT_ROUTER, _plan, _execute, _finish)

@@ -22,7 +22,7 @@ from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import NotReplacedError
 from wsgi_drain.host.apachectl import signal_parent
-from wsgi_drain.host.frame import plan_divert, run_host_command
+from wsgi_drain.host.frame import HostCommand, run_host_command
 from wsgi_drain.host.quiet import Host, wait_quiet
 from wsgi_drain.host.records import HostOutcome
 from wsgi_drain.host.settings import HostSettings
@@ -41,16 +41,7 @@ POLL = 0.05
 
 def stop(hs: HostSettings, *, dry_run: bool = False, progress: Progress) -> HostOutcome:
     """Stop Apache gracefully for maintenance; never raises for a DrainError."""
-    return run_host_command(
-        hs,
-        "stop",
-        "SIGWINCH",
-        dry_run=dry_run,
-        progress=progress,
-        plan=_plan,
-        steps=_execute,
-        finish=_finish,
-    )
+    return run_host_command(STOP, hs, dry_run=dry_run, progress=progress)
 
 
 def _finish(run: Run, host: Host, out: HostOutcome, verdict: Verdict, completed: bool) -> None:
@@ -139,15 +130,9 @@ def _leave_out(run: Run, host: Host, out: HostOutcome, confirmed: bool) -> None:
 
 
 def _plan(run: Run, host: Host, out: HostOutcome) -> None:
-    """--dry-run: the whole plan, nothing changed."""
+    """--dry-run: the plan after the divert (frame.py), nothing changed."""
     s, plan = run.settings, out.base.plan
     instance = host.hs.instance
-    plan_divert(
-        run,
-        host,
-        without_router="no router: new requests keep arriving until Apache stops listening; "
-        "wait for the requests the daemons hold now",
-    )
     plan.append(f"wait up to {s.drain_timeout:g} s for the requests every group's daemons hold")
     count = len(_instance_processes(instance.pid))
     plan.append(
@@ -158,5 +143,11 @@ def _plan(run: Run, host: Host, out: HostOutcome) -> None:
         "leave the host out of rotation, the journal saying why; once Apache runs again: "
         f"wsgi-drain undrain --group {s.group} --wait-ready 60"
     )
-    for line in plan:
-        run.progress("plan", line)
+
+
+# Said by the dry run for a host with no router.
+_WITHOUT_ROUTER = (
+    "no router: new requests keep arriving until Apache stops listening; "
+    "wait for the requests the daemons hold now"
+)
+STOP = HostCommand("stop", "SIGWINCH", _WITHOUT_ROUTER, _plan, _execute, _finish)
