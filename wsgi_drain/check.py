@@ -26,7 +26,7 @@ import psutil
 from wsgi_drain import leftovers_record, newcode, procfs
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
-from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_apache, group_processes
+from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_group_apache, group_processes
 from wsgi_drain.errorlog import LifecycleEvent, recent_events
 from wsgi_drain.errors import (
     AmbiguousApacheError,
@@ -110,11 +110,7 @@ def run_check(settings: Settings, thresholds: Thresholds) -> CheckResult:
     # `wsgi-drain stop` took the host out on purpose: said, not a bare CRITICAL.
     maintenance = stop_note(settings.state_dir, settings.group)
     try:
-        instance = find_apache(
-            pidfile=settings.apache_pidfile,
-            config_path=settings.apache_config,
-            group=settings.group,
-        )
+        instance = find_group_apache(settings)
     except GroupNotFoundError:
         raise
     except AmbiguousApacheError as err:

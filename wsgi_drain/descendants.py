@@ -25,7 +25,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from wsgi_drain import procfs
@@ -37,8 +37,24 @@ MAX_FOLLOWED = 256
 KILL_WAIT = 5.0
 
 
+class Started:
+    """Age and command line of a process named by its start `ticks` (descendants, their record)."""
+
+    ticks: int
+    cmdline: Sequence[str]
+
+    @property
+    def age(self) -> float:
+        """Seconds since it started."""
+        return procfs.boot_clock() - self.ticks / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.cmdline) or "?"
+
+
 @dataclass
-class Descendant:
+class Descendant(Started):
     """One process an old daemon started (directly or not), and what became of it.
 
     `ticks` is its start time in clock ticks since boot: pid and ticks name
@@ -55,15 +71,6 @@ class Descendant:
     fd: int = -1
     ending: str | None = None
     signals: list[str] = field(default_factory=list)
-
-    @property
-    def age(self) -> float:
-        """Seconds since it started."""
-        return procfs.boot_clock() - self.ticks / os.sysconf("SC_CLK_TCK")
-
-    @property
-    def command(self) -> str:
-        return " ".join(self.cmdline) or "?"
 
     def close(self) -> None:
         if self.fd >= 0:

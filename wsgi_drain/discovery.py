@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import psutil
 
@@ -40,6 +40,9 @@ from wsgi_drain.identity import (
     sockets_by_name,
     title_names_group,
 )
+
+if TYPE_CHECKING:
+    from wsgi_drain.config import Settings
 
 APACHE_NAMES = frozenset({"apache2", "httpd", "apache", "httpd2"})
 
@@ -156,6 +159,13 @@ def find_apache(
             "name one with --apache-pidfile or --apache-config"
         )
     return instance_by_pid(parents[0].pid, None, source="the running Apache parent")
+
+
+def find_group_apache(settings: Settings) -> ApacheInstance:
+    """`find_apache` for the run's group: its pid file or configuration, else its group's."""
+    return find_apache(
+        pidfile=settings.apache_pidfile, config_path=settings.apache_config, group=settings.group
+    )
 
 
 def instance_defining(group: str, parents: list[psutil.Process]) -> ApacheInstance:

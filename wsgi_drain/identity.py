@@ -365,6 +365,11 @@ def _title_proof(group: DaemonGroup, obs: Observation, title: str | None) -> int
         # Only mod_wsgi's own %{GROUP} title names the group, and only whole:
         # a cut title or a free display-name may be shared with another group.
         return None
+    return _one_socket_titled(obs, title)
+
+
+def _one_socket_titled(obs: Observation, title: str) -> int | None:
+    """The one socket whose processes (one or more) all show `title`; None if not exactly one."""
     matching = [
         gid
         for gid in obs.sockets
@@ -404,12 +409,7 @@ def _express_title_proof(
     """
     if title is None or express is None or not title_names_group(config, group, title, express):
         return None
-    matching = [
-        gid
-        for gid in obs.sockets
-        if (members := obs.titled(gid)) and all(m.title == title for m in members)
-    ]
-    return matching[0] if len(matching) == 1 else None
+    return _one_socket_titled(obs, title)
 
 
 def _config_doubts(

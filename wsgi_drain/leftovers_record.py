@@ -29,7 +29,7 @@ from pathlib import Path
 
 from wsgi_drain import procfs
 from wsgi_drain.atomic import write_atomic
-from wsgi_drain.descendants import Descendant
+from wsgi_drain.descendants import Descendant, Started
 from wsgi_drain.errors import DrainError
 from wsgi_drain.state import _file_name, ensure_dir
 
@@ -48,7 +48,7 @@ class RecordError(DrainError):
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(Started):
     """One process an old daemon of the group started, as recorded."""
 
     pid: int
@@ -83,14 +83,6 @@ class Entry:
     @property
     def left_behind(self) -> bool:
         return self.running and self.daemon_gone
-
-    @property
-    def age(self) -> float:
-        return procfs.boot_clock() - self.ticks / os.sysconf("SC_CLK_TCK")
-
-    @property
-    def command(self) -> str:
-        return " ".join(self.cmdline) or "?"
 
 
 def path_for(state_dir: Path, group: str) -> Path:

@@ -13,7 +13,7 @@ import time
 
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.discovery import find_apache, group_processes
+from wsgi_drain.discovery import find_group_apache, group_processes
 from wsgi_drain.errors import ApacheConfigError, IdentityError, NotFoundError, UnhealthyError
 from wsgi_drain.health import probe_for
 from wsgi_drain.outcome import Progress
@@ -46,11 +46,7 @@ def wait_ready(settings: Settings, timeout: float, progress: Progress) -> str:
 def _look(settings: Settings) -> tuple[bool, str]:
     named = settings.apache_pidfile is not None or settings.apache_config is not None
     try:
-        instance = find_apache(
-            pidfile=settings.apache_pidfile,
-            config_path=settings.apache_config,
-            group=settings.group,
-        )
+        instance = find_group_apache(settings)
     except ApacheConfigError:
         raise
     except NotFoundError as err:

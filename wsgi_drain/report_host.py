@@ -18,6 +18,19 @@ if TYPE_CHECKING:
 RELOAD_SCHEMA = "wsgi-drain/reload/v1"
 STOP_SCHEMA = "wsgi-drain/stop/v1"
 
+# What the host's JSON says of each router, in this order: a subset of the
+# restart's (report.py), as reload/v1 and stop/v1 have it.
+ROUTER_KEYS = (
+    "name",
+    "before",
+    "diverted",
+    "restored",
+    "adopted",
+    "sessions_at_signal",
+    "up_after",
+    "error",
+)
+
 
 def message(out: HostOutcome) -> str:
     """One line: the verdict and why."""
@@ -61,19 +74,7 @@ def as_dict(out: HostOutcome) -> dict[str, Any]:
         "apache_config": base.apache_config,
         "phases": [asdict(p) for p in base.phases],
         "groups": [asdict(g) for g in out.groups],
-        "routers": [
-            {
-                "name": r.name,
-                "before": r.before,
-                "diverted": r.diverted,
-                "restored": r.restored,
-                "adopted": r.adopted,
-                "sessions_at_signal": r.sessions_at_signal,
-                "up_after": r.up_after,
-                "error": r.error,
-            }
-            for r in base.routers
-        ],
+        "routers": [{key: getattr(r, key) for key in ROUTER_KEYS} for r in base.routers],
         "left_diverted": base.left_diverted,
         "router_protected": not out.unprotected,
         "host_in_flight_at_signal": base.host_in_flight_at_signal,

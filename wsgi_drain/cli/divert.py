@@ -9,21 +9,19 @@ import click
 from wsgi_drain import report
 from wsgi_drain.cli.options import (
     CONTEXT,
+    QUIET_OPTION,
     divert_options,
-    divert_settings,
+    divert_run_settings,
     group_options,
     handles_errors,
-    require_lb_detect,
     settings,
 )
-
-QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 
 
 @click.command(context_settings=CONTEXT)
 @group_options
 @divert_options
-@QUIET
+@QUIET_OPTION
 @handles_errors
 def drain(**kwargs: Any) -> None:
     """Take this host's backend out of every router, and wait for in-flight requests.
@@ -40,8 +38,7 @@ def drain(**kwargs: Any) -> None:
 
     as_json = kwargs.pop("as_json")
     progress = report.ProgressPrinter(quiet=kwargs.pop("quiet"))
-    resolved = settings(kwargs, divert_settings(kwargs))
-    require_lb_detect(resolved)
+    resolved = divert_run_settings(kwargs, {})
     result = run_drain(resolved, progress)
     _print_divert(result, as_json)
 
@@ -56,7 +53,7 @@ def drain(**kwargs: Any) -> None:
     "answers 2xx; if not, restore nothing and exit 6. For after an Apache reload "
     "(scripts/certbot-deploy-hook).",
 )
-@QUIET
+@QUIET_OPTION
 @handles_errors
 def undrain(**kwargs: Any) -> None:
     """Put this host's backend back in rotation; repairs an interrupted restart.

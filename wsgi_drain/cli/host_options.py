@@ -8,14 +8,31 @@ every [groups.NAME] table).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from wsgi_drain import config, privilege
-from wsgi_drain.cli.options import JSON_OPTION, divert_options, state_dir_option
+from wsgi_drain import config, privilege, report, report_host
+from wsgi_drain._compat import print_bug
+from wsgi_drain.cli.options import (
+    APACHE_CONFIG_OPTION,
+    APACHE_PIDFILE_OPTION,
+    HAPROXY_OPTION,
+    JSON_OPTION,
+    LB_DETECT_OPTION,
+    QUIET_OPTION,
+    config_option,
+    divert_options,
+    divert_settings,
+    instance_settings,
+    router_option,
+    state_dir_option,
+)
+
+if TYPE_CHECKING:
+    from wsgi_drain.host.records import HostOutcome
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,52 +40,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 def host_options(f: F) -> F:
     """The instance, its routers, the divert's options, state, --json, --timeout, --quiet."""
     options: list[Callable[[F], F]] = [
-        click.option(
-            "--config",
-            "config_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="wsgi-drain TOML file: its top level and every [groups.NAME] table (routers, "
+        config_option(
+            "wsgi-drain TOML file: its top level and every [groups.NAME] table (routers, "
             "each group's health_url) [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
         ),
-        click.option(
-            "--apache-config",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="WSGI_DRAIN_APACHE_CONFIG",
-            help="Apache's main configuration file; its PidFile names the instance.",
-        ),
-        click.option(
-            "--apache-pidfile",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="WSGI_DRAIN_APACHE_PIDFILE",
-            help="Pid file of the Apache parent [default: the one Apache parent running].",
-        ),
-        click.option(
-            "--haproxy",
-            multiple=True,
-            metavar="SOCKET:BACKEND/SERVER",
-            envvar="WSGI_DRAIN_HAPROXY",
-            help="HAProxy admin socket and this host's server in it (repeat for several).",
-        ),
-        click.option(
-            "--router",
-            "routers",
-            multiple=True,
-            metavar="KIND:SPEC",
-            help="A front-end router of this host, as for `restart` (repeat; replaces the "
+        APACHE_CONFIG_OPTION,
+        APACHE_PIDFILE_OPTION,
+        HAPROXY_OPTION,
+        router_option(
+            "A front-end router of this host, as for `restart` (repeat; replaces the "
             "configuration file's routers of every group).",
         ),
-        click.option(
-            "--lb-detect",
-            type=click.FloatRange(min=0),
-            metavar="SECONDS",
-            help="For a health-file router: the load balancer's detection time.",
-        ),
+        LB_DETECT_OPTION,
         click.option(
             "--timeout",
             type=click.FloatRange(min=0, min_open=True),
             help="Seconds Apache may take once signalled [default: 60].",
         ),
-        click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr."),
+        QUIET_OPTION,
         state_dir_option(readable=False),
         JSON_OPTION,
     ]
@@ -84,16 +73,18 @@ def host_settings(kwargs: dict[str, Any], extra: dict[str, Any]) -> Any:
     privilege.refuse_under_sudo(kwargs)
     path = config.config_path(kwargs.pop("config_file"))
     data = config.read_file(path)
-    given = {
-        "apache_config": kwargs.pop("apache_config"),
-        "apache_pidfile": kwargs.pop("apache_pidfile"),
-        "haproxy": tuple(kwargs.pop("haproxy")),
-        "routers": tuple(kwargs.pop("routers")),
-        "lb_detect": kwargs.pop("lb_detect"),
-        "state_dir": kwargs.pop("state_dir"),
-        "drain_timeout": kwargs.pop("drain_timeout"),
-        "min_peers": kwargs.pop("min_peers"),
-        "peer_wait": kwargs.pop("peer_wait"),
-        **extra,
-    }
+    given = {**instance_settings(kwargs), **divert_settings(kwargs), **extra}
     return resolve_host(given, data, str(path or "defaults"), timeout=kwargs.pop("timeout"))
+
+
+def report_and_exit(out: HostOutcome, *, as_json: bool) -> NoReturn:
+    """Print a host command's outcome (text or JSON), its error or bug, and exit with its status."""
+    if as_json:
+        report.print_json(report_host.as_dict(out))
+    else:
+        report_host.print_text(out)
+    if out.base.unexpected is not None:
+        print_bug(out.base.unexpected)
+    elif out.base.error is not None and not as_json:
+        click.echo(f"wsgi-drain: error: {out.base.error}", err=True)
+    sys.exit(int(out.status))

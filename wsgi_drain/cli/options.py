@@ -46,6 +46,50 @@ MIN_PEERS = _MinPeers()
 JSON_OPTION = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
 )
+QUIET_OPTION = click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+
+
+# Declared once for `group_options` and the host's `host_options`.
+APACHE_CONFIG_OPTION = click.option(
+    "--apache-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="WSGI_DRAIN_APACHE_CONFIG",
+    help="Apache's main configuration file; its PidFile names the instance.",
+)
+APACHE_PIDFILE_OPTION = click.option(
+    "--apache-pidfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="WSGI_DRAIN_APACHE_PIDFILE",
+    help="Pid file of the Apache parent [default: the one Apache parent running].",
+)
+HAPROXY_OPTION = click.option(
+    "--haproxy",
+    multiple=True,
+    metavar="SOCKET:BACKEND/SERVER",
+    envvar="WSGI_DRAIN_HAPROXY",
+    help="HAProxy admin socket and this host's server in it, e.g. "
+    "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
+)
+LB_DETECT_OPTION = click.option(
+    "--lb-detect",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="For a health-file router: how long the load balancer takes to stop "
+    "sending once the health URL fails (check interval x unhealthy threshold + "
+    "deregistration delay).",
+)
+
+
+def config_option(help: str) -> Callable[[F], F]:
+    """--config, the wsgi-drain TOML file; `help` says what the command reads in it."""
+    return click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help=help
+    )
+
+
+def router_option(help: str) -> Callable[[F], F]:
+    """--router KIND:SPEC, repeatable; `help` says what it replaces for the command."""
+    return click.option("--router", "routers", multiple=True, metavar="KIND:SPEC", help=help)
 
 
 def state_dir_option(*, readable: bool = True) -> Callable[[F], F]:
@@ -78,44 +122,20 @@ def group_options(f: F) -> F:
                 help="Name of the WSGIDaemonProcess group (as in the Apache configuration; "
                 "mod_wsgi-express names it HOST:PORT, or NAME with --process-group NAME).",
             ),
-            click.option(
-                "--config",
-                "config_file",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="wsgi-drain TOML file [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml].",
+            config_option(
+                "wsgi-drain TOML file [default: $WSGI_DRAIN_CONFIG or /etc/wsgi-drain.toml]."
             ),
-            click.option(
-                "--apache-config",
-                type=click.Path(dir_okay=False, path_type=Path),
-                envvar="WSGI_DRAIN_APACHE_CONFIG",
-                help="Apache's main configuration file; its PidFile names the instance.",
-            ),
-            click.option(
-                "--apache-pidfile",
-                type=click.Path(dir_okay=False, path_type=Path),
-                envvar="WSGI_DRAIN_APACHE_PIDFILE",
-                help="Pid file of the Apache parent [default: the one Apache parent running].",
-            ),
-            click.option(
-                "--haproxy",
-                multiple=True,
-                metavar="SOCKET:BACKEND/SERVER",
-                envvar="WSGI_DRAIN_HAPROXY",
-                help="HAProxy admin socket and this host's server in it, e.g. "
-                "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
-            ),
-            click.option(
-                "--router",
-                "routers",
-                multiple=True,
-                metavar="KIND:SPEC",
-                help="A front-end router of this host (repeat; kinds mix): "
+            APACHE_CONFIG_OPTION,
+            APACHE_PIDFILE_OPTION,
+            HAPROXY_OPTION,
+            router_option(
+                "A front-end router of this host (repeat; kinds mix): "
                 "haproxy:SOCKET:BACKEND/SERVER (SOCKET a path or ipv4@HOST:PORT), "
                 "nginx:[pid=PIDFILE:]UPSTREAM_FILE:HOST:PORT (marks that server line down, "
                 "nginx -t, reload), health-file:PATH (its presence fails the health URL; "
                 "with --lb-detect), "
                 "command:'PROGRAM ARGS' (runs PROGRAM ARGS divert|restore|state, no shell). "
-                "--haproxy S is short for --router haproxy:S.",
+                "--haproxy S is short for --router haproxy:S."
             ),
             click.option(
                 "--health-url",
@@ -129,14 +149,7 @@ def group_options(f: F) -> F:
                 envvar="WSGI_DRAIN_HEALTH_TIMEOUT",
                 help="Seconds one health probe may take [default: 5].",
             ),
-            click.option(
-                "--lb-detect",
-                type=click.FloatRange(min=0),
-                metavar="SECONDS",
-                help="For a health-file router: how long the load balancer takes to stop "
-                "sending once the health URL fails (check interval x unhealthy threshold + "
-                "deregistration delay).",
-            ),
+            LB_DETECT_OPTION,
             click.option(
                 "--ack-trap",
                 "ack_traps",
@@ -250,6 +263,18 @@ def divert_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {name: kwargs.pop(name) for name in ("drain_timeout", "min_peers", "peer_wait")}
 
 
+def instance_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop what group and host commands both take: the instance, its routers, --lb-detect, state."""
+    return {
+        "apache_config": kwargs.pop("apache_config"),
+        "apache_pidfile": kwargs.pop("apache_pidfile"),
+        "haproxy": tuple(kwargs.pop("haproxy")),
+        "routers": tuple(kwargs.pop("routers")),
+        "lb_detect": kwargs.pop("lb_detect"),
+        "state_dir": kwargs.pop("state_dir"),
+    }
+
+
 def settings(
     kwargs: dict[str, Any],
     extra: dict[str, Any],
@@ -266,18 +291,13 @@ def settings(
     path = config.config_path(kwargs.pop("config_file"))
     data = config.read_file(path)
     given = {
-        "apache_config": kwargs.pop("apache_config"),
-        "apache_pidfile": kwargs.pop("apache_pidfile"),
-        "haproxy": tuple(kwargs.pop("haproxy")),
-        "routers": tuple(kwargs.pop("routers")),
+        **instance_settings(kwargs),
         "ack_traps": tuple(kwargs.pop("ack_traps")),
-        "lb_detect": kwargs.pop("lb_detect"),
         "health_url": kwargs.pop("health_url"),
         "health_timeout": kwargs.pop("health_timeout"),
         "health_host": kwargs.pop("health_host"),
         "health_ca": kwargs.pop("health_ca"),
         "health_insecure": kwargs.pop("health_insecure"),
-        "state_dir": kwargs.pop("state_dir"),
         **extra,
     }
     resolved = config.resolve(
@@ -307,6 +327,16 @@ def settings(
     return resolved
 
 
+def divert_run_settings(
+    kwargs: dict[str, Any], extra: dict[str, Any], guarded: dict[str, Any] | None = None
+) -> config.Settings:
+    """`settings` for a command that diverts (`restart`, `drain`): with `divert_options`' values,
+    and a health-file router's --lb-detect required before discovery."""
+    resolved = settings(kwargs, {**extra, **divert_settings(kwargs)}, guarded)
+    require_lb_detect(resolved)
+    return resolved
+
+
 def require_lb_detect(resolved: config.Settings) -> None:
     """Before discovery: a health-file router that will divert needs --lb-detect (exit 2).
 
@@ -328,14 +358,10 @@ def require_lb_detect(resolved: config.Settings) -> None:
 
 def _apache_defines(resolved: config.Settings) -> bool:
     """Whether the Apache instance these settings name defines their group (typo rule)."""
-    from wsgi_drain.discovery import find_apache
+    from wsgi_drain.discovery import find_group_apache
 
     try:
-        instance = find_apache(
-            pidfile=resolved.apache_pidfile,
-            config_path=resolved.apache_config,
-            group=resolved.group,
-        )
+        instance = find_group_apache(resolved)
         instance.config.group(resolved.group)
     except DrainError:
         return False

@@ -9,9 +9,8 @@ from typing import Any
 
 import click
 
-from wsgi_drain import config, report, report_host
-from wsgi_drain._compat import print_bug
-from wsgi_drain.cli.host_options import host_options, host_settings
+from wsgi_drain import config, report
+from wsgi_drain.cli.host_options import host_options, host_settings, report_and_exit
 from wsgi_drain.cli.options import CONTEXT, handles_errors
 
 # --or-graceful without a configuration: the distribution's own reload.
@@ -71,15 +70,7 @@ def reload(**kwargs: Any) -> None:
         _plain_reload(quiet)
     hs = host_settings(kwargs, {"lb_up_timeout": kwargs.pop("lb_up_timeout")})
     out = run_reload(hs, dry_run=dry_run, progress=report.ProgressPrinter(quiet=quiet))
-    if as_json:
-        report.print_json(report_host.as_dict(out))
-    else:
-        report_host.print_text(out)
-    if out.base.unexpected is not None:
-        print_bug(out.base.unexpected)
-    elif out.base.error is not None and not as_json:
-        click.echo(f"wsgi-drain: error: {out.base.error}", err=True)
-    sys.exit(int(out.status))
+    report_and_exit(out, as_json=as_json)
 
 
 def _unconfigured(kwargs: dict[str, Any]) -> bool:

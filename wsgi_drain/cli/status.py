@@ -9,18 +9,21 @@ from typing import Any
 import click
 
 from wsgi_drain import config, privilege, report
-from wsgi_drain.cli.options import CONTEXT, JSON_OPTION, handles_errors, state_dir_option
+from wsgi_drain.cli.options import (
+    CONTEXT,
+    JSON_OPTION,
+    config_option,
+    handles_errors,
+    state_dir_option,
+)
 from wsgi_drain.status import ExitStatus
 
 
 @click.command(context_settings=CONTEXT)
 @click.option("--group", "-g", help="Show only this group.")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="wsgi-drain TOML file (names each group's routers) [default: $WSGI_DRAIN_CONFIG or "
-    "/etc/wsgi-drain.toml].",
+@config_option(
+    "wsgi-drain TOML file (names each group's routers) [default: $WSGI_DRAIN_CONFIG or "
+    "/etc/wsgi-drain.toml]."
 )
 @click.option(
     "--apache-config",

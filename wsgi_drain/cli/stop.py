@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from wsgi_drain import report, report_host
-from wsgi_drain._compat import print_bug
-from wsgi_drain.cli.host_options import host_options, host_settings
+from wsgi_drain import report
+from wsgi_drain.cli.host_options import host_options, host_settings, report_and_exit
 from wsgi_drain.cli.options import CONTEXT, handles_errors
 
 
@@ -45,12 +43,4 @@ def stop(**kwargs: Any) -> None:
     dry_run = kwargs.pop("dry_run")
     hs = host_settings(kwargs, {})
     out = run_stop(hs, dry_run=dry_run, progress=report.ProgressPrinter(quiet=quiet))
-    if as_json:
-        report.print_json(report_host.as_dict(out))
-    else:
-        report_host.print_text(out)
-    if out.base.unexpected is not None:
-        print_bug(out.base.unexpected)
-    elif out.base.error is not None and not as_json:
-        click.echo(f"wsgi-drain: error: {out.base.error}", err=True)
-    sys.exit(int(out.status))
+    report_and_exit(out, as_json=as_json)

@@ -16,19 +16,18 @@ routers go back only to a host whose every group is proven to serve.
 from __future__ import annotations
 
 import signal
-import time
 
 from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.errors import ConfigTestError, DrainError, NotReplacedError, UnhealthyError
+from wsgi_drain.errors import ConfigTestError, NotReplacedError, UnhealthyError
 from wsgi_drain.health import probe_for
 from wsgi_drain.host.apachectl import configtest, configtest_argv, signal_parent
+from wsgi_drain.host.frame import HostCommand, run_host_command
 from wsgi_drain.host.generation import NewGeneration, look
-from wsgi_drain.host.quiet import Host, discover_host, locked, wait_quiet
+from wsgi_drain.host.quiet import Host, wait_quiet
 from wsgi_drain.host.records import HostOutcome
 from wsgi_drain.host.settings import HostSettings
-from wsgi_drain.interrupts import Interrupts
-from wsgi_drain.outcome import Outcome, Phase, Progress
+from wsgi_drain.outcome import Phase, Progress
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Run
 from wsgi_drain.restart.restore import begin_journal, settle
@@ -45,31 +44,13 @@ POLL = 0.1
 
 def reload(hs: HostSettings, *, dry_run: bool = False, progress: Progress) -> HostOutcome:
     """Reload Apache gracefully; never raises for a DrainError (it is in the outcome)."""
-    base = Outcome(group=HOST, mode="drain", requested_mode="drain", signal="SIGUSR1")
-    base.dry_run = dry_run
-    out = HostOutcome("reload", base)
-    with Interrupts() as interrupts:
-        run = Run(hs.run, progress, interrupts, base)
-        verdict = Verdict()
-        try:
-            host = discover_host(run, hs, out)
-            interrupts.check()
-            if dry_run:
-                _plan(run, host, out)
-            else:
-                with locked(run, host, "reload"):
-                    try:
-                        _execute(run, host, out, verdict)
-                    finally:
-                        if verdict.signalled and verdict.healthy is None:
-                            verdict.healthy = False  # stopped before every group was proven
-                        settle(run, host.targets[0], host.routing, verdict)
-        except DrainError as err:
-            base.error = err
-        except Exception as err:  # a bug: reported; routers settled above
-            base.unexpected = err
-    base.duration = time.monotonic() - base.started
-    return out
+    return run_host_command(RELOAD, hs, dry_run=dry_run, progress=progress)
+
+
+def _finish(run: Run, host: Host, out: HostOutcome, verdict: Verdict, completed: bool) -> None:
+    if verdict.signalled and verdict.healthy is None:
+        verdict.healthy = False  # stopped before every group was proven
+    settle(run, host.targets[0], host.routing, verdict)
 
 
 def _execute(run: Run, host: Host, out: HostOutcome, verdict: Verdict) -> None:
@@ -211,19 +192,9 @@ def _warm(run: Run, host: Host, out: HostOutcome, seen: NewGeneration) -> None:
 
 
 def _plan(run: Run, host: Host, out: HostOutcome) -> None:
-    """--dry-run: the whole plan, nothing changed."""
+    """--dry-run: the plan after the divert (frame.py), nothing changed."""
     s, plan = run.settings, out.base.plan
     instance = host.hs.instance
-    for (_spec, router), rec in host.routing.paired():
-        if rec.ours:
-            plan.append(f"divert {router.name} and wait up to {s.drain_timeout:g} s")
-        else:
-            plan.append(f"leave {router.name} in {rec.before}; wait for its requests in flight")
-    if not host.routing.routers:
-        plan.append(
-            "no router: requests in flight get only Apache's own shutdown allowance (SIGTERM, "
-            "SIGKILL 3 s later); wait for the requests the daemons hold now"
-        )
     plan.append(
         f"wait up to {s.drain_timeout:g} s for the requests every group's daemons hold "
         f"({', '.join(rec.name for rec in out.groups)})"
@@ -248,5 +219,11 @@ def _plan(run: Run, host: Host, out: HostOutcome) -> None:
     put_back = [rec.name for rec in out.base.routers if rec.ours]
     if put_back:
         plan.append("restore " + ", ".join(put_back))
-    for line in plan:
-        run.progress("plan", line)
+
+
+# Said by the dry run for a host with no router.
+_WITHOUT_ROUTER = (
+    "no router: requests in flight get only Apache's own shutdown allowance "
+    "(SIGTERM, SIGKILL 3 s later); wait for the requests the daemons hold now"
+)
+RELOAD = HostCommand("reload", "SIGUSR1", _WITHOUT_ROUTER, _plan, _execute, _finish)

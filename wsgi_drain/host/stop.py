@@ -15,20 +15,19 @@ signal puts the routers back (nothing was stopped).
 from __future__ import annotations
 
 import signal
-import time
 
 import psutil
 
 from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.errors import DrainError, NotReplacedError
+from wsgi_drain.errors import NotReplacedError
 from wsgi_drain.host.apachectl import signal_parent
-from wsgi_drain.host.quiet import Host, discover_host, locked, wait_quiet
+from wsgi_drain.host.frame import HostCommand, run_host_command
+from wsgi_drain.host.quiet import Host, wait_quiet
 from wsgi_drain.host.records import HostOutcome
 from wsgi_drain.host.settings import HostSettings
-from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.maintenance import STOPPED
-from wsgi_drain.outcome import Outcome, Phase, Progress
+from wsgi_drain.outcome import Phase, Progress
 from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.restart.records import Run
 from wsgi_drain.restart.restore import begin_journal, settle
@@ -42,37 +41,18 @@ POLL = 0.05
 
 def stop(hs: HostSettings, *, dry_run: bool = False, progress: Progress) -> HostOutcome:
     """Stop Apache gracefully for maintenance; never raises for a DrainError."""
-    base = Outcome(group=HOST, mode="drain", requested_mode="drain", signal="SIGWINCH")
-    base.dry_run = dry_run
-    out = HostOutcome("stop", base)
-    with Interrupts() as interrupts:
-        run = Run(hs.run, progress, interrupts, base)
-        verdict = Verdict()
-        try:
-            host = discover_host(run, hs, out)
-            interrupts.check()
-            if dry_run:
-                _plan(run, host, out)
-            else:
-                with locked(run, host, "stop"):
-                    confirmed = False
-                    try:
-                        confirmed = _execute(run, host, out, verdict)
-                    finally:
-                        if verdict.signalled:
-                            _leave_out(run, host, out, confirmed)
-                        else:
-                            settle(run, host.targets[0], host.routing, verdict)
-        except DrainError as err:
-            base.error = err
-        except Exception as err:  # a bug: reported; routers settled above
-            base.unexpected = err
-    base.duration = time.monotonic() - base.started
-    return out
+    return run_host_command(STOP, hs, dry_run=dry_run, progress=progress)
 
 
-def _execute(run: Run, host: Host, out: HostOutcome, verdict: Verdict) -> bool:
-    """Divert, wait, graceful-stop, confirm every process gone; True once confirmed."""
+def _finish(run: Run, host: Host, out: HostOutcome, verdict: Verdict, completed: bool) -> None:
+    if verdict.signalled:
+        _leave_out(run, host, out, completed)
+    else:
+        settle(run, host.targets[0], host.routing, verdict)
+
+
+def _execute(run: Run, host: Host, out: HostOutcome, verdict: Verdict) -> None:
+    """Divert, wait, graceful-stop, confirm every process gone (it returns once confirmed)."""
     journal = begin_journal(run, host.routing, kind="stop", name=HOST)
     wait_quiet(run, host, out)
     run.interrupts.check()
@@ -102,7 +82,6 @@ def _execute(run: Run, host: Host, out: HostOutcome, verdict: Verdict) -> bool:
             f"SIGWINCH to the Apache parent pid {instance.pid}; all {len(processes)} processes "
             "of the instance gone"
         )
-    return True
 
 
 def _instance_processes(parent: int) -> dict[int, float]:
@@ -151,19 +130,9 @@ def _leave_out(run: Run, host: Host, out: HostOutcome, confirmed: bool) -> None:
 
 
 def _plan(run: Run, host: Host, out: HostOutcome) -> None:
-    """--dry-run: the whole plan, nothing changed."""
+    """--dry-run: the plan after the divert (frame.py), nothing changed."""
     s, plan = run.settings, out.base.plan
     instance = host.hs.instance
-    for (_spec, router), rec in host.routing.paired():
-        if rec.ours:
-            plan.append(f"divert {router.name} and wait up to {s.drain_timeout:g} s")
-        else:
-            plan.append(f"leave {router.name} in {rec.before}; wait for its requests in flight")
-    if not host.routing.routers:
-        plan.append(
-            "no router: new requests keep arriving until Apache stops listening; wait for the "
-            "requests the daemons hold now"
-        )
     plan.append(f"wait up to {s.drain_timeout:g} s for the requests every group's daemons hold")
     count = len(_instance_processes(instance.pid))
     plan.append(
@@ -174,5 +143,11 @@ def _plan(run: Run, host: Host, out: HostOutcome) -> None:
         "leave the host out of rotation, the journal saying why; once Apache runs again: "
         f"wsgi-drain undrain --group {s.group} --wait-ready 60"
     )
-    for line in plan:
-        run.progress("plan", line)
+
+
+# Said by the dry run for a host with no router.
+_WITHOUT_ROUTER = (
+    "no router: new requests keep arriving until Apache stops listening; "
+    "wait for the requests the daemons hold now"
+)
+STOP = HostCommand("stop", "SIGWINCH", _WITHOUT_ROUTER, _plan, _execute, _finish)

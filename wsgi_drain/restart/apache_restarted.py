@@ -15,7 +15,7 @@ import psutil
 
 from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
-from wsgi_drain.discovery import GroupProcesses, find_apache, group_processes, reread
+from wsgi_drain.discovery import GroupProcesses, find_group_apache, group_processes, reread
 from wsgi_drain.errors import NotFoundError
 from wsgi_drain.restart.records import Run, Target
 
@@ -69,9 +69,7 @@ def _after_apache_restart(run: Run, target: Target) -> GroupProcesses:
     wait = Deadline(APACHE_RESTART_WAIT)
     while True:
         try:
-            instance = find_apache(
-                pidfile=s.apache_pidfile, config_path=s.apache_config, group=s.group
-            )
+            instance = find_group_apache(s)
             current = group_processes(instance, instance.config.group(s.group))
             if current.processes:
                 break

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from wsgi_drain import peers, procfs
 from wsgi_drain import routers as routers_mod
-from wsgi_drain.discovery import find_apache, group_processes
+from wsgi_drain.discovery import find_group_apache, group_processes
 from wsgi_drain.errors import NotFoundError, RouterError
 from wsgi_drain.outcome import Phase, RouterRecord
 from wsgi_drain.procfs import fds_readable
@@ -26,7 +26,7 @@ def discover(run: Run) -> tuple[Target, Routing]:
     s, out = run.settings, run.outcome
     with out.phase(Phase.DISCOVER, run.progress) as ph:
         check_support()
-        instance = find_apache(pidfile=s.apache_pidfile, config_path=s.apache_config, group=s.group)
+        instance = find_group_apache(s)
         group = instance.group(s.group)
         # Traps first: on express, script reloading may have restarted every daemon already.
         found = find_traps(group, fds_readable=fds_readable(instance.pid), express=instance.express)

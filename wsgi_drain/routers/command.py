@@ -66,19 +66,14 @@ class Command:
 
 def parse_command(spec: str) -> Command:
     """``[timeout=SECONDS:]PROGRAM ARGS...`` -> Command; ConfigError with the fix otherwise."""
-    timeout = DEFAULT_TIMEOUT
-    wrong_timeout = (
+    timeout, rest = leading_option(
+        spec,
+        "timeout",
         f"command router {spec!r}: timeout must be a positive number of seconds, "
-        "e.g. command:timeout=10:/usr/local/sbin/lb-hook web1"
+        "e.g. command:timeout=10:/usr/local/sbin/lb-hook web1",
+        _positive_seconds,
+        DEFAULT_TIMEOUT,
     )
-    value, rest = leading_option(spec, "timeout", wrong_timeout)
-    if value is not None:
-        try:
-            timeout = float(value)
-        except ValueError:
-            timeout = -1.0
-        if not timeout > 0:
-            raise ConfigError(wrong_timeout)
     try:
         argv = tuple(shlex.split(rest))
     except ValueError as err:
@@ -89,6 +84,14 @@ def parse_command(spec: str) -> Command:
             "run wsgi-drain with a minimal PATH), e.g. command:/usr/local/sbin/lb-hook web1"
         )
     return Command(argv, timeout)
+
+
+def _positive_seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
 
 
 class CommandRouter:

@@ -65,16 +65,14 @@ class NginxTarget:
 
 def parse_target(spec: str) -> NginxTarget:
     """``[pid=PIDFILE:]FILE:SERVER`` -> NginxTarget; ConfigError with an example otherwise."""
-    pid_file = DEFAULT_PIDFILE
-    wrong_pid = (
+    pid_file, rest = leading_option(
+        spec,
+        "pid",
         f"nginx router {spec!r}: pid= needs an absolute pid file path, e.g. "
-        "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080"
+        "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080",
+        _absolute_path,
+        DEFAULT_PIDFILE,
     )
-    value, rest = leading_option(spec, "pid", wrong_pid)
-    if value is not None:
-        if not value.startswith("/"):
-            raise ConfigError(wrong_pid)
-        pid_file = Path(value)
     match = _SPEC.match(rest)
     if match is None:
         raise ConfigError(
@@ -83,6 +81,10 @@ def parse_target(spec: str) -> NginxTarget:
             "(IPv6: [2001:db8::11]:8080)"
         )
     return NginxTarget(Path(match["file"]), match["server"], pid_file)
+
+
+def _absolute_path(text: str) -> Path | None:
+    return Path(text) if text.startswith("/") else None
 
 
 @dataclass(frozen=True)
