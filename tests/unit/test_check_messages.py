@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -20,8 +21,18 @@ from wsgi_drain.routers.haproxy import HAProxyRouter, parse_target
 SOURCE = Path(__file__).resolve().parents[2] / "wsgi_drain"
 
 
+def _runner() -> CliRunner:
+    # click 8.1 (the newest on Python 3.9) mixes stderr into stdout unless told
+    # not to; 8.2 keeps them apart and no longer takes the argument.
+    apart: dict[str, Any] = {"mix_stderr": False}
+    try:
+        return CliRunner(**apart)
+    except TypeError:
+        return CliRunner()
+
+
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    result = _runner().invoke(cli, list(args), catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
 
 
