@@ -43,7 +43,8 @@ from lab.fleet import (
 from lab.stack import wsgi_drain_command
 from tests.integration.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole module: its module- or session-wide fixture is built once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("test_ansible")]
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "ansible" / "collections" / "ansible_collections" / "wsgi_drain" / "apache"

@@ -18,7 +18,8 @@ from bench import restart_methods
 from bench import run as bench_run
 from lab import LabUnavailable, Outcome, skip_or_fail
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole module: its module- or session-wide fixture is built once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("test_bench")]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

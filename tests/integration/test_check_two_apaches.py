@@ -19,7 +19,9 @@ import pytest
 from lab import ApacheLab
 from tests.integration.conftest import run_cli, start
 
-pytestmark = pytest.mark.integration
+# alone: it looks at every Apache on the host, so no other test may run one meanwhile
+# (scripts/test runs these after the parallel part).
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 TIMEOUTS = {"graceful-timeout": 5, "shutdown-timeout": 5}
 SHARED = "shared22"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.ports import free_port
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import RouterError
 from wsgi_drain.routers.haproxy import HAProxyRouter, HAProxyTarget
@@ -44,13 +44,6 @@ def haproxy_binary() -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class App(ThreadingHTTPServer):

@@ -25,7 +25,9 @@ from lab import ApacheLab, LabUnavailable, LoadLoop, Outcome, procs, skip_or_fai
 from lab.layouts import RHEL_ARGV0, DebianLab, RhelLab
 from tests.integration.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+# alone: it looks at every Apache on the host, so no other test may run one meanwhile
+# (scripts/test runs these after the parallel part).
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 OTHER = "myapp-reports"
 TIMEOUTS = {"graceful-timeout": 5, "shutdown-timeout": 5}

@@ -27,7 +27,8 @@ import pytest
 from lab import LabUnavailable, LoadLoop, Outcome, Stack, skip_or_fail, slow_request, two_hosts
 from wsgi_drain import __version__
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole module: its module- or session-wide fixture is built once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("test_wheel")]
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
