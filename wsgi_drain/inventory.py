@@ -11,10 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from wsgi_drain import config as config_mod
-from wsgi_drain import leftovers_record
+from wsgi_drain import leftovers_record, procfacts
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.discovery import (
@@ -72,19 +70,18 @@ class Inventory:
 def process_info(pid: int) -> ProcessInfo | None:
     """Age, RSS, threads and state of one process; None when it is gone."""
     try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            return ProcessInfo(
-                pid=pid,
-                age=time.time() - proc.create_time(),
-                rss=proc.memory_info().rss,
-                threads=proc.num_threads(),
-                state=proc.status(),
-            )
-    except psutil.NoSuchProcess:
+        usage = procfacts.usage(pid)
+    except ProcessLookupError:
         return None
-    except psutil.AccessDenied:
+    except PermissionError:
         return ProcessInfo(pid=pid, age=0.0, rss=None, threads=None, state="?")
+    return ProcessInfo(
+        pid=pid,
+        age=time.time() - usage.create_time,
+        rss=usage.rss,
+        threads=usage.threads,
+        state=usage.state,
+    )
 
 
 def gather(
