@@ -33,8 +33,8 @@ from wsgi_drain.errors import (
     IdentityError,
     RouterError,
 )
-from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.maintenance import stop_note
+from wsgi_drain.procfacts import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
 from wsgi_drain.traps import RESTART_ONLY, find_traps

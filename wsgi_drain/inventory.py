@@ -6,13 +6,12 @@ failing the whole listing, because an operator runs this when things are odd.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsgi_drain import config as config_mod
-from wsgi_drain import leftovers_record, procfacts
+from wsgi_drain import leftovers_record
 from wsgi_drain import routers as routers_mod
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.discovery import (
@@ -24,17 +23,10 @@ from wsgi_drain.discovery import (
 )
 from wsgi_drain.errors import DrainError
 from wsgi_drain.express import express_warnings
+from wsgi_drain.procfacts import ProcessInfo as ProcessInfo  # status and check report the same
+from wsgi_drain.procfacts import process_info
 from wsgi_drain.routers import RouterState
 from wsgi_drain.state import HOST, Journal, all_journals, lock_holder
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    age: float
-    rss: int | None
-    threads: int | None
-    state: str
 
 
 @dataclass
@@ -65,23 +57,6 @@ class Inventory:
     running: set[str] = field(default_factory=set)
     # Group -> processes its replaced daemons left behind that still run.
     leftovers: dict[str, list[leftovers_record.Entry]] = field(default_factory=dict)
-
-
-def process_info(pid: int) -> ProcessInfo | None:
-    """Age, RSS, threads and state of one process; None when it is gone."""
-    try:
-        usage = procfacts.usage(pid)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return ProcessInfo(pid=pid, age=0.0, rss=None, threads=None, state="?")
-    return ProcessInfo(
-        pid=pid,
-        age=time.time() - usage.create_time,
-        rss=usage.rss,
-        threads=usage.threads,
-        state=usage.state,
-    )
 
 
 def gather(

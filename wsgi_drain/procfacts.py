@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 PROC = "/proc"
@@ -44,6 +45,34 @@ class Usage:
     rss: int
     threads: int
     state: str
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One process as `check` and `status` report it (`process_info`)."""
+
+    pid: int
+    age: float
+    rss: int | None
+    threads: int | None
+    state: str
+
+
+def process_info(pid: int) -> ProcessInfo | None:
+    """Age, RSS, threads and state of one process; None when it is gone."""
+    try:
+        facts = usage(pid)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return ProcessInfo(pid=pid, age=0.0, rss=None, threads=None, state="?")
+    return ProcessInfo(
+        pid=pid,
+        age=time.time() - facts.create_time,
+        rss=facts.rss,
+        threads=facts.threads,
+        state=facts.state,
+    )
 
 
 def _read(pid: int, name: str) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import stat
@@ -142,6 +141,8 @@ def journal_lock(state_dir: Path, group: str) -> Iterator[None]:
 
 
 def _router_lock_path(state_dir: Path, spec: str) -> Path:
+    import hashlib  # only a run with routers takes their locks (check: issue 22)
+
     digest = hashlib.sha256(spec.encode()).hexdigest()[:24]
     return state_dir / f"router-{digest}.lock"
 

@@ -7,22 +7,52 @@ traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from wsgi_drain import __version__
-from wsgi_drain.cli.check import check
-from wsgi_drain.cli.divert import drain, undrain
 from wsgi_drain.cli.options import CONTEXT
-from wsgi_drain.cli.reload import reload
-from wsgi_drain.cli.restart import restart
-from wsgi_drain.cli.status import status
-from wsgi_drain.cli.stop import stop
 from wsgi_drain.status import ExitStatus, NagiosStatus
 
+# Each command's module, imported when the command is named: a `check` run by
+# cron every minute loads none of the others (issue 22).  The top-level --help
+# and a mistyped name (click's "Did you mean") load them all.
+COMMAND_MODULES = {
+    "restart": "wsgi_drain.cli.restart",
+    "drain": "wsgi_drain.cli.divert",
+    "undrain": "wsgi_drain.cli.divert",
+    "check": "wsgi_drain.cli.check",
+    "status": "wsgi_drain.cli.status",
+    "reload": "wsgi_drain.cli.reload",
+    "stop": "wsgi_drain.cli.stop",
+}
 
-@click.group(context_settings=CONTEXT)
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported when first named (kept in `commands` then)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            if cmd_name not in COMMAND_MODULES:
+                self.load_all()
+                return None
+            module = importlib.import_module(COMMAND_MODULES[cmd_name])
+            self.add_command(getattr(module, cmd_name))
+        return self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_all()
+        return super().list_commands(ctx)
+
+    def load_all(self) -> None:
+        for name in COMMAND_MODULES:
+            if name not in self.commands:
+                self.get_command(click.Context(self), name)
+
+
+@click.group(context_settings=CONTEXT, cls=LazyGroup)
 @click.version_option(__version__, prog_name="wsgi-drain")
 def cli() -> None:
     """Restart Apache mod_wsgi daemon process groups without losing a request.
@@ -39,10 +69,6 @@ def cli() -> None:
     Settings come from options, WSGI_DRAIN_* variables, or /etc/wsgi-drain.toml
     (see README). Run any command with --help for its options and exit statuses.
     """
-
-
-for _command in (restart, drain, undrain, check, status, reload, stop):
-    cli.add_command(_command)
 
 
 def main() -> None:
