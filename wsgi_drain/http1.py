@@ -26,7 +26,6 @@ Protocol faults raise HTTPError; the socket's own errors are OSErrors.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 
 from wsgi_drain.deadline import Deadline
 
@@ -40,11 +39,13 @@ class HTTPError(Exception):
     """The server's answer is not HTTP/1.x as the probe reads it."""
 
 
-@dataclass(frozen=True)
 class Response:
-    status: int
-    headers: dict[str, str]  # lower-case names
-    body_read: int  # bytes of the body read, at most the limit
+    """The final answer: status, headers (lower-case names), bytes of the body read."""
+
+    __slots__ = ("body_read", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body_read: int) -> None:
+        self.status, self.headers, self.body_read = status, headers, body_read
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

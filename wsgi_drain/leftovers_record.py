@@ -20,7 +20,6 @@ descendant's ancestry was proven are (descendants.py).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -140,6 +139,8 @@ def save(state_dir: Path, group: str, now: Iterable[Descendant]) -> list[Entry]:
         return []
     data = {"schema": SCHEMA, "group": group, "processes": [asdict(e) for e in entries]}
     gid = os.stat(state_dir).st_gid
+    import json
+
     write_atomic(path, json.dumps(data, indent=1), MODE, owner=(os.geteuid(), gid))
     return entries
 
@@ -158,6 +159,8 @@ def _read(path: Path) -> tuple[str, list[Entry]]:
         raise
     except OSError as err:
         raise RecordError(path, f"cannot be read ({err.strerror})") from err
+    import json  # only when a file is there (a healthy check reads none: issue 22)
+
     try:
         with os.fdopen(fd, "rb") as source:
             data = json.loads(source.read(_MAX_BYTES))

@@ -37,14 +37,13 @@ _ENCODING = sys.getfilesystemencoding()
 _ERRORS = sys.getfilesystemencodeerrors()
 
 
-@dataclass(frozen=True)
 class Usage:
-    """What `status` and `check` show of one process."""
+    """What `status` and `check` show of one process (a plain class: dataclasses cost start-up)."""
 
-    create_time: float
-    rss: int
-    threads: int
-    state: str
+    __slots__ = ("create_time", "rss", "state", "threads")
+
+    def __init__(self, create_time: float, rss: int, threads: int, state: str) -> None:
+        self.create_time, self.rss, self.threads, self.state = create_time, rss, threads, state
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import stat
 import urllib.parse
@@ -265,6 +264,8 @@ class Journal:
         """Replace the journal atomically and durably (it must survive a crash of the host)."""
         for group in self.groups or [self.group]:
             path = self.path_for(ensure_dir(state_dir), group, self.kind)
+            import json
+
             text = json.dumps({**asdict(self), "group": group}, indent=1)
             write_atomic(path, text, 0o600, durable=True)
 
@@ -325,6 +326,8 @@ def _load(path: Path, group: str | None = None) -> Journal | None:
         return None
     except OSError as err:
         raise JournalError(path, group, f"cannot be read ({err.strerror})") from err
+    import json  # only when a file is there (a healthy check reads none: issue 22)
+
     try:
         with os.fdopen(fd, "rb") as source:
             data = json.loads(source.read(1 << 20))

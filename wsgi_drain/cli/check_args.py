@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 import sys
 from collections.abc import Mapping
@@ -25,9 +24,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from wsgi_drain.status import ExitStatus
-
-_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
-_WHOLE = re.compile(r"[0-9]+")
 
 
 class Spec:
@@ -166,8 +162,9 @@ def _convert(spec: Spec, value: str) -> Any:
         return value
     if spec.kind == "path":
         return _path(spec, value)
-    pattern = _WHOLE if spec.kind == "int" else _NUMBER
-    if not pattern.fullmatch(value):
+    # Plain digits, and for a float one "." between digits: "1", "0.5", never "1e3" or "nan".
+    digits = value if spec.kind == "int" else value.replace(".", "", 1)
+    if not (value.isascii() and digits.isdigit() and value[0] != "." and value[-1] != "."):
         raise _Unsure
     number = int(value) if spec.kind == "int" else float(value)
     if spec.minimum is not None and number < spec.minimum:
