@@ -166,11 +166,14 @@ def find_group_apache(settings: Settings) -> ApacheInstance:
     )
 
 
-@dataclass(frozen=True)
 class RunningParent:
-    """An Apache parent found running on the host (`running_parents`)."""
+    """An Apache parent found running on the host (`running_parents`); a plain class, as
+    every dataclass costs a check's start-up (issue 22)."""
 
-    pid: int
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
 
 
 def instance_defining(group: str, parents: list[RunningParent]) -> ApacheInstance:

@@ -25,12 +25,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wsgi_drain import procfs
 from wsgi_drain.atomic import write_atomic
-from wsgi_drain.descendants import Descendant, Started
 from wsgi_drain.errors import DrainError
+from wsgi_drain.procfs import Started
 from wsgi_drain.state import _file_name, ensure_dir
+
+if TYPE_CHECKING:  # descendants.py follows processes in a restart; a check reads the record only
+    from wsgi_drain.descendants import Descendant
 
 SUFFIX = ".leftovers.json"
 SCHEMA = "wsgi-drain/leftovers/v1"
