@@ -87,6 +87,12 @@ def _read(pid: int, name: str) -> bytes:
         raise ProcessLookupError(f"process {pid} is gone") from err
 
 
+def _text(pid: int, name: str) -> str:
+    """/proc/PID/NAME as psutil reads it: the file system's encoding, universal newlines."""
+    text = _read(pid, name).decode(_ENCODING, _ERRORS)
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def _stat(pid: int) -> tuple[bytes, list[bytes]]:
     """The command name and the fields after it of /proc/PID/stat (fields[0] is the state)."""
     data = _read(pid, "stat")
@@ -122,7 +128,7 @@ def _zombie(pid: int) -> bool:
 
 def argv(pid: int) -> list[str]:
     """The command line as psutil's `cmdline()` reads it."""
-    data = _read(pid, "cmdline").decode(_ENCODING, _ERRORS)
+    data = _text(pid, "cmdline")
     if not data:
         if _zombie(pid):
             raise ProcessLookupError(f"process {pid} is a zombie")
@@ -163,7 +169,7 @@ def ppid(pid: int) -> int:
 
 def environ(pid: int) -> dict[str, str]:
     """The process's environment as psutil's `environ()` parses it (root or its own user)."""
-    data = _read(pid, "environ").decode(_ENCODING, _ERRORS)
+    data = _text(pid, "environ")
     found: dict[str, str] = {}
     pos = 0
     while True:

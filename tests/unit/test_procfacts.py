@@ -55,7 +55,8 @@ def test_procfacts_name_argv_and_environ_are_psutils(
     # A name the kernel cuts at 15 characters, extended from argv[0] as psutil does.
     long_name = tmp_path / "wsgi-drain-a-long-program-name"
     long_name.symlink_to(sys.executable)
-    cut = _sleeper(started, [str(long_name), "-c", SLEEPER], env={"A": "1", "B": "x=y"})
+    env = {"A": "1", "B": "x=y", "C": "a\r\nb\rc"}
+    cut = _sleeper(started, [str(long_name), "-c", SLEEPER], env=env)
     # One argv word with spaces in it: psutil splits it as a rewritten title.
     spaced = _sleeper(started, ["python with spaces", "-c", SLEEPER], executable=sys.executable)
     for pid in (cut, spaced, os.getpid()):
@@ -65,7 +66,8 @@ def test_procfacts_name_argv_and_environ_are_psutils(
         assert procfacts.environ(pid) == proc.environ()
         assert procfacts.ppid(pid) == proc.ppid()
     assert procfacts.name(cut) == "wsgi-drain-a-long-program-name"
-    assert procfacts.environ(cut) == {"A": "1", "B": "x=y"}
+    # Read as text with universal newlines, as psutil reads it.
+    assert procfacts.environ(cut) == {"A": "1", "B": "x=y", "C": "a\nb\nc"}
 
 
 def test_procfacts_usage_is_what_psutil_shows_of_a_process(
