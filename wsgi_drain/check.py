@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
-
-from wsgi_drain import leftovers_record, newcode, procfs
+from wsgi_drain import leftovers_record, newcode, procfacts, procfs
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.config import Settings
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses, find_group_apache, group_processes
@@ -35,8 +33,8 @@ from wsgi_drain.errors import (
     IdentityError,
     RouterError,
 )
-from wsgi_drain.inventory import ProcessInfo, process_info
 from wsgi_drain.maintenance import stop_note
+from wsgi_drain.procfacts import ProcessInfo, process_info
 from wsgi_drain.state import Journal, lock_holder
 from wsgi_drain.status import NagiosStatus
 from wsgi_drain.traps import RESTART_ONLY, find_traps
@@ -343,9 +341,9 @@ def _stuck_rule(
         if procfs.gone(pid):
             continue
         try:
-            if psutil.Process(pid).create_time() >= when:
+            if procfacts.create_time(pid) >= when:
                 continue  # a newer process reusing the pid the log named
-        except psutil.Error:
+        except OSError:  # gone since, or not ours to read
             continue
         late = now - when
         if late > limit:

@@ -28,7 +28,6 @@ not be writable by anyone but root.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -177,6 +176,8 @@ def table_name(group: str) -> str:
     `127.0.0.1:8000`, a name with '.'), so that it can be pasted into the file."""
     if _BARE_KEY.fullmatch(group):
         return f"groups.{group}"
+    import json  # a quoted TOML key is a JSON string
+
     return "groups." + json.dumps(group)
 
 

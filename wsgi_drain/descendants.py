@@ -25,32 +25,17 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from wsgi_drain import procfs
+from wsgi_drain.procfs import Started
 
 # At most this many descendants are followed in one run (each holds a pidfd
 # until the run ends); a fork bomb is named by count, not followed.
 MAX_FOLLOWED = 256
 # How long a SIGKILLed process may take to be gone.
 KILL_WAIT = 5.0
-
-
-class Started:
-    """Age and command line of a process named by its start `ticks` (descendants, their record)."""
-
-    ticks: int
-    cmdline: Sequence[str]
-
-    @property
-    def age(self) -> float:
-        """Seconds since it started."""
-        return procfs.boot_clock() - self.ticks / os.sysconf("SC_CLK_TCK")
-
-    @property
-    def command(self) -> str:
-        return " ".join(self.cmdline) or "?"
 
 
 @dataclass

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import psutil
-
-from wsgi_drain import procfs
+from wsgi_drain import procfacts, procfs
 from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup, load_envvars, parse_config
 from wsgi_drain.errors import (
     AmbiguousApacheError,
@@ -168,7 +166,17 @@ def find_group_apache(settings: Settings) -> ApacheInstance:
     )
 
 
-def instance_defining(group: str, parents: list[psutil.Process]) -> ApacheInstance:
+class RunningParent:
+    """An Apache parent found running on the host (`running_parents`); a plain class, as
+    every dataclass costs a check's start-up (issue 22)."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+def instance_defining(group: str, parents: list[RunningParent]) -> ApacheInstance:
     """The one running instance whose configuration defines `group`, as `status` lists them.
 
     A parent that exits meanwhile is skipped (it serves no group).  One that
@@ -212,18 +220,22 @@ def _pidfile_hint(instance: ApacheInstance) -> str:
     return f"pid {instance.pid}" + (f": --apache-pidfile {pid_file}" if pid_file else "")
 
 
-def running_parents() -> list[psutil.Process]:
+def running_parents() -> list[RunningParent]:
     """Apache parent processes: apache-named processes whose parent is not Apache."""
     found = []
-    for proc in psutil.process_iter(["name", "ppid"]):
-        if proc.info["name"] not in APACHE_NAMES:
+    for pid in procfacts.pids():
+        try:
+            if procfacts.name(pid) not in APACHE_NAMES:
+                continue
+            parent = procfacts.ppid(pid)
+        except OSError:  # gone, or not ours to read: psutil's scan skipped it too
             continue
         try:
-            parent_name = psutil.Process(proc.info["ppid"]).name()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+            parent_name = procfacts.name(parent)
+        except OSError:
             parent_name = ""
-        if parent_name not in APACHE_NAMES and procfs.state_of(proc.pid) != "Z":
-            found.append(proc)
+        if parent_name not in APACHE_NAMES and procfs.state_of(pid) != "Z":
+            found.append(RunningParent(pid))
     return found
 
 
@@ -247,22 +259,21 @@ def _read_pidfile(path: Path) -> int:
 
 def instance_by_pid(pid: int, config_path: Path | None, *, source: str) -> ApacheInstance:
     try:
-        proc = psutil.Process(pid)
-        name = proc.name()
-        argv = proc.cmdline()
-        create_time = proc.create_time()
+        create_time = procfacts.create_time(pid)
+        name = procfacts.name(pid)
+        argv = procfacts.argv(pid)
         # exe and environ are readable by root (or the same user) only; an
         # unprivileged `check` makes do with argv[0] and its own environment.
         exe = procfs.exe(pid) or (argv[0] if argv and argv[0].startswith("/") else "")
         try:
-            environ: Mapping[str, str] = proc.environ()
-        except psutil.AccessDenied:
+            environ: Mapping[str, str] = procfacts.environ(pid)
+        except PermissionError:
             environ = os.environ
-    except psutil.NoSuchProcess:
+    except ProcessLookupError:
         raise NotFoundError(
             f"{source} names pid {pid}, which is not running: the pid file is stale"
         ) from None
-    except psutil.AccessDenied as err:
+    except PermissionError as err:
         raise NotFoundError(f"not allowed to inspect pid {pid} ({source}): run as root") from err
     if procfs.state_of(pid) == "Z":
         raise NotFoundError(f"{source} names pid {pid}, which has exited (zombie)")
@@ -439,10 +450,10 @@ def _by_title(instance: ApacheInstance, group: DaemonGroup) -> GroupProcesses:
 
 def _process(pid: int) -> DaemonProcess | None:
     try:
-        proc = psutil.Process(pid)
-        return DaemonProcess(pid=pid, create_time=proc.create_time(), title=procfs.title(pid))
-    except psutil.NoSuchProcess:
+        started = procfacts.create_time(pid)
+    except ProcessLookupError:
         return None
+    return DaemonProcess(pid=pid, create_time=started, title=procfs.title(pid))
 
 
 def still_member(instance: ApacheInstance, sock: GroupSocket | None, proc: DaemonProcess) -> bool:
@@ -450,9 +461,9 @@ def still_member(instance: ApacheInstance, sock: GroupSocket | None, proc: Daemo
     if procfs.parent_of(proc.pid) != instance.pid or procfs.state_of(proc.pid) == "Z":
         return False
     try:
-        if psutil.Process(proc.pid).create_time() != proc.create_time:
+        if procfacts.create_time(proc.pid) != proc.create_time:
             return False
-    except psutil.NoSuchProcess:
+    except ProcessLookupError:
         return False
     if sock is not None:
         return sock.inode in procfs.socket_inodes(proc.pid)

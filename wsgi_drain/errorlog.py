@@ -76,7 +76,7 @@ import os
 import re
 import stat
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -174,9 +174,10 @@ _DEAD = r"(?: \(pid=(?P<pid>\d+)\))?"  # 6.x names the dead daemon in the messag
 
 # (kind, Apache level the line is logged at, pattern matched at the message
 # start).  4.x wording uses ", " and a trailing group; 6.x uses "; " and
-# "of/in daemon process 'G'".  Sources: docs/mod_wsgi.md.
-_PATTERNS: list[tuple[str, str, re.Pattern[str]]] = [
-    (kind, level, re.compile(pattern))
+# "of/in daemon process 'G'".  Sources: docs/mod_wsgi.md.  Each pattern begins
+# with a word, or a group of alternatives each beginning with one, then a space.
+_CATALOGUE: list[tuple[str, str, str]] = [
+    (kind, level, pattern)
     for kind, level, pattern in [
         ("started", "info", rf"Starting (?:daemon )?process {_G} with .*threads=\d+\."),
         # -- graceful stop requested while requests run
@@ -290,6 +291,32 @@ _PATTERNS: list[tuple[str, str, re.Pattern[str]]] = [
 ]
 
 
+def first_words(pattern: str) -> tuple[str, ...]:
+    """The words a catalogue pattern's message can begin with (each followed by a space)."""
+    if pattern.startswith("(?:"):
+        return tuple(alt.split(" ", 1)[0] for alt in pattern[3 : pattern.index(")")].split("|"))
+    return (pattern.split(" ", 1)[0],)
+
+
+# The catalogue by the message's first word, in catalogue order; each pattern is
+# compiled the first time a line begins with one of its words: a check reads the
+# log every minute and most of the catalogue's 24 patterns never apply (issue 22).
+_BY_WORD: dict[str, list[tuple[str, str, str]]] = {}
+for _entry in _CATALOGUE:
+    for _word in first_words(_entry[2]):
+        if _entry not in _BY_WORD.setdefault(_word, []):
+            _BY_WORD[_word].append(_entry)
+_COMPILED: dict[str, re.Pattern[str]] = {}
+
+
+def _patterns_for(word: str) -> Iterator[tuple[str, str, re.Pattern[str]]]:
+    for kind, level, source in _BY_WORD.get(word, ()):
+        pattern = _COMPILED.get(source)
+        if pattern is None:
+            pattern = _COMPILED[source] = re.compile(source)
+        yield kind, level, pattern
+
+
 def parse_line(line: str) -> LifecycleEvent | None:
     """The lifecycle event one error-log line records, or None for any other line.
 
@@ -306,7 +333,8 @@ def parse_line(line: str) -> LifecycleEvent | None:
     lead = _LEAD.match(text)
     start = lead.end() if lead else 0
     module_level = _MODULE_LEVEL.search(text, 0, start) if start else None
-    for kind, level, pattern in _PATTERNS:
+    space = text.find(" ", start)
+    for kind, level, pattern in _patterns_for(text[start:space] if space >= 0 else ""):
         match = pattern.match(text, start)
         if match is None:
             continue

@@ -2,38 +2,37 @@
 
 One probe is one GET, bounded as a whole: connect, request, headers and body
 together get `timeout` seconds (each socket operation gets what remains, and
-a timer shuts the socket at the deadline, so a server that drips bytes cannot
-stretch it).  At most MAX_BODY bytes of the body are read.  Healthy means
+one receive is one wait, so a server that drips bytes cannot stretch it;
+`http1.py`).  At most MAX_BODY bytes of the body are read.  Healthy means
 HTTP 2xx; a redirect is not followed and is not healthy.
 
 Name-based virtual hosts: the probe connects to the URL's address but may
 send another Host header (`host`), which for https is also the TLS server
 name (SNI) and the name the certificate is checked against.  `ca` is a CA
 bundle to verify with instead of the system's; `insecure` skips verification.
+`ssl` is loaded for https URLs only (`check` runs every minute: issue 22).
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import os
-import socket
-import ssl
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from wsgi_drain import http1
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError
 
 if TYPE_CHECKING:
+    import socket
+    import ssl
+
     from wsgi_drain.config import Settings
 
 MAX_BODY = 64 * 1024
-_CHUNK = 8192
+_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -78,29 +77,9 @@ def validate_ca(ca: Path | None) -> None:
         raise ConfigError(f"--health-ca {ca}: no such file (a PEM CA bundle is expected)")
 
 
-class _Conn(http.client.HTTPConnection):
-    """HTTP or HTTPS to the URL's address, with a TLS server name of our choosing."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int | None,
-        timeout: float,
-        context: ssl.SSLContext | None,
-        server_name: str,
-    ) -> None:
-        default = http.client.HTTPS_PORT if context is not None else http.client.HTTP_PORT
-        super().__init__(host, port or default, timeout=timeout)
-        self._context = context
-        self._server_name = server_name
-
-    def connect(self) -> None:
-        super().connect()
-        if self._context is not None:
-            self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
-
-
 def _context(ca: Path | None, insecure: bool) -> ssl.SSLContext:
+    import ssl
+
     ctx = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
     if insecure:
         ctx.check_hostname = False
@@ -122,36 +101,24 @@ def probe(
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     start = time.monotonic()
     deadline = Deadline(timeout)
-    server_name = host.split(":")[0] if host else (parts.hostname or "")
+    hostname = parts.hostname or ""
+    server_name = host.split(":")[0] if host else hostname
     try:
         context = _context(ca, insecure) if https else None
-    except (OSError, ssl.SSLError) as err:
+    except OSError as err:  # ssl.SSLError is an OSError
         return Probe(url, False, None, 0.0, error=f"cannot load the CA bundle {ca}: {err}")
-    conn = _Conn(parts.hostname or "", parts.port, max(timeout, 0.001), context, server_name)
-    # http.client closes conn.sock (the Python object) as soon as a
-    # "Connection: close" response begins, while the body is still read
-    # through its file; a duplicate of the descriptor stays usable, and
-    # shutting it down ends the connection for every reader.
-    held: list[socket.socket] = []
-    # The backstop for a server that answers byte by byte: shut the socket at
-    # the deadline, whatever the current read is waiting for.
-    timer = threading.Timer(timeout, _shut, args=(held,))
-    timer.daemon = True
-    timer.start()
+    sock: socket.socket | None = None
     try:
-        headers = {"User-Agent": "wsgi-drain", "Connection": "close"}
-        if host:
-            headers["Host"] = host
-        conn.connect()
-        assert conn.sock is not None
-        held.append(conn.sock)
-        held.append(socket.socket(fileno=os.dup(conn.sock.fileno())))
-        _remaining(held, deadline)
-        conn.request("GET", path, headers=headers)
-        _remaining(held, deadline)
-        response = conn.getresponse()
-        body_read = _read_bounded(response, held, deadline)
-        pid_header = response.getheader("X-Pid")
+        port = parts.port or _PORTS[parts.scheme]
+        payload = http1.request(
+            path, host or http1.host_header(hostname, port, _PORTS[parts.scheme]), "wsgi-drain"
+        )
+        sock = http1.connect(hostname, port, deadline)
+        if context is not None:
+            sock.settimeout(max(deadline.remaining(), 0.001))
+            sock = context.wrap_socket(sock, server_hostname=server_name)
+        response = http1.get(sock, payload, deadline, MAX_BODY)
+        pid_header = response.header("X-Pid")
         served_by = int(pid_header) if pid_header and pid_header.isdigit() else None
         redirect = 300 <= response.status < 400
         return Probe(
@@ -160,18 +127,16 @@ def probe(
             status=response.status,
             latency=time.monotonic() - start,
             served_by=served_by,
-            location=response.getheader("Location") if redirect else None,
-            body_read=body_read,
+            location=response.header("Location") if redirect else None,
+            body_read=response.body_read,
         )
-    except (OSError, http.client.HTTPException, ValueError) as err:
+    except (OSError, http1.HTTPError, ValueError) as err:
         error = str(err) or type(err).__name__
         if deadline.expired():
             error = f"timed out after {timeout:g} s ({error})"
         return Probe(url=url, ok=False, status=None, latency=time.monotonic() - start, error=error)
     finally:
-        timer.cancel()
-        conn.close()
-        for sock in held[1:]:
+        if sock is not None:
             sock.close()
 
 
@@ -185,30 +150,3 @@ def probe_for(settings: Settings, timeout: float | None = None) -> Probe:
         ca=settings.health_ca,
         insecure=settings.health_insecure,
     )
-
-
-def _remaining(held: list[socket.socket], deadline: Deadline) -> None:
-    left = deadline.remaining()
-    if left <= 0:
-        raise TimeoutError("the probe's time ran out")
-    for sock in held:
-        with contextlib.suppress(OSError):  # closed by http.client: the timer still applies
-            sock.settimeout(left)
-
-
-def _read_bounded(response: Any, held: list[socket.socket], deadline: Deadline) -> int:
-    """Read at most MAX_BODY bytes of the body, each read within what remains; how many."""
-    read = 0
-    while read < MAX_BODY:
-        _remaining(held, deadline)
-        chunk = response.read(min(_CHUNK, MAX_BODY - read))
-        if not chunk:
-            break
-        read += len(chunk)
-    return read
-
-
-def _shut(held: list[socket.socket]) -> None:
-    for sock in held:
-        with contextlib.suppress(OSError):  # already closed: the probe finished first
-            sock.shutdown(socket.SHUT_RDWR)

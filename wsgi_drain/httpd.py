@@ -9,7 +9,6 @@ environment: `httpd -l` and `httpd -v` read no configuration.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 # Neither -l nor -v reads the configuration; both answer in ~15 ms.
@@ -55,6 +54,8 @@ class HttpdBinary:
     def _run(self, flag: str) -> str | None:
         if self.path is None:
             return None
+        import subprocess  # most configurations never ask (check: issue 22)
+
         try:
             done = subprocess.run(
                 [str(self.path), flag],

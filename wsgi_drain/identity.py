@@ -40,9 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
-from wsgi_drain import procfs
+from wsgi_drain import procfacts, procfs
 from wsgi_drain.apacheconf import ApacheConfig, DaemonGroup
 from wsgi_drain.errors import GroupNotRunningError, IdentityError
 from wsgi_drain.express import Express, config_rewritten_warning, express_title, identity_fix
@@ -174,8 +172,8 @@ def observe(config: ApacheConfig, parent_pid: int, parent_create_time: float) ->
         if not ids:
             continue
         try:
-            create_time = psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
+            create_time = procfacts.create_time(pid)
+        except ProcessLookupError:
             continue
         exe = procfs.exe(pid)
         children.append(

@@ -6,12 +6,9 @@ failing the whole listing, because an operator runs this when things are odd.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psutil
 
 from wsgi_drain import config as config_mod
 from wsgi_drain import leftovers_record
@@ -26,17 +23,10 @@ from wsgi_drain.discovery import (
 )
 from wsgi_drain.errors import DrainError
 from wsgi_drain.express import express_warnings
+from wsgi_drain.procfacts import ProcessInfo as ProcessInfo  # status and check report the same
+from wsgi_drain.procfacts import process_info
 from wsgi_drain.routers import RouterState
 from wsgi_drain.state import HOST, Journal, all_journals, lock_holder
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    age: float
-    rss: int | None
-    threads: int | None
-    state: str
 
 
 @dataclass
@@ -67,24 +57,6 @@ class Inventory:
     running: set[str] = field(default_factory=set)
     # Group -> processes its replaced daemons left behind that still run.
     leftovers: dict[str, list[leftovers_record.Entry]] = field(default_factory=dict)
-
-
-def process_info(pid: int) -> ProcessInfo | None:
-    """Age, RSS, threads and state of one process; None when it is gone."""
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            return ProcessInfo(
-                pid=pid,
-                age=time.time() - proc.create_time(),
-                rss=proc.memory_info().rss,
-                threads=proc.num_threads(),
-                state=proc.status(),
-            )
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.AccessDenied:
-        return ProcessInfo(pid=pid, age=0.0, rss=None, threads=None, state="?")
 
 
 def gather(

@@ -20,18 +20,21 @@ descendant's ancestry was proven are (descendants.py).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wsgi_drain import procfs
 from wsgi_drain.atomic import write_atomic
-from wsgi_drain.descendants import Descendant, Started
 from wsgi_drain.errors import DrainError
+from wsgi_drain.procfs import Started
 from wsgi_drain.state import _file_name, ensure_dir
+
+if TYPE_CHECKING:  # descendants.py follows processes in a restart; a check reads the record only
+    from wsgi_drain.descendants import Descendant
 
 SUFFIX = ".leftovers.json"
 SCHEMA = "wsgi-drain/leftovers/v1"
@@ -140,6 +143,8 @@ def save(state_dir: Path, group: str, now: Iterable[Descendant]) -> list[Entry]:
         return []
     data = {"schema": SCHEMA, "group": group, "processes": [asdict(e) for e in entries]}
     gid = os.stat(state_dir).st_gid
+    import json
+
     write_atomic(path, json.dumps(data, indent=1), MODE, owner=(os.geteuid(), gid))
     return entries
 
@@ -158,6 +163,8 @@ def _read(path: Path) -> tuple[str, list[Entry]]:
         raise
     except OSError as err:
         raise RecordError(path, f"cannot be read ({err.strerror})") from err
+    import json  # only when a file is there (a healthy check reads none: issue 22)
+
     try:
         with os.fdopen(fd, "rb") as source:
             data = json.loads(source.read(_MAX_BYTES))

@@ -11,11 +11,28 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 PROC = Path("/proc")
 
 _SOCKET_LINK = re.compile(r"^socket:\[(\d+)\]$")
+
+
+class Started:
+    """Age and command line of a process named by its start `ticks` (descendants, their record)."""
+
+    ticks: int
+    cmdline: Sequence[str]
+
+    @property
+    def age(self) -> float:
+        """Seconds since it started."""
+        return boot_clock() - self.ticks / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.cmdline) or "?"
 
 
 def children(pid: int) -> list[int]:

@@ -6,13 +6,11 @@ add keys freely, never rename or remove one without bumping `schema`.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from wsgi_drain import newcode
-from wsgi_drain.report_runs import impact_dict, write_impact
 
 if TYPE_CHECKING:
     # Annotations only: `check`, run every minute, never loads outcome (the restart's).
@@ -63,6 +61,8 @@ def outcome_message(outcome: Outcome) -> str:
 
 def restart_dict(outcome: Outcome) -> dict[str, Any]:
     """The `--json` report of a restart (schema wsgi-drain/restart/v1)."""
+    from wsgi_drain.report_runs import impact_dict  # a restart's: a check never loads it
+
     return {
         "schema": RESTART_SCHEMA,
         "group": outcome.group,
@@ -161,12 +161,16 @@ def error_dict(verdict: str, exit_status: int, message: str) -> dict[str, Any]:
 
 
 def print_json(data: dict[str, Any], stream: TextIO | None = None) -> None:
+    import json  # only --json prints it (a cron check prints text: issue 22)
+
     out = stream if stream is not None else sys.stdout
     out.write(json.dumps(data, indent=2) + "\n")
 
 
 def print_restart(outcome: Outcome, stream: TextIO | None = None) -> None:
     """The human summary of a restart, on stdout."""
+    from wsgi_drain.report_runs import write_impact
+
     out = stream if stream is not None else sys.stdout
     word = "OK" if outcome.status == 0 else outcome.verdict.upper()
     out.write(f"wsgi-drain: {word} - {outcome_message(outcome)}\n")

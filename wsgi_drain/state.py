@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
-import json
 import os
 import stat
 import urllib.parse
@@ -142,6 +140,8 @@ def journal_lock(state_dir: Path, group: str) -> Iterator[None]:
 
 
 def _router_lock_path(state_dir: Path, spec: str) -> Path:
+    import hashlib  # only a run with routers takes their locks (check: issue 22)
+
     digest = hashlib.sha256(spec.encode()).hexdigest()[:24]
     return state_dir / f"router-{digest}.lock"
 
@@ -264,6 +264,8 @@ class Journal:
         """Replace the journal atomically and durably (it must survive a crash of the host)."""
         for group in self.groups or [self.group]:
             path = self.path_for(ensure_dir(state_dir), group, self.kind)
+            import json
+
             text = json.dumps({**asdict(self), "group": group}, indent=1)
             write_atomic(path, text, 0o600, durable=True)
 
@@ -324,6 +326,8 @@ def _load(path: Path, group: str | None = None) -> Journal | None:
         return None
     except OSError as err:
         raise JournalError(path, group, f"cannot be read ({err.strerror})") from err
+    import json  # only when a file is there (a healthy check reads none: issue 22)
+
     try:
         with os.fdopen(fd, "rb") as source:
             data = json.loads(source.read(1 << 20))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +60,32 @@ def test_healthy_group_is_ok_with_perfdata(lab: ApacheLab, tmp_path: Path) -> No
     assert 'wsgi_drain_check_status{group="myapp"} 0\n' in metrics
     assert 'wsgi_drain_processes{group="myapp"} 3\n' in metrics
     assert not list(tmp_path.glob(".wsgi_drain.prom.*"))  # no temporary left behind
+
+
+def test_check_healthy_run_imports_neither_click_psutil_nor_http_client(
+    lab: ApacheLab, tmp_path: Path
+) -> None:
+    """Issue 22: cron's healthy check pays no import it does not use (its 60 ms budget)."""
+    modules = tmp_path / "modules.txt"
+    code = (
+        "import atexit, sys; from wsgi_drain.cli import main; "
+        f"atexit.register(lambda: open({str(modules)!r}, 'w').write(' '.join(sys.modules))); "
+        "main()"
+    )
+    args = [
+        "check", "--group", "myapp", "--apache-pidfile", str(lab.pid_file),
+        "--health-url", f"{lab.url}/health", "--state-dir", str(tmp_path / "state"),
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("WSGI-DRAIN OK - myapp: 3/3 processes up, health HTTP 200")
+    loaded = set(modules.read_text().split())
+    assert "wsgi_drain.http1" in loaded  # the probe ran
+    absent = {"click", "psutil", "http.client", "email", "ssl", "subprocess", "encodings.idna",
+              "wsgi_drain.cli.group", "wsgi_drain.inventory"}  # fmt: skip
+    assert not absent & loaded, sorted(absent & loaded)
 
 
 def test_json_carries_the_same_verdict(lab: ApacheLab, tmp_path: Path) -> None:

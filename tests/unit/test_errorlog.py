@@ -486,3 +486,26 @@ def test_tail_not_closed_does_not_warn(tmp_path: Path) -> None:
 def test_tail_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="not a regular file"):
         ErrorLogTail(tmp_path)
+
+
+def test_errorlog_catalogue_filed_by_first_word_loses_no_pattern() -> None:
+    """Patterns are compiled on first use, looked up by the message's first word (issue 22).
+
+    Each must begin with a plain word and a space (or a leading group of such
+    alternatives, without a group inside), and be filed under every such word.
+    """
+    from wsgi_drain import errorlog
+
+    for entry in errorlog._CATALOGUE:
+        source = entry[2]
+        if source.startswith("(?:"):
+            group = source[3 : source.index(")")]
+            assert "(" not in group, source
+            alternatives = group.split("|")
+        else:
+            alternatives = [source]
+        words = errorlog.first_words(source)
+        assert len(words) == len(alternatives), source
+        for word, alternative in zip(words, alternatives):
+            assert word.isalpha() and alternative.startswith(word + " "), source
+            assert entry in errorlog._BY_WORD[word]

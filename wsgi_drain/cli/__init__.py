@@ -3,68 +3,40 @@
 Every user mistake or environment problem arrives here as a DrainError and
 leaves as one line on stderr plus the documented exit status, never as a
 traceback.
+
+The click group is `cli/group.py`.  This module imports no click: cron runs
+`wsgi-drain check` every minute, and a plain check command line is parsed by
+`cli/check_args.py` and run without it (issue 22); any other goes to click.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-import click
-
-from wsgi_drain import __version__
-from wsgi_drain.cli.check import check
-from wsgi_drain.cli.divert import drain, undrain
-from wsgi_drain.cli.options import CONTEXT
-from wsgi_drain.cli.reload import reload
-from wsgi_drain.cli.restart import restart
-from wsgi_drain.cli.status import status
-from wsgi_drain.cli.stop import stop
-from wsgi_drain.status import ExitStatus, NagiosStatus
-
-
-@click.group(context_settings=CONTEXT)
-@click.version_option(__version__, prog_name="wsgi-drain")
-def cli() -> None:
-    """Restart Apache mod_wsgi daemon process groups without losing a request.
-
-    \b
-      wsgi-drain restart --group myapp    divert, restart gracefully, verify, restore
-      wsgi-drain drain   --group myapp    take the backend out of the router only
-      wsgi-drain undrain --group myapp    put it back (also repairs an interrupted run)
-      wsgi-drain check   --group myapp    health check for cron/monitoring (Nagios codes)
-      wsgi-drain status                   Apache instances, groups, processes, routers
-      wsgi-drain reload                   the safe apachectl graceful (configuration changes)
-      wsgi-drain stop                     stop Apache for maintenance after its last request
-
-    Settings come from options, WSGI_DRAIN_* variables, or /etc/wsgi-drain.toml
-    (see README). Run any command with --help for its options and exit statuses.
-    """
-
-
-for _command in (restart, drain, undrain, check, status, reload, stop):
-    cli.add_command(_command)
+from wsgi_drain.status import ExitStatus
 
 
 def main() -> None:
-    """Entry point. `check` reports bad usage as UNKNOWN (3), as Nagios expects."""
-    try:
-        cli.main(prog_name="wsgi-drain", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.ClickException as err:
-        is_check = len(sys.argv) > 1 and sys.argv[1] == "check"
-        code = int(NagiosStatus.UNKNOWN) if is_check else err.exit_code
-        if "--json" in sys.argv[1:]:
-            # Asked for JSON: a script parses stdout, so the usage error is JSON too.
-            from wsgi_drain import report
+    """Entry point: a plain `check` without click, every other command line through click."""
+    if sys.argv[1:2] == ["check"]:
+        from wsgi_drain.cli import check_args
 
-            report.print_json(report.error_dict("usage", code, err.format_message()))
-        else:
-            err.show()
-        sys.exit(code)
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("Aborted!", err=True)
-        sys.exit(int(ExitStatus.INTERRUPTED))
+        values = check_args.parse(sys.argv[2:])
+        if values is not None:
+            check_args.run(values)
+    from wsgi_drain.cli.group import main as click_main
+
+    click_main()
+
+
+def __getattr__(name: str) -> Any:
+    """`cli` (the click group) is imported on first use: `from wsgi_drain.cli import cli`."""
+    if name == "cli":
+        from wsgi_drain.cli.group import cli
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Keep ExitStatus importable from here for scripts that map codes.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from wsgi_drain import procfs
+from wsgi_drain import procfacts, procfs
 from wsgi_drain.discovery import ApacheInstance
 from wsgi_drain.errors import NotFoundError, UnsupportedError
 
@@ -104,8 +104,8 @@ def signal_parent(instance: ApacheInstance, sig: signal.Signals) -> None:
         raise UnsupportedError(f"cannot open a pidfd on Apache pid {pid}: {err.strerror}") from err
     try:
         try:
-            same = psutil.Process(pid).create_time() == instance.create_time
-        except psutil.NoSuchProcess:
+            same = procfacts.create_time(pid) == instance.create_time
+        except ProcessLookupError:
             same = False
         if not same or procfs.gone(pid):
             raise NotFoundError(
