@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from wsgi_drain import privilege, report
+from wsgi_drain import privilege, report, report_check
 from wsgi_drain._compat import print_bug
 from wsgi_drain.cli.options import CONTEXT, group_options, settings
 from wsgi_drain.errors import DrainError
@@ -33,7 +33,7 @@ class NagiosCommand(click.Command):
             message = f"usage: {err.format_message()} (see wsgi-drain check --help)"
             if as_json:
                 report.print_json(
-                    {"schema": report.CHECK_SCHEMA, "group": None, "status": "UNKNOWN",
+                    {"schema": report_check.CHECK_SCHEMA, "group": None, "status": "UNKNOWN",
                      "exit_status": int(NagiosStatus.UNKNOWN), "summary": message,
                      "findings": [{"level": "UNKNOWN", "message": message}]}
                 )  # fmt: skip
@@ -139,9 +139,9 @@ def check(**kwargs: Any) -> None:
         # above (an UNKNOWN never hides a CRITICAL, README "check").
         result.add(NagiosStatus.UNKNOWN, problem)
     if as_json:
-        report.print_json(report.check_dict(result, thresholds))
+        report.print_json(report_check.check_dict(result, thresholds))
     else:
-        report.print_check(result, thresholds)
+        report_check.print_check(result, thresholds)
     sys.exit(int(result.status))
 
 
@@ -173,7 +173,7 @@ def _write_textfile(path: Path | None, result: Any) -> str | None:
     from wsgi_drain.state import write_atomic
 
     try:
-        write_atomic(path, report.prometheus_text(result))
+        write_atomic(path, report_check.prometheus_text(result))
     except OSError as err:
         return (
             f"cannot write --textfile {path}: {err.strerror or err} "
