@@ -242,8 +242,8 @@ def status_dict(inv: Inventory) -> dict[str, Any]:
                         "options": dict(gs.group.options),
                         "drain_window": gs.group.drain_window,
                         "shutdown_timeout": gs.group.shutdown_window,
-                        "identified_by": gs.method,
-                        "socket": gs.socket,
+                        "identified_by": gs.proof.method if gs.proof else None,
+                        "socket": gs.proof.socket.path if gs.proof and gs.proof.socket else None,
                         "error": gs.error,
                         "warnings": gs.warnings,
                         "processes": [process_dict(p) for p in gs.processes],
@@ -311,7 +311,7 @@ def print_status(inv: Inventory, stream: TextIO | None = None) -> None:
                 f"  group {g.name}  processes={g.processes} threads={g.threads} "
                 f"drain={g.drain_window:g}s shutdown={g.shutdown_window:g}s  "
                 f"({len(gs.processes)}/{g.processes} up"
-                + (f", by {gs.method}" if gs.method else "")
+                + (f", by {gs.proof.method}" if gs.proof else "")
                 + ")\n"
             )
             for warning in gs.warnings:
