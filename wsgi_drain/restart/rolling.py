@@ -128,8 +128,7 @@ def _stop_one(
     deadline: Deadline,
     exited: Callable[[Handle, float], None],
 ) -> list[Handle]:
-    """After the job's signal: wait for the process to leave, SIGTERM it once busy only with
-    newer work.
+    """After the signal: wait for the process to leave, SIGTERM it once busy only with newer work.
 
     Returns [handle] if it is still alive when every allowance is spent.
     """
