@@ -6,6 +6,8 @@ exits with `err.status`.  Nothing here formats for a terminal.
 
 from __future__ import annotations
 
+from typing import Any
+
 from wsgi_drain.status import ExitStatus, NagiosStatus
 
 _S = ExitStatus
@@ -27,31 +29,36 @@ COMMAND_EXITS: dict[str, tuple[int, ...]] = {
 
 
 class DrainError(Exception):
-    """Base of every error wsgi-drain reports to a user instead of a traceback."""
+    """Base of every error wsgi-drain reports to a user instead of a traceback.
+
+    A subclass that has an exit status of its own names it in its class line
+    (`class UsageError(DrainError, status=ExitStatus.USAGE)`); the errors
+    below it inherit it.  This module lists them in the order of DESIGN.md's
+    exit status table, each status's error first.
+    """
 
     status: ExitStatus = ExitStatus.ERROR
 
-
-class UsageError(DrainError):
-    """A request that cannot be carried out as asked (e.g. SIGUSR2 as restart signal)."""
-
-    status = ExitStatus.USAGE
-
-
-class ConfigError(DrainError):
-    """wsgi-drain's own configuration (TOML, options) is invalid."""
-
-    status = ExitStatus.USAGE
+    def __init_subclass__(cls, *, status: ExitStatus | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
 
 
 class UnsupportedError(DrainError):
     """The system lacks something wsgi-drain needs to work safely (e.g. pidfd_open)."""
 
 
-class NotFoundError(DrainError):
-    """Apache, its configuration, or the group could not be found or told apart."""
+class UsageError(DrainError, status=ExitStatus.USAGE):
+    """A request that cannot be carried out as asked (e.g. SIGUSR2 as restart signal)."""
 
-    status = ExitStatus.NOT_FOUND
+
+class ConfigError(DrainError, status=ExitStatus.USAGE):
+    """wsgi-drain's own configuration (TOML, options) is invalid."""
+
+
+class NotFoundError(DrainError, status=ExitStatus.NOT_FOUND):
+    """Apache, its configuration, or the group could not be found or told apart."""
 
 
 class ApacheConfigError(NotFoundError):
@@ -99,7 +106,7 @@ class IdentityError(NotFoundError):
     """Which processes belong to the group cannot be proven; nothing may be signalled."""
 
 
-class RouterError(DrainError):
+class RouterError(DrainError, status=ExitStatus.ROUTER):
     """A front-end router could not be reached or refused a command.
 
     `applied` says whether a state-changing command took effect: False when it
@@ -107,56 +114,18 @@ class RouterError(DrainError):
     (it may have been carried out).
     """
 
-    status = ExitStatus.ROUTER
-
     def __init__(self, router: str, message: str, *, applied: bool | None = False) -> None:
         self.router = router
         self.applied = applied
         super().__init__(f"{router}: {message}")
 
 
-class NotReplacedError(DrainError):
-    """Old processes did not exit, or replacements did not appear, in time."""
-
-    status = ExitStatus.NOT_REPLACED
-
-
-class UnhealthyError(DrainError):
-    """The group is not healthy after the restart."""
-
-    status = ExitStatus.UNHEALTHY
-
-
-class CrashLoopError(UnhealthyError):
-    """The group's new processes die as they start, again and again."""
-
-
-class LockedError(DrainError):
-    """Another run holds the group's lock, or the lock of a router server it needs."""
-
-    status = ExitStatus.LOCKED
-
-    def __init__(self, group: str, path: str, holder: str, *, router: bool = False) -> None:
-        self.group = group
-        self.path = path
-        if router:
-            message = f"group {group!r} cannot divert now{holder} ({path})"
-        else:
-            message = (
-                f"another wsgi-drain run holds the lock for group {group!r} ({path}{holder}); "
-                "wait for it to finish"
-            )
-        super().__init__(message)
-
-
-class JournalError(DrainError):
+class JournalError(DrainError, status=ExitStatus.ROUTER):
     """A run journal cannot be read: truncated, edited by hand, from a newer version.
 
     Exit status 4: the journal is the record of router state, and without it
     the router step cannot be done safely.
     """
-
-    status = ExitStatus.ROUTER
 
     def __init__(self, path: object, group: str | None, why: str) -> None:
         self.path = path
@@ -171,21 +140,45 @@ class JournalError(DrainError):
         super().__init__(f"run journal {path} {why}; {repair}")
 
 
-class Interrupted(DrainError):
-    """SIGINT or SIGTERM arrived during a run."""
+class NotReplacedError(DrainError, status=ExitStatus.NOT_REPLACED):
+    """Old processes did not exit, or replacements did not appear, in time."""
 
-    status = ExitStatus.INTERRUPTED
+
+class UnhealthyError(DrainError, status=ExitStatus.UNHEALTHY):
+    """The group is not healthy after the restart."""
+
+
+class CrashLoopError(UnhealthyError):
+    """The group's new processes die as they start, again and again."""
 
 
 class ApacheDiedError(UnhealthyError):
     """The Apache parent died during the run (the OOM killer, a crash): nothing serves."""
 
 
-class RolledBack(DrainError):
-    """The new code failed; `--rollback` ran and the old code serves (exit 8)."""
-
-    status = ExitStatus.ROLLED_BACK
-
-
 class RollbackFailedError(UnhealthyError):
     """The new code failed and the rollback did not bring the old code back."""
+
+
+class LockedError(DrainError, status=ExitStatus.LOCKED):
+    """Another run holds the group's lock, or the lock of a router server it needs."""
+
+    def __init__(self, group: str, path: str, holder: str, *, router: bool = False) -> None:
+        self.group = group
+        self.path = path
+        if router:
+            message = f"group {group!r} cannot divert now{holder} ({path})"
+        else:
+            message = (
+                f"another wsgi-drain run holds the lock for group {group!r} ({path}{holder}); "
+                "wait for it to finish"
+            )
+        super().__init__(message)
+
+
+class RolledBack(DrainError, status=ExitStatus.ROLLED_BACK):
+    """The new code failed; `--rollback` ran and the old code serves (exit 8)."""
+
+
+class Interrupted(DrainError, status=ExitStatus.INTERRUPTED):
+    """SIGINT or SIGTERM arrived during a run."""

@@ -16,6 +16,7 @@ from wsgi_drain import routers as routers_mod
 from wsgi_drain.apacheconf import DaemonGroup
 from wsgi_drain.discovery import (
     ApacheInstance,
+    GroupProcesses,
     find_apache,
     group_processes,
     instance_by_pid,
@@ -31,13 +32,19 @@ from wsgi_drain.state import HOST, Journal, all_journals, lock_holder
 
 @dataclass
 class GroupStatus:
+    """One group as `status` shows it, in the order it shows it.
+
+    Its configuration; warnings said before anything else (mod_wsgi-express's
+    reloading); how its processes were proven to be the group's (discovery's
+    own record) or why they could not be; the processes; each router's state,
+    or why it could not be read.
+    """
+
     group: DaemonGroup
-    processes: list[ProcessInfo] = field(default_factory=list)
-    method: str | None = None
-    socket: str | None = None
-    error: str | None = None
-    # Said before anything else about the group (mod_wsgi-express's reloading).
     warnings: list[str] = field(default_factory=list)
+    proof: GroupProcesses | None = None
+    error: str | None = None
+    processes: list[ProcessInfo] = field(default_factory=list)
     routers: list[RouterState] = field(default_factory=list)
     router_errors: list[str] = field(default_factory=list)
 
@@ -121,10 +128,8 @@ def _group_status(
     if instance.express is not None:
         gs.warnings = express_warnings(g, instance.express)
     try:
-        procs = group_processes(instance, g)
-        gs.method = procs.method
-        gs.socket = procs.socket.path if procs.socket else None
-        gs.processes = [info for p in procs.processes if (info := process_info(p.pid))]
+        gs.proof = group_processes(instance, g)
+        gs.processes = [info for p in gs.proof.processes if (info := process_info(p.pid))]
     except DrainError as err:
         gs.error = str(err)
     try:

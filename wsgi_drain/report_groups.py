@@ -27,12 +27,15 @@ NOT_RESTARTED = "not restarted: the run stopped before this group was signalled"
 def groups_message(result: GroupsOutcome) -> str:
     """One line: the run's verdict and why."""
     host, names = result.host, ", ".join(repr(n) for n in result.names)
-    if host.unexpected is not None or host.error is not None:
-        return report.outcome_message(host)
+    # Every failed group is named on this line, and each one's error is said in
+    # its own section below: on stdout, once (decision 59), never on stderr.
     failed = result.failed
+    if host.unexpected is not None or host.error is not None:
+        named = ", ".join(repr(o.group) for o in failed)
+        return report.outcome_message(host) + (f" (failed: {named})" if named else "")
     if failed:
-        first = failed[0]
-        more = f" (and {len(failed) - 1} more group(s))" if len(failed) > 1 else ""
+        first, others = failed[0], ", ".join(repr(o.group) for o in failed[1:])
+        more = f" (also failed: {others})" if others else ""
         return f"group {first.group!r}: {report.outcome_message(first)}{more}"
     if host.dry_run:
         return f"dry run: groups {names} would be restarted in one run, {host.mode} mode"
@@ -125,10 +128,3 @@ def _section(group: Outcome, out: TextIO) -> None:
         out.write(f"  {report.outcome_message(group)}\n")
     for line in rest:
         out.write(f"{line}\n")
-
-
-def error_lines(result: GroupsOutcome) -> list[str]:
-    """What goes to stderr after the report: the host's error, then each failed group's."""
-    lines = [str(result.host.error)] if result.host.error is not None else []
-    lines += [f"group {o.group!r}: {o.error}" for o in result.groups if o.error is not None]
-    return lines

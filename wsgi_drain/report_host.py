@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     # wsgi_drain.cli loads this for every command; `check` never loads a host run's records.
-    from wsgi_drain.host.records import HostOutcome
+    from wsgi_drain.host.records import HostOutcome, ParentSeen
 
 RELOAD_SCHEMA = "wsgi-drain/reload/v1"
 STOP_SCHEMA = "wsgi-drain/stop/v1"
@@ -40,20 +40,28 @@ def message(out: HostOutcome) -> str:
     if base.error is not None:
         return str(base.error).splitlines()[0]
     if base.dry_run:
-        return f"dry run: Apache pid {out.parent_before} would be {_done(out)}"
+        return f"dry run: Apache pid {_pid(out.before)} would be {_done(out)}"
     if out.command == "stop":
         return (
-            f"Apache pid {out.parent_before} stopped for maintenance in {base.duration:.2f} s: "
+            f"Apache pid {_pid(out.before)} stopped for maintenance in {base.duration:.2f} s: "
             f"{len(out.processes)} processes gone, the host left out of rotation "
             "(`wsgi-drain undrain --wait-ready` once Apache runs again)"
         )
-    groups = [r for r in out.groups if r.change != "removed"]
-    changed = [f"{r.name} {r.change}" for r in out.groups if r.change != "kept"]
+    groups = [r for r in out.groups.values() if r.change != "removed"]
+    changed = [f"{r.name} {r.change}" for r in out.groups.values() if r.change != "kept"]
     return (
-        f"Apache pid {out.parent_after} reloaded in {base.duration:.2f} s: "
-        f"generation {'/'.join(out.generation_before)} -> {'/'.join(out.generation_after)}, "
+        f"Apache pid {_pid(out.after)} reloaded in {base.duration:.2f} s: "
+        f"generation {'/'.join(_numbers(out.before))} -> {'/'.join(_numbers(out.after))}, "
         f"{len(groups)} group(s) replaced" + (f" ({', '.join(changed)})" if changed else "")
     )
+
+
+def _pid(seen: ParentSeen | None) -> int | None:
+    return None if seen is None else seen.pid
+
+
+def _numbers(seen: ParentSeen | None) -> list[str]:
+    return [] if seen is None else list(seen.generations)
 
 
 def _done(out: HostOutcome) -> str:
@@ -70,10 +78,10 @@ def as_dict(out: HostOutcome) -> dict[str, Any]:
         "message": message(out),
         "dry_run": base.dry_run,
         "duration": round(base.duration, 3),
-        "apache_pid": out.parent_before,
+        "apache_pid": _pid(out.before),
         "apache_config": base.apache_config,
         "phases": [asdict(p) for p in base.phases],
-        "groups": [asdict(g) for g in out.groups],
+        "groups": [asdict(g) for g in out.groups.values()],
         "routers": [{key: getattr(r, key) for key in ROUTER_KEYS} for r in base.routers],
         "left_diverted": base.left_diverted,
         "router_protected": not out.unprotected,
@@ -82,9 +90,9 @@ def as_dict(out: HostOutcome) -> dict[str, Any]:
         "plan": base.plan,
     }
     if out.command == "reload":
-        data["apache_pid_after"] = out.parent_after
-        data["generation_before"] = out.generation_before
-        data["generation_after"] = out.generation_after
+        data["apache_pid_after"] = _pid(out.after)
+        data["generation_before"] = _numbers(out.before)
+        data["generation_after"] = _numbers(out.after)
         data["configtest"] = out.configtest
     else:
         data["processes"] = out.processes
@@ -100,7 +108,7 @@ def print_text(out: HostOutcome, stream: TextIO | None = None) -> None:
     w(f"wsgi-drain: {word} - {message(out)}\n")
     for line in base.plan:
         w(f"  would: {line}\n")
-    for g in out.groups:
+    for g in out.groups.values():
         old = " ".join(map(str, g.old_pids)) or "-"
         new = " ".join(map(str, g.new_pids)) or "-"
         health = ""

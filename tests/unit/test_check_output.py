@@ -20,7 +20,7 @@ from wsgi_drain.check import CheckResult, Thresholds
 from wsgi_drain.cli import cli
 from wsgi_drain.health import Probe
 from wsgi_drain.inventory import ProcessInfo
-from wsgi_drain.report import print_check
+from wsgi_drain.report_check import print_check
 from wsgi_drain.status import NagiosStatus
 
 # A trap's advice is a paragraph; a host has many processes and findings at once.
@@ -125,7 +125,7 @@ def test_check_textfile_parses_with_prometheus_client_under_the_new_names() -> N
     from prometheus_client.parser import text_string_to_metric_families
 
     from wsgi_drain.check import router_labels
-    from wsgi_drain.report import prometheus_text
+    from wsgi_drain.report_check import prometheus_text
     from wsgi_drain.routers import from_spec
 
     result = _result(NagiosStatus.WARNING)

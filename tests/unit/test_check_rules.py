@@ -17,7 +17,7 @@ from wsgi_drain import check as check_mod
 from wsgi_drain.check import CheckResult, Thresholds
 from wsgi_drain.cli import cli
 from wsgi_drain.errorlog import LifecycleEvent
-from wsgi_drain.report import check_perfdata, prometheus_text
+from wsgi_drain.report_check import check_perfdata, prometheus_text
 from wsgi_drain.state import flock_holder, write_atomic
 from wsgi_drain.status import NagiosStatus
 

@@ -494,7 +494,7 @@ def test_errorlog_catalogue_filed_by_first_word_loses_no_pattern() -> None:
     Each must begin with a plain word and a space (or a leading group of such
     alternatives, without a group inside), and be filed under every such word.
     """
-    from wsgi_drain import errorlog
+    from wsgi_drain.errorlog import lines as errorlog
 
     for entry in errorlog._CATALOGUE:
         source = entry[2]

@@ -326,7 +326,7 @@ def test_leftovers_descendant_describes_its_command() -> None:
 def test_leftovers_check_warns_with_count_in_perfdata_and_textfile(
     daemons: list[Daemon], tmp_path: Path
 ) -> None:
-    from wsgi_drain import report
+    from wsgi_drain import report, report_check
     from wsgi_drain.check import CheckResult, Thresholds, _leftovers_rule
     from wsgi_drain.config import Settings
     from wsgi_drain.inventory import gather
@@ -347,8 +347,8 @@ def test_leftovers_check_warns_with_count_in_perfdata_and_textfile(
     assert result.findings[0].message.startswith(
         "4 process(es) left behind by replaced daemons of group 'myapp' still run (pids "
     )
-    assert "leftovers=4;0;;0;" in report.check_perfdata(result, Thresholds())
-    assert 'wsgi_drain_leftovers{group="myapp"} 4\n' in report.prometheus_text(result)
+    assert "leftovers=4;0;;0;" in report_check.check_perfdata(result, Thresholds())
+    assert 'wsgi_drain_leftovers{group="myapp"} 4\n' in report_check.prometheus_text(result)
     inv = gather(
         group="myapp",
         apache_pidfile=tmp_path / "none.pid",

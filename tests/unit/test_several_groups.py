@@ -306,3 +306,35 @@ def test_several_groups_refuse_what_only_a_one_group_run_does(
     assert result.exit_code == 2, result.output
     assert named in result.output and "one group per run" in result.output
     assert not (tmp_path / "wsgi-drain-never-written.prom").exists()
+
+
+def test_several_groups_failed_errors_are_said_once_on_stdout_naming_every_failed_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decision 59: an error is printed once, in the report on stdout; stderr
+    # keeps progress and a bug's traceback only.
+    from tests.unit.test_check_messages import invoke
+    from wsgi_drain.errors import NotReplacedError
+    from wsgi_drain.restart import several
+
+    result = GroupsOutcome(
+        _outcome("myapp, admin, api"),
+        [
+            _outcome("myapp", UnhealthyError("health answered HTTP 503 in 3 ms (myapp-url)")),
+            _outcome("admin"),
+            _outcome("api", NotReplacedError("2 old processes still alive (api-pids)")),
+        ],
+    )
+    monkeypatch.setattr(several, "restart_groups", lambda each, **kwargs: result)
+    empty = tmp_path / "wsgi-drain.toml"
+    empty.write_text("")
+    monkeypatch.setenv("WSGI_DRAIN_CONFIG", str(empty))
+    code, out, err = invoke(
+        "restart", "-q", "--state-dir", str(tmp_path), "-g", "myapp", "-g", "admin", "-g", "api"
+    )
+    assert code == ExitStatus.UNHEALTHY
+    first = out.splitlines()[0]
+    assert first.startswith("wsgi-drain: UNHEALTHY - group 'myapp': health answered HTTP 503")
+    assert "also failed: 'api'" in first and "'admin'" not in first
+    assert "group api: NOT_REPLACED" in out and "(api-pids)" in out
+    assert "myapp-url" not in err and "api-pids" not in err and "error" not in err, err

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from wsgi_drain import report
-from wsgi_drain.cli.options import CONTEXT, group_options
+from wsgi_drain import report, report_check
+from wsgi_drain.cli.options import CONTEXT, group_options, seconds_option
 from wsgi_drain.status import NagiosStatus
 
 
@@ -28,7 +28,7 @@ class NagiosCommand(click.Command):
             message = f"usage: {err.format_message()} (see wsgi-drain check --help)"
             if as_json:
                 report.print_json(
-                    {"schema": report.CHECK_SCHEMA, "group": None, "status": "UNKNOWN",
+                    {"schema": report_check.CHECK_SCHEMA, "group": None, "status": "UNKNOWN",
                      "exit_status": int(NagiosStatus.UNKNOWN), "summary": message,
                      "findings": [{"level": "UNKNOWN", "message": message}]}
                 )  # fmt: skip
@@ -41,32 +41,25 @@ class NagiosCommand(click.Command):
 
 @click.command(context_settings=CONTEXT, cls=NagiosCommand)
 @group_options
-@click.option(
+@seconds_option(
     "-t",
     "--timeout",
     "check_timeout",
-    type=click.FloatRange(min=1),
+    minimum=1,
     default=30.0,
-    show_default=True,
     help="Seconds the whole check may take; past them it says UNKNOWN and exits 3 "
     "(Nagios plugin guidelines).",
 )
-@click.option(
+@seconds_option(
     "--health-warn",
-    type=click.FloatRange(min=0),
     default=1.0,
-    show_default=True,
     help="WARNING when the health URL takes longer than this many seconds.",
 )
 @click.option("--rss-warn", type=click.IntRange(min=1), help="WARNING above this RSS (MiB).")
-@click.option(
-    "--age-warn", type=click.FloatRange(min=0), help="WARNING for a process older than this (s)."
-)
-@click.option(
+@seconds_option("--age-warn", help="WARNING for a process older than this (s).")
+@seconds_option(
     "--log-window",
-    type=click.FloatRange(min=0),
     default=600.0,
-    show_default=True,
     help="Seconds of the error log to scan for processes forced out by a timeout.",
 )
 @click.option(

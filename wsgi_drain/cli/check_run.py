@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from wsgi_drain import privilege, report
+from wsgi_drain import privilege, report, report_check
 from wsgi_drain._compat import print_bug
 from wsgi_drain.cli.resolve import settings
 from wsgi_drain.errors import DrainError
@@ -53,9 +53,9 @@ def run(kwargs: dict[str, Any]) -> NoReturn:
         # above (an UNKNOWN never hides a CRITICAL, README "check").
         result.add(NagiosStatus.UNKNOWN, problem)
     if as_json:
-        report.print_json(report.check_dict(result, thresholds))
+        report.print_json(report_check.check_dict(result, thresholds))
     else:
-        report.print_check(result, thresholds)
+        report_check.print_check(result, thresholds)
     sys.exit(int(result.status))
 
 
@@ -87,7 +87,7 @@ def _write_textfile(path: Path | None, result: Any) -> str | None:
     from wsgi_drain.state import write_atomic
 
     try:
-        write_atomic(path, report.prometheus_text(result))
+        write_atomic(path, report_check.prometheus_text(result))
     except OSError as err:
         return (
             f"cannot write --textfile {path}: {err.strerror or err} "

@@ -14,6 +14,7 @@ from wsgi_drain.cli.options import (
     divert_run_settings,
     group_options,
     handles_errors,
+    seconds_option,
     settings,
 )
 
@@ -45,10 +46,8 @@ def drain(**kwargs: Any) -> None:
 
 @click.command(context_settings=CONTEXT)
 @group_options
-@click.option(
+@seconds_option(
     "--wait-ready",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
     help="First wait up to SECONDS until the group has all its processes and the health URL "
     "answers 2xx; if not, restore nothing and exit 6. For after an Apache reload "
     "(scripts/certbot-deploy-hook).",

@@ -28,6 +28,7 @@ from wsgi_drain.cli.options import (
     divert_settings,
     instance_settings,
     router_option,
+    seconds_option,
     state_dir_option,
 )
 
@@ -52,9 +53,9 @@ def host_options(f: F) -> F:
             "configuration file's routers of every group).",
         ),
         LB_DETECT_OPTION,
-        click.option(
+        seconds_option(
             "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
+            above=True,
             help="Seconds Apache may take once signalled [default: 60].",
         ),
         QUIET_OPTION,

@@ -45,6 +45,28 @@ class _MinPeers(click.ParamType):  # type: ignore[type-arg]
 
 MIN_PEERS = _MinPeers()
 
+
+def seconds_option(
+    *decls: str,
+    help: str,
+    minimum: float = 0,
+    above: bool = False,
+    default: float | None = None,
+    **attrs: Any,
+) -> Callable[[F], F]:
+    """An option that is a duration: float seconds, at least `minimum` (more than it with
+    `above`), shown as SECONDS; a `default` given here is shown in the help."""
+    return click.option(
+        *decls,
+        type=click.FloatRange(min=minimum, min_open=above),
+        metavar="SECONDS",
+        default=default,
+        show_default=default is not None,
+        help=help,
+        **attrs,
+    )
+
+
 JSON_OPTION = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
 )
@@ -72,10 +94,8 @@ HAPROXY_OPTION = click.option(
     help="HAProxy admin socket and this host's server in it, e.g. "
     "/run/haproxy/admin.sock:be_app/web1 (repeat for several HAProxy instances).",
 )
-LB_DETECT_OPTION = click.option(
+LB_DETECT_OPTION = seconds_option(
     "--lb-detect",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
     help="For a health-file router: how long the load balancer takes to stop "
     "sending once the health URL fails (check interval x unhealthy threshold + "
     "deregistration delay).",
@@ -145,9 +165,9 @@ def group_options(f: F) -> F:
                 help="URL on Apache itself (not the router) that answers 2xx when the app is "
                 "healthy.",
             ),
-            click.option(
+            seconds_option(
                 "--health-timeout",
-                type=click.FloatRange(min=0.1),
+                minimum=0.1,
                 envvar="WSGI_DRAIN_HEALTH_TIMEOUT",
                 help="Seconds one health probe may take [default: 5].",
             ),
@@ -235,9 +255,8 @@ def divert_options(f: F) -> F:
     return _apply(
         f,
         [
-            click.option(
+            seconds_option(
                 "--drain-timeout",
-                type=click.FloatRange(min=0),
                 help="Seconds to wait for the router's in-flight requests to finish [default: 30].",
             ),
             click.option(
@@ -248,10 +267,8 @@ def divert_options(f: F) -> F:
                 "that cannot name the servers out); with fewer, drain refuses and restart "
                 "restarts in place (see --if-few-peers) [default: 1].",
             ),
-            click.option(
+            seconds_option(
                 "--peer-wait",
-                type=click.FloatRange(min=0),
-                metavar="SECONDS",
                 help="When too few other servers are UP, or another host went out at the same "
                 "moment, wait this long for them before deciding (a rollout in parallel: hosts "
                 "take turns) [default: 0, decide at once].",

@@ -11,7 +11,7 @@ import click
 
 from wsgi_drain import config, report
 from wsgi_drain.cli.host_options import host_options, host_settings, report_and_exit
-from wsgi_drain.cli.options import CONTEXT, handles_errors
+from wsgi_drain.cli.options import CONTEXT, handles_errors, seconds_option
 
 # --or-graceful without a configuration: the distribution's own reload.
 PLAIN_RELOAD = ("apachectl", "graceful")
@@ -19,10 +19,8 @@ PLAIN_RELOAD = ("apachectl", "graceful")
 
 @click.command(context_settings=CONTEXT)
 @host_options
-@click.option(
+@seconds_option(
     "--lb-up-timeout",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
     help="After putting the host back, wait this long for the router to see it UP [default: 30].",
 )
 @click.option("--dry-run", is_flag=True, help="Discover and print the whole plan; change nothing.")

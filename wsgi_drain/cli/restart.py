@@ -16,6 +16,7 @@ from wsgi_drain.cli.options import (
     divert_settings,
     handles_errors,
     require_lb_detect,
+    seconds_option,
     settings,
     several_group_options,
 )
@@ -59,9 +60,8 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     help="Restart signal: SIGUSR1 (graceful, default) or SIGTERM. SIGUSR2 is refused: "
     "it is not a restart on any mod_wsgi version.",
 )
-@click.option(
+@seconds_option(
     "--timeout",
-    type=click.FloatRange(min=0),
     help="Seconds to wait for every old process to be replaced [default: the group's "
     "drain window + shutdown-timeout + 10].",
 )
@@ -74,10 +74,8 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     "a time (rolling, default), or refuse, exit 4, naming the servers that are out (refuse: a "
     "fleet rollout must never take a second host out).",
 )
-@click.option(
+@seconds_option(
     "--lb-up-timeout",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
     help="After putting the server back, wait this long for the router to see it UP (its "
     "health checks pass); not UP by then is exit 6 [default: 30; 0: do not wait].",
 )
@@ -91,10 +89,9 @@ def _signal_option(ctx: click.Context, param: click.Parameter, value: str | None
     "rolled back. Split like a shell would, never run by one; PROGRAM is an absolute path. "
     "Refused under sudo (name it in root's TOML: rollback = [...]).",
 )
-@click.option(
+@seconds_option(
     "--rollback-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="SECONDS",
+    above=True,
     help="Kill the rollback program (its process group) after this long: exit 6, both "
     "failures named [default: 60].",
 )

@@ -11,8 +11,6 @@ import os
 import sys
 from typing import Any, NoReturn
 
-import click
-
 from wsgi_drain import config, report_groups
 from wsgi_drain._compat import print_bug
 from wsgi_drain.cli.options import settings
@@ -93,9 +91,8 @@ def restart_several(
     )
     if bug is not None:
         print_bug(bug)
-    elif not as_json:
-        for line in report_groups.error_lines(outcome):
-            click.echo(f"wsgi-drain: error: {line}", err=True)
+    # Every failed group's error is in the report on stdout already: not again on
+    # stderr (decision 59).
     sys.exit(int(outcome.status))
 
 

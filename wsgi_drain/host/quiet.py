@@ -16,7 +16,7 @@ from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import DaemonProcess, GroupProcesses
 from wsgi_drain.errors import NotFoundError, RouterError
 from wsgi_drain.host.generation import Generation, current
-from wsgi_drain.host.records import HostOutcome
+from wsgi_drain.host.records import HostOutcome, ParentSeen
 from wsgi_drain.host.settings import HostSettings
 from wsgi_drain.outcome import Phase
 from wsgi_drain.restart.discover import read_routers
@@ -48,9 +48,8 @@ def discover_host(run: Run, hs: HostSettings, out: HostOutcome) -> Host:
                 "nothing to protect there; use apachectl itself"
             )
         old = current(instance)
-        out.parent_before = instance.pid
+        out.before = ParentSeen(instance.pid, tuple(sorted(old.numbers)))
         out.base.apache_pid, out.base.apache_config = instance.pid, str(instance.config_path)
-        out.generation_before = sorted(old.numbers)
         for gid, name in sorted(old.names.items()):
             out.group(name).old_pids = list(old.members[gid])
         targets = [_target(hs, old, gid) for gid in sorted(old.sockets)]
@@ -63,7 +62,7 @@ def discover_host(run: Run, hs: HostSettings, out: HostOutcome) -> Host:
         routing = read_routers(run)
         _adopt_host_journals(run, routing)
         ph.detail = (
-            f"{instance.describe()}, generation {'/'.join(out.generation_before) or '-'}: "
+            f"{instance.describe()}, generation {out.before.describe() or '-'}: "
             + "; ".join(f"{n} [{' '.join(map(str, pids))}]" for n, pids in old.by_name().items())
         )
     return Host(hs, old, targets, routing)

@@ -27,17 +27,32 @@ class GroupReport:
     warm: dict[str, object] | None = None
 
 
+@dataclass(frozen=True)
+class ParentSeen:
+    """The Apache parent at one moment of the run: its pid and its group sockets' generations.
+
+    A graceful restart keeps the pid and moves the generation on; the
+    numbers are as the socket names carry them (one, unless sockets of two
+    generations were open at once).
+    """
+
+    pid: int
+    generations: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "/".join(self.generations)
+
+
 @dataclass
 class HostOutcome:
-    """The report of one `reload` or `stop`."""
+    """The report of one `reload` or `stop`: the parent `before` the run and `after` it."""
 
     command: str
     base: Outcome
-    parent_before: int | None = None
-    parent_after: int | None = None
-    generation_before: list[str] = field(default_factory=list)
-    generation_after: list[str] = field(default_factory=list)
-    groups: list[GroupReport] = field(default_factory=list)
+    before: ParentSeen | None = None
+    after: ParentSeen | None = None
+    # One record per group name, in the order the run met them.
+    groups: dict[str, GroupReport] = field(default_factory=dict)
     configtest: dict[str, object] | None = None
     # `stop`: every process of the instance recorded before, and those still alive after.
     processes: list[int] = field(default_factory=list)
@@ -50,9 +65,5 @@ class HostOutcome:
         return self.base.status
 
     def group(self, name: str) -> GroupReport:
-        for rec in self.groups:
-            if rec.name == name:
-                return rec
-        rec = GroupReport(name=name)
-        self.groups.append(rec)
-        return rec
+        """The record of group `name`, added when the run first meets it."""
+        return self.groups.setdefault(name, GroupReport(name=name))

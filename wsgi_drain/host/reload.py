@@ -25,7 +25,7 @@ from wsgi_drain.host.apachectl import configtest, configtest_argv, signal_parent
 from wsgi_drain.host.frame import HostCommand, run_host_command
 from wsgi_drain.host.generation import NewGeneration, look
 from wsgi_drain.host.quiet import Host, wait_quiet
-from wsgi_drain.host.records import HostOutcome
+from wsgi_drain.host.records import HostOutcome, ParentSeen
 from wsgi_drain.host.settings import HostSettings
 from wsgi_drain.outcome import Phase, Progress
 from wsgi_drain.restart.policy import Verdict
@@ -103,27 +103,22 @@ def _watch(run: Run, host: Host, out: HostOutcome) -> NewGeneration:
                 )
             run.interrupts.sleep(POLL)
         assert seen.instance is not None
-        out.parent_after = seen.instance.pid
-        out.generation_after = sorted(
-            {p.socket.generation for p in seen.groups.values() if p.socket is not None}
-        )
-        before = {rec.name for rec in out.groups}
+        numbers = {p.socket.generation for p in seen.groups.values() if p.socket is not None}
+        out.after = ParentSeen(seen.instance.pid, tuple(sorted(numbers)))
+        before = set(out.groups)
         for name, procs in seen.groups.items():
             rec = out.group(name)
             rec.change = "kept" if name in before else "added"
             rec.new_pids = list(procs.pids)
             rec.expected = procs.group.processes
-        for rec in out.groups:
+        for rec in out.groups.values():
             if rec.name not in seen.groups:
                 rec.change = "removed"
-        changed = [f"{r.name} {r.change}" for r in out.groups if r.change != "kept"]
+        changed = [f"{r.name} {r.change}" for r in out.groups.values() if r.change != "kept"]
         if changed:
             run.progress("watch", "groups changed by the new configuration: " + ", ".join(changed))
-        ph.detail = (
-            f"generation {'/'.join(out.generation_after)}, parent pid {out.parent_after}: "
-            + "; ".join(
-                f"{n} [{' '.join(map(str, p.pids))}]" for n, p in sorted(seen.groups.items())
-            )
+        ph.detail = f"generation {out.after.describe()}, parent pid {out.after.pid}: " + "; ".join(
+            f"{n} [{' '.join(map(str, p.pids))}]" for n, p in sorted(seen.groups.items())
         )
     return seen
 
@@ -151,7 +146,9 @@ def _verify(run: Run, host: Host, out: HostOutcome, seen: NewGeneration, verdict
             if not result.ok:
                 failed.append(f"{name}: {gs.health_url} {result.said()}")
         ph.detail = ", ".join(
-            f"{r.name}: HTTP {r.health['status']}" for r in out.groups if r.health is not None
+            f"{name}: HTTP {r.health['status']}"
+            for name, r in out.groups.items()
+            if r.health is not None
         )
         if failed:
             verdict.healthy = False
@@ -197,7 +194,7 @@ def _plan(run: Run, host: Host, out: HostOutcome) -> None:
     instance = host.hs.instance
     plan.append(
         f"wait up to {s.drain_timeout:g} s for the requests every group's daemons hold "
-        f"({', '.join(rec.name for rec in out.groups)})"
+        f"({', '.join(out.groups)})"
     )
     argv = procfs.cmdline(instance.pid)
     plan.append(

@@ -6,11 +6,15 @@ followed through an Apache restart by apache_restarted.py (its only writer
 after discovery).  `Routing` is the routers with their records and the
 journal (divert.py and restore.py write them).  `Watched` is what the watch
 learns from the signal on: the error log and the group's new members.  The
-failure policy's own record, `Verdict`, lives in policy.py.
+failure policy's own record, `Verdict`, lives in policy.py.  `Job` hands all
+of them, with how to restart (the signal, --force), to the phases that need
+them all once the lock is held: the signal, the watch, rolling mode and the
+rollback.
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from wsgi_drain.descendants import Descendants
 from wsgi_drain.discovery import ApacheInstance, GroupProcesses
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, Progress, RouterRecord
+from wsgi_drain.restart.policy import Verdict
 from wsgi_drain.routers import Router
 from wsgi_drain.signals import Handle
 from wsgi_drain.state import Journal
@@ -89,6 +94,24 @@ class Watched:
     vanished: set[int] = field(default_factory=set)
     # The old daemons' descendants, recorded before each signal (restart/leftovers.py).
     descendants: Descendants = field(default_factory=Descendants)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One group's restart once the lock is held: the records above, and how to restart.
+
+    Each phase still writes only its own part (the journal, Watched, the
+    Verdict, the report); `sig` is the restart signal and `force` whether a
+    process stuck past the deadline is killed (--force).
+    """
+
+    run: Run
+    target: Target
+    routing: Routing
+    watched: Watched
+    verdict: Verdict
+    sig: signal.Signals
+    force: bool = False
 
 
 def close(handles: list[Handle]) -> None:

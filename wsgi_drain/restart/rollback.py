@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import time
 
 from wsgi_drain.applog import RunLog
@@ -44,7 +43,7 @@ from wsgi_drain.restart.apache_restarted import reader
 from wsgi_drain.restart.crashloop import watching_reader
 from wsgi_drain.restart.endings import error_log_tail
 from wsgi_drain.restart.policy import Verdict, cause_only, ours_diverted, tells_new_code
-from wsgi_drain.restart.records import Routing, Run, Target, Watched, close
+from wsgi_drain.restart.records import Job, Run, Target, Watched, close
 from wsgi_drain.restart.serving import NEW_CODE_PHASE, NewCodeServingError, serving_now
 from wsgi_drain.restart.signalling import signal_all
 from wsgi_drain.restart.timing import watch_deadline
@@ -64,15 +63,7 @@ def applies(err: DrainError, verdict: Verdict) -> bool:
     return verdict.signalled and verdict.healthy is False
 
 
-def answer_failure(
-    run: Run,
-    target: Target,
-    routing: Routing,
-    verdict: Verdict,
-    sig: signal.Signals,
-    force: bool,
-    err: DrainError,
-) -> None:
+def answer_failure(job: Job, err: DrainError) -> None:
     """A run failed: roll back when asked and the code is known bad; tell what serves; re-raise.
 
     Always raises: RolledBack (exit 8) when the old code serves again,
@@ -80,29 +71,22 @@ def answer_failure(
     what serves what when nothing was diverted (serving.py).
     """
     failure: DrainError = err
-    if run.settings.rollback and applies(err, verdict):
+    if job.run.settings.rollback and applies(err, job.verdict):
         try:
-            roll_back(run, target, routing, verdict, sig, force, err)
+            roll_back(job, err)
         except RolledBack:
             raise
         except DrainError as second:
             failure = second
-    _tell_new_code(run, target, routing, verdict, failure)
+    _tell_new_code(job, failure)
     raise failure from (None if failure is err else err)
 
 
-def roll_back(
-    run: Run,
-    target: Target,
-    routing: Routing,
-    verdict: Verdict,
-    sig: signal.Signals,
-    force: bool,
-    failure: DrainError,
-) -> None:
+def roll_back(job: Job, failure: DrainError) -> None:
     """Run the rollback program, replace the new code's processes, verify; raise the ending."""
+    run, verdict = job.run, job.verdict
     out, s = run.outcome, run.settings
-    journal = routing.journal
+    journal = job.routing.journal
     program = shlex.join(s.rollback)
     cause = cause_only(str(failure))
     if journal is not None:
@@ -137,7 +121,7 @@ def roll_back(
             )
         ph.detail = result.describe()
     try:
-        replaced = _replace_new_code(run, target, routing, sig, force)
+        replaced = _replace_new_code(job)
     except Interrupted as stop:
         raise Interrupted(f"{stop} during the rollback; the new code had failed: {cause}") from None
     except DrainError as second:
@@ -173,10 +157,9 @@ def new_code_processes(current: GroupProcesses, untouched: set[int]) -> GroupPro
     )
 
 
-def _replace_new_code(
-    run: Run, target: Target, routing: Routing, sig: signal.Signals, force: bool
-) -> int:
+def _replace_new_code(job: Job) -> int:
     """Replace every process on the new code, all at once, then verify; how many there were."""
+    run, target, routing = job.run, job.target, job.routing
     s = run.settings
     current = reader(run, target)()
     signalled = set(routing.journal.signalled) if routing.journal is not None else set()
@@ -190,7 +173,9 @@ def _replace_new_code(
         parent_pid=target.parent_pid,
         apache_restarted=target.apache_restarted,
     )
-    watched, verdict = Watched(), Verdict()
+    # The new code's processes are a job of their own: watched afresh, their own verdict.
+    replace = Job(run, again, routing, Watched(), Verdict(), job.sig, job.force)
+    watched, verdict = replace.watched, replace.verdict
     watched.log = RunLog(error_log_tail(run, again), broken.group.name)
     deadline = Deadline(watch_deadline(broken.group, "drain", s.timeout, len(broken.processes)))
     run.progress(
@@ -203,9 +188,9 @@ def _replace_new_code(
     # are replaced one by one would only fail more; the processes never
     # signalled keep serving the old code meanwhile, and requests arriving
     # while none can take them wait in the group's backlog.
-    handles = signal_all(run, again, routing, watched, verdict, sig)
-    stuck = _watch(run, again, watched, verdict, handles, untouched, deadline)
-    stuck = force_stuck(run, again, stuck, force)
+    handles = signal_all(replace)
+    stuck = _watch(replace, handles, untouched, deadline)
+    stuck = force_stuck(replace, stuck)
     if stuck:
         raise stuck_error(run, stuck)
     verify(run, again, watched, verdict)
@@ -214,13 +199,7 @@ def _replace_new_code(
 
 
 def _watch(
-    run: Run,
-    target: Target,
-    watched: Watched,
-    verdict: Verdict,
-    handles: list[Handle],
-    untouched: set[int],
-    deadline: Deadline,
+    job: Job, handles: list[Handle], untouched: set[int], deadline: Deadline
 ) -> list[Handle]:
     """The broken processes exit and are replaced; the still-alive ones (stuck).
 
@@ -228,12 +207,13 @@ def _watch(
     serving) are known from the start: neither waited for nor taken for
     replacements.
     """
+    run, target = job.run, job.target
     out = run.outcome
     old = {h.pid for h in handles}
     with out.phase(Phase.WATCH, run.progress) as ph:
         stuck = wait_exits(handles, deadline, run.interrupts, on_exit(run, time.monotonic()))
         current = wait_replacements(
-            watching_reader(run, target, watched, verdict),
+            watching_reader(run, target, job.watched, job.verdict),
             old,
             old | untouched,
             target.expected,
@@ -252,10 +232,9 @@ def _watch(
     return stuck
 
 
-def _tell_new_code(
-    run: Run, target: Target, routing: Routing, verdict: Verdict, failure: DrainError
-) -> None:
+def _tell_new_code(job: Job, failure: DrainError) -> None:
     """With nothing diverted, users reach the failing code: say who serves what, keep a record."""
+    run, target, routing, verdict = job.run, job.target, job.routing, job.verdict
     if isinstance(failure, ApacheDiedError):
         return  # nothing serves at all: its own message says so
     diverted = bool(ours_diverted(routing.records))

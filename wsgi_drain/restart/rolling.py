@@ -24,7 +24,7 @@ from wsgi_drain.restart.apache_restarted import reader
 from wsgi_drain.restart.crashloop import SETTLE, is_crash_loop, new_deaths, new_pids
 from wsgi_drain.restart.leftovers import record
 from wsgi_drain.restart.policy import Verdict
-from wsgi_drain.restart.records import Routing, Run, Target, Watched
+from wsgi_drain.restart.records import Job, Run, Target, Watched
 from wsgi_drain.restart.timing import HOST_POLL, IDLE_WAIT, RESPAWN_MARGIN
 from wsgi_drain.restart.verify import HEALTH_WAIT, probe_until_ok
 from wsgi_drain.restart.watch import kill, on_exit, on_new, report_stuck
@@ -36,16 +36,7 @@ from wsgi_drain.watch import died_within, wait_exits, wait_replacements
 IDLE_EXIT = 0.25
 
 
-def rolling(
-    run: Run,
-    target: Target,
-    routing: Routing,
-    watched: Watched,
-    verdict: Verdict,
-    sig: signal.Signals,
-    deadline: Deadline,
-    force: bool,
-) -> list[Handle]:
+def rolling(job: Job, deadline: Deadline) -> list[Handle]:
     """Replace the group one process at a time; the stuck process (without --force), else [].
 
     SIGUSR1 first: an idle process leaves within milliseconds.  A busy one
@@ -56,6 +47,7 @@ def rolling(
     requests; the ones it took since get the full shutdown-timeout, even when
     the overall deadline is short (no request is ever given less).
     """
+    run, target, routing, watched, sig = job.run, job.target, job.routing, job.watched, job.sig
     out = run.outcome
     assert routing.journal is not None
     old_pids = target.old_pids
@@ -82,7 +74,7 @@ def rolling(
             routing.journal.phase = "rolling"
             routing.journal.signalled.append(proc.pid)
             routing.journal.save(run.settings.state_dir)
-            verdict.signalled = True
+            job.verdict.signalled = True
             sent_at = time.monotonic()
             if watched.signalled_at is None:
                 watched.signalled_at = sent_at
@@ -93,16 +85,16 @@ def rolling(
             rec.in_flight_at_signal = None if own is None else len(own)
             held = "" if own is None else f" ({len(own)} in flight)"
             run.progress("signal", f"{sig.name} -> {proc.pid}{held}")
-            alive = _stop_one(run, target, handle, sig, own, deadline, on_exit(run, sent_at))
+            alive = _stop_one(job, handle, own, deadline, on_exit(run, sent_at))
             if alive:
                 report_stuck(run, alive)
-                if not force:
+                if not job.force:
                     ph.status = "failed"
                     ph.detail = f"{proc.pid} did not exit"
                     return alive
                 kill(run, alive)
             handle.close()
-            known = _replaced_one(run, target, watched, verdict, proc.pid, known, done, total)
+            known = _replaced_one(job, proc.pid, known, done, total)
         final = reader(run, target)()
         out.new_pids = [pid for pid in final.pids if pid not in old_pids]
         ph.detail = f"{len(out.new_pids)}/{target.expected} processes replaced one at a time"
@@ -130,21 +122,20 @@ def _requests_of(target: Target, pid: int) -> set[int] | None:
 
 
 def _stop_one(
-    run: Run,
-    target: Target,
+    job: Job,
     handle: Handle,
-    sig: signal.Signals,
     own: set[int] | None,
     deadline: Deadline,
     exited: Callable[[Handle, float], None],
 ) -> list[Handle]:
-    """After `sig`: wait for the process to leave, SIGTERM it once busy only with newer work.
+    """After the signal: wait for the process to leave, SIGTERM it once busy only with newer work.
 
     Returns [handle] if it is still alive when every allowance is spent.
     """
+    run, target = job.run, job.target
     group = target.procs.group
     grace = Deadline(group.shutdown_window + RESPAWN_MARGIN)
-    if sig != signal.SIGUSR1:
+    if job.sig != signal.SIGUSR1:
         return wait_exits([handle], grace, run.interrupts, exited)
     if own is None:
         # Cannot see its requests: give it IDLE_WAIT to prove it idle.
@@ -196,17 +187,9 @@ def _wait_requests_done(
             return alive
 
 
-def _replaced_one(
-    run: Run,
-    target: Target,
-    watched: Watched,
-    verdict: Verdict,
-    pid: int,
-    known: set[int],
-    done: int,
-    total: int,
-) -> set[int]:
+def _replaced_one(job: Job, pid: int, known: set[int], done: int, total: int) -> set[int]:
     """Wait for `pid`'s replacement, then check it lives and the app answers; the pids now known."""
+    run, target, watched, verdict = job.run, job.target, job.watched, job.verdict
     group = target.procs.group
     seen: set[int] = set()
     note_new = on_new(run)

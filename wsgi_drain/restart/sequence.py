@@ -9,7 +9,6 @@ records it needs (records.py); a new phase is a new module and a line here.
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from wsgi_drain.restart.impact import close_window, open_window, remember
 from wsgi_drain.restart.leftovers import after_run
 from wsgi_drain.restart.plan import plan
 from wsgi_drain.restart.policy import Verdict
-from wsgi_drain.restart.records import Routing, Run, Target, Watched
+from wsgi_drain.restart.records import Job, Routing, Run, Target, Watched
 from wsgi_drain.restart.restore import begin_journal, settle
 from wsgi_drain.restart.rollback import answer_failure
 from wsgi_drain.restart.rolling import rolling
@@ -70,12 +69,13 @@ def restart(
             if dry_run:
                 plan(run, target, routing, sig)
             else:
+                job = Job(run, target, routing, watched, verdict, sig, force)
                 with _locked(run, routing), after_run(run, target, watched):
                     window = open_window(run, target, routing)
                     try:
-                        _execute(run, target, routing, watched, verdict, sig, force)
+                        _execute(job)
                     except DrainError as err:  # roll back when asked; say what serves
-                        answer_failure(run, target, routing, verdict, sig, force, err)
+                        answer_failure(job, err)
                     finally:
                         settle(run, target, routing, verdict)
                         close_window(run, window, watched)
@@ -91,16 +91,9 @@ def restart(
     return outcome
 
 
-def _execute(
-    run: Run,
-    target: Target,
-    routing: Routing,
-    watched: Watched,
-    verdict: Verdict,
-    sig: signal.Signals,
-    force: bool,
-) -> None:
+def _execute(job: Job) -> None:
     """Divert, signal, watch (or rolling mode's own loop), verify, warm; raise on failure."""
+    run, target, routing, watched = job.run, job.target, job.routing, job.watched
     out, procs = run.outcome, target.procs
     begin_journal(run, routing)
     watched.log = RunLog(error_log_tail(run, target), procs.group.name)
@@ -110,16 +103,16 @@ def _execute(
     if out.mode == "drain" and not divert(run, target, routing):
         out.mode = "rolling"  # the peers could not carry this host: restart in place
     if out.mode == "drain":
-        handles = signal_all(run, target, routing, watched, verdict, sig)
-        stuck = watch_all(run, target, routing, watched, verdict, handles, deadline)
-        stuck = force_stuck(run, target, stuck, force)
+        handles = signal_all(job)
+        stuck = watch_all(job, handles, deadline)
+        stuck = force_stuck(job, stuck)
     else:
-        stuck = rolling(run, target, routing, watched, verdict, sig, deadline, force)
+        stuck = rolling(job, deadline)
     endings_from_log(run, target, watched)
     hang_notes(run)
     if stuck:
         raise stuck_error(run, stuck)
-    verify(run, target, watched, verdict)
+    verify(run, target, watched, job.verdict)
     warm(run, target)
 
 

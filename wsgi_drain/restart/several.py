@@ -39,7 +39,7 @@ from wsgi_drain.restart.divert import divert, wait_host_requests
 from wsgi_drain.restart.endings import app_words, endings_from_log, error_log_tail, hang_notes
 from wsgi_drain.restart.plan_groups import plan_groups
 from wsgi_drain.restart.policy import Verdict, host_verdict, restores
-from wsgi_drain.restart.records import Routing, Run, Target, Watched
+from wsgi_drain.restart.records import Job, Routing, Run, Target, Watched
 from wsgi_drain.restart.restore import begin_journal, healthy_now, settle
 from wsgi_drain.restart.rolling import rolling
 from wsgi_drain.restart.signalling import signal_all
@@ -71,6 +71,10 @@ class Part:
     def found(self) -> Target:
         assert self.target is not None
         return self.target
+
+    def job(self, routing: Routing, force: bool) -> Job:
+        """This group's job on the run's one Routing (the host's, shared by every group)."""
+        return Job(self.run, self.found, routing, self.watched, self.verdict, self.sig, force)
 
 
 def instance_groups(pidfile: Path | None, config_path: Path | None) -> list[str]:
@@ -305,9 +309,7 @@ def _drain_mode(host_run: Run, parts: list[Part], routing: Routing, force: bool)
         part.deadline = Deadline(out.deadline)
     signalled: list[int] = []
     for part in parts:
-        part.handles = signal_all(
-            part.run, part.found, routing, part.watched, part.verdict, part.sig
-        )
+        part.handles = signal_all(part.job(routing, force))
         # signal_all journals its own group's pids: the journal names every group's.
         signalled += [h.pid for h in part.handles]
         journal.signalled = list(signalled)
@@ -321,9 +323,10 @@ def _drain_mode(host_run: Run, parts: list[Part], routing: Routing, force: bool)
 
 def _watch(part: Part, routing: Routing, force: bool) -> None:
     assert part.deadline is not None
-    run, target = part.run, part.found
+    job = part.job(routing, force)
+    run, target = job.run, job.target
     began = time.monotonic()
-    stuck = watch_all(run, target, routing, part.watched, part.verdict, part.handles, part.deadline)
+    stuck = watch_all(job, part.handles, part.deadline)
     # watch_all times exits from when it starts watching; this group was
     # signalled earlier (with the others): count from its own signal.  A
     # process gone before its group's turn is timed when it was seen gone
@@ -333,7 +336,7 @@ def _watch(part: Part, routing: Routing, force: bool) -> None:
         for rec in run.outcome.processes:
             if rec.exited_after is not None:
                 rec.exited_after += late
-    stuck = force_stuck(run, target, stuck, force)
+    stuck = force_stuck(job, stuck)
     endings_from_log(run, target, part.watched)
     hang_notes(run)
     if stuck:
@@ -359,11 +362,12 @@ def _rolling_mode(parts: list[Part], routing: Routing, force: bool) -> None:
 
 
 def _rolling_one(part: Part, routing: Routing, force: bool) -> None:
-    run, target = part.run, part.found
+    job = part.job(routing, force)
+    run, target = job.run, job.target
     out, procs, s = run.outcome, target.procs, run.settings
     out.deadline = watch_deadline(procs.group, out.mode, s.timeout, len(procs.processes))
     deadline = Deadline(out.deadline)
-    stuck = rolling(run, target, routing, part.watched, part.verdict, part.sig, deadline, force)
+    stuck = rolling(job, deadline)
     endings_from_log(run, target, part.watched)
     hang_notes(run)
     if stuck:

@@ -7,25 +7,17 @@ signal goes, so a run killed outright leaves a record `undrain` can act on.
 
 from __future__ import annotations
 
-import signal
 import time
 
 from wsgi_drain.outcome import Phase
 from wsgi_drain.restart.leftovers import record
-from wsgi_drain.restart.policy import Verdict
-from wsgi_drain.restart.records import Routing, Run, Target, Watched
+from wsgi_drain.restart.records import Job
 from wsgi_drain.signals import Handle, open_handle
 
 
-def signal_all(
-    run: Run,
-    target: Target,
-    routing: Routing,
-    watched: Watched,
-    verdict: Verdict,
-    sig: signal.Signals,
-) -> list[Handle]:
-    """Send `sig` to each old process still of the group; their handles."""
+def signal_all(job: Job) -> list[Handle]:
+    """Send the job's signal to each old process still of the group; their handles."""
+    run, target, routing, sig = job.run, job.target, job.routing, job.sig
     out = run.outcome
     assert routing.journal is not None
     handles: list[Handle] = []
@@ -41,10 +33,10 @@ def signal_all(
         routing.journal.phase = "signal"
         routing.journal.signalled = [h.pid for h in handles]
         routing.journal.save(run.settings.state_dir)
-        record(run, watched, handles)  # before the signal: their descendants, proven
-        watched.signalled_at = time.monotonic()
+        record(run, job.watched, handles)  # before the signal: their descendants, proven
+        job.watched.signalled_at = time.monotonic()
         for handle in handles:
-            verdict.signalled = True
+            job.verdict.signalled = True
             if handle.send(sig):
                 out.record(handle.pid).signals.append(sig.name)
         ph.detail = f"{sig.name} -> {' '.join(str(h.pid) for h in handles)}"

@@ -21,8 +21,7 @@ from wsgi_drain.errors import NotReplacedError
 from wsgi_drain.outcome import Phase, RouterRecord
 from wsgi_drain.restart.apache_restarted import reader
 from wsgi_drain.restart.crashloop import watching_reader
-from wsgi_drain.restart.policy import Verdict
-from wsgi_drain.restart.records import Routing, Run, Target, Watched, close
+from wsgi_drain.restart.records import Job, Run, close
 from wsgi_drain.restart.timing import RESPAWN_MARGIN
 from wsgi_drain.signals import Handle
 from wsgi_drain.watch import wait_exits, wait_replacements
@@ -35,16 +34,9 @@ HANG_INSPECT = 1.0
 KILL_WAIT = 5.0
 
 
-def watch_all(
-    run: Run,
-    target: Target,
-    routing: Routing,
-    watched: Watched,
-    verdict: Verdict,
-    handles: list[Handle],
-    deadline: Deadline,
-) -> list[Handle]:
+def watch_all(job: Job, handles: list[Handle], deadline: Deadline) -> list[Handle]:
     """Drain mode: wait for every signalled process to exit and be replaced; the stuck ones."""
+    run, target, routing = job.run, job.target, job.routing
     out = run.outcome
     assert routing.journal is not None
     sent_at = time.monotonic()
@@ -58,7 +50,7 @@ def watch_all(
             _inspect_hang(run, alive, time.monotonic() - sent_at)
         stuck = wait_exits(alive, deadline, run.interrupts, exited) if alive else []
         current = wait_replacements(
-            watching_reader(run, target, watched, verdict),
+            watching_reader(run, target, job.watched, job.verdict),
             old,
             old,
             target.expected,
@@ -77,15 +69,16 @@ def watch_all(
     return stuck
 
 
-def force_stuck(run: Run, target: Target, stuck: list[Handle], force: bool) -> list[Handle]:
+def force_stuck(job: Job, stuck: list[Handle]) -> list[Handle]:
     """Report the stuck processes; with --force kill them and wait for their replacements.
 
     Returns the processes still stuck (none after --force).
     """
+    run, target = job.run, job.target
     if not stuck:
         return []
     report_stuck(run, stuck)
-    if not force:
+    if not job.force:
         return stuck
     kill(run, stuck)
     old = target.old_pids

@@ -46,7 +46,7 @@ from typing import IO
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
 from wsgi_drain.routers.protocol import RouterState
-from wsgi_drain.routers.spec import leading_option
+from wsgi_drain.routers.spec import LeadingOption
 
 DEFAULT_TIMEOUT = 30.0
 _ADMIN = ("ready", "drain", "maint")
@@ -64,16 +64,23 @@ class Command:
     timeout: float = DEFAULT_TIMEOUT
 
 
+def _positive_seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
+
+
+# `timeout=SECONDS:` before the program: how long one call of it may take.
+TIMEOUT = LeadingOption(
+    "command", "timeout", _positive_seconds, DEFAULT_TIMEOUT, "a positive number of seconds"
+)
+
+
 def parse_command(spec: str) -> Command:
     """``[timeout=SECONDS:]PROGRAM ARGS...`` -> Command; ConfigError with the fix otherwise."""
-    timeout, rest = leading_option(
-        spec,
-        "timeout",
-        f"command router {spec!r}: timeout must be a positive number of seconds, "
-        "e.g. command:timeout=10:/usr/local/sbin/lb-hook web1",
-        _positive_seconds,
-        DEFAULT_TIMEOUT,
-    )
+    timeout, rest = TIMEOUT.split(spec, "command:timeout=10:/usr/local/sbin/lb-hook web1")
     try:
         argv = tuple(shlex.split(rest))
     except ValueError as err:
@@ -84,14 +91,6 @@ def parse_command(spec: str) -> Command:
             "run wsgi-drain with a minimal PATH), e.g. command:/usr/local/sbin/lb-hook web1"
         )
     return Command(argv, timeout)
-
-
-def _positive_seconds(text: str) -> float | None:
-    try:
-        seconds = float(text)
-    except ValueError:
-        return None
-    return seconds if seconds > 0 else None
 
 
 class CommandRouter:

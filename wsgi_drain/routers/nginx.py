@@ -41,7 +41,7 @@ from wsgi_drain.atomic import write_atomic
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
 from wsgi_drain.routers.protocol import RouterState
-from wsgi_drain.routers.spec import leading_option
+from wsgi_drain.routers.spec import LeadingOption
 
 DEFAULT_PIDFILE = Path("/run/nginx.pid")
 TEST_TIMEOUT = 30.0
@@ -63,15 +63,20 @@ class NginxTarget:
     pid_file: Path = DEFAULT_PIDFILE
 
 
+def _absolute_path(text: str) -> Path | None:
+    return Path(text) if text.startswith("/") else None
+
+
+# `pid=PIDFILE:` before the upstream file: the master to reload, when not /run/nginx.pid.
+PID_FILE = LeadingOption(
+    "nginx", "pid", _absolute_path, DEFAULT_PIDFILE, "an absolute pid file path"
+)
+
+
 def parse_target(spec: str) -> NginxTarget:
     """``[pid=PIDFILE:]FILE:SERVER`` -> NginxTarget; ConfigError with an example otherwise."""
-    pid_file, rest = leading_option(
-        spec,
-        "pid",
-        f"nginx router {spec!r}: pid= needs an absolute pid file path, e.g. "
-        "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080",
-        _absolute_path,
-        DEFAULT_PIDFILE,
+    pid_file, rest = PID_FILE.split(
+        spec, "nginx:pid=/run/nginx.pid:/etc/nginx/upstreams/myapp.conf:10.0.0.11:8080"
     )
     match = _SPEC.match(rest)
     if match is None:
@@ -81,10 +86,6 @@ def parse_target(spec: str) -> NginxTarget:
             "(IPv6: [2001:db8::11]:8080)"
         )
     return NginxTarget(Path(match["file"]), match["server"], pid_file)
-
-
-def _absolute_path(text: str) -> Path | None:
-    return Path(text) if text.startswith("/") else None
 
 
 @dataclass(frozen=True)
