@@ -242,12 +242,12 @@ def running_parents() -> list[RunningParent]:
 def _read_pidfile(path: Path) -> int:
     try:
         text = path.read_text().strip()
-    except FileNotFoundError:
-        raise NotFoundError(
-            f"Apache pid file {path} does not exist: is Apache running with this PidFile?"
-        ) from None
     except OSError as err:
-        raise NotFoundError(f"cannot read Apache pid file {path}: {err.strerror}") from err
+        if isinstance(err, FileNotFoundError):
+            why = f"Apache pid file {path} does not exist: is Apache running with this PidFile?"
+        else:
+            why = f"cannot read Apache pid file {path}: {err.strerror}"
+        raise NotFoundError(why) from err
     if not text.isdigit():
         # Never its content: the path may be a file the caller may not read.
         raise NotFoundError(
