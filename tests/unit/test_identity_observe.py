@@ -284,3 +284,27 @@ def test_stamp_shows_the_millisecond_exactly() -> None:
 
     assert _stamp(1.25).endswith(".250")
     assert _stamp(None) == "an unknown time"
+
+
+def test_observe_an_earlier_generations_socket_still_open_does_not_hide_the_parents(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # After a graceful restart the old daemons still hold generation 0's
+    # listeners (same group id) while the parent holds generation 3's.
+    # /proc/net/unix lists them in no set order: several old ones make it
+    # near certain that one is listed after the parent's.
+    old = [bind(listeners, tmp_path / "run" / f"wsgi.{ME}.{gen}.1.sock") for gen in range(3)]
+    draining = spawn(started, *(s.fileno() for s in old))
+    for sock in old:
+        listeners.remove(sock)
+        sock.close()
+    current = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.3.1.sock")
+    daemon = spawn(started, current.fileno())
+    obs = observe(config, ME, create_time())
+    assert obs.sockets[1].inode == os.fstat(current.fileno()).st_ino
+    assert obs.sockets[1].generation == "3"
+    assert [c.pid for c in obs.members(1)] == [daemon.pid]
+    assert draining.pid not in {c.pid for c in obs.children}
