@@ -10,6 +10,7 @@ socket and starts children that inherit it (or that show a title).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -596,3 +597,32 @@ def test_process_of_an_exited_pid_is_none(started: list[subprocess.Popen[str]]) 
     assert found == DaemonProcess(
         alive.pid, psutil.Process(alive.pid).create_time(), procfs.title(alive.pid)
     )
+
+
+@pytest.mark.parametrize("room", [2, 6])
+def test_title_path_a_title_cut_to_its_prefix_or_less_names_no_group(
+    tmp_path: Path,
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    room: int,
+) -> None:
+    # Apache started by a short name ("httpd" is 5): "(wsgi:" or less is all that shows.
+    instance = this_process_as_apache(tmp_path, "WSGIDaemonProcess myapp display-name=%{GROUP}\n")
+    parent = daemon(started, title="x" * room)
+    short = dataclasses.replace(instance, pid=parent.pid, create_time=time.time())
+    monkeypatch.setattr(discovery.procfs, "fds_readable", lambda pid: False)
+    with pytest.raises(IdentityError) as raised:
+        group_processes(short, short.group("myapp"))
+    title = "(wsgi:myapp)"[:room]
+    assert f"titled {title!r}, which does not tell them from other groups's" in str(raised.value)
+
+
+def test_title_path_a_title_cut_after_its_prefix_is_proven_by_unchanged_files(
+    tmp_path: Path, started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = this_process_as_apache(tmp_path, "WSGIDaemonProcess myapp display-name=%{GROUP}\n")
+    parent = daemon(started, title="x" * 7)  # "(wsgi:m": one group only, files older
+    short = dataclasses.replace(instance, pid=parent.pid, create_time=time.time())
+    monkeypatch.setattr(discovery.procfs, "fds_readable", lambda pid: False)
+    found = group_processes(short, short.group("myapp"))
+    assert found.method == "title" and found.pids == ()
