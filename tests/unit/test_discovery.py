@@ -626,3 +626,19 @@ def test_title_path_a_title_cut_after_its_prefix_is_proven_by_unchanged_files(
     monkeypatch.setattr(discovery.procfs, "fds_readable", lambda pid: False)
     found = group_processes(short, short.group("myapp"))
     assert found.method == "title" and found.pids == ()
+
+
+def test_group_processes_a_configuration_edited_after_apache_loaded_it_is_not_trusted(
+    tmp_path: Path, listeners: list[socket.socket], started: list[subprocess.Popen[str]]
+) -> None:
+    # No titles: only the files' position could name the socket, and they changed since.
+    instance = this_process_as_apache(tmp_path, "WSGIDaemonProcess myapp\n")
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    daemon(started, sock.fileno())
+    group = instance.group("myapp")
+    assert group_processes(instance, group).method == "socket"
+    loaded = os.stat(tmp_path / "run" / f"wsgi.{ME}.0.1.sock").st_ctime
+    while os.stat(instance.config_path).st_ctime <= loaded:
+        instance.config_path.write_text(instance.config_path.read_text())
+    with pytest.raises(IdentityError, match="changed after Apache loaded it"):
+        group_processes(instance, group)
