@@ -385,3 +385,29 @@ def test_hand_drains_of_one_group_share_its_lock_but_not_a_server(
         assert fakes[B].commands == []
     finally:
         reap([same_server])
+
+
+@pytest.mark.parametrize(
+    ("waited", "backoffs", "noted"),
+    [(0.0, 0, False), (0.999, 0, False), (1.0, 0, True), (1.5, 0, True), (0.2, 1, True)],
+)
+def test_drain_says_it_waited_for_other_servers_from_one_second_or_a_back_off(
+    tmp_path: Path,
+    fakes: dict[str, Fake],
+    monkeypatch: pytest.MonkeyPatch,
+    waited: float,
+    backoffs: int,
+    noted: bool,
+) -> None:
+    # The turn-taking itself is peers.py's (tests/unit/test_peers*.py): here it
+    # diverts at once and reports the wait it was given.
+    def in_turn(routers: list[Fake], *args: object, divert: object, **kw: object) -> object:
+        for router in routers:
+            divert(router)  # type: ignore[operator]
+        return divert_mod.peers.Turn(waited=waited, backoffs=backoffs)
+
+    monkeypatch.setattr(divert_mod.peers, "divert_in_turn", in_turn)
+    result = drain(settings(tmp_path, A), lambda kind, message: None)
+    note = f"waited {waited:.1f} s for other servers, backed off {backoffs} time(s)"
+    assert (note in result.notes) is noted
+    assert fakes[A].commands == ["divert", "wait"]
