@@ -642,3 +642,15 @@ def test_group_processes_a_configuration_edited_after_apache_loaded_it_is_not_tr
         instance.config_path.write_text(instance.config_path.read_text())
     with pytest.raises(IdentityError, match="changed after Apache loaded it"):
         group_processes(instance, group)
+
+
+def test_reread_of_a_record_without_its_proof_proves_the_group_afresh(
+    tmp_path: Path, listeners: list[socket.socket], started: list[subprocess.Popen[str]]
+) -> None:
+    instance = this_process_as_apache(tmp_path, "WSGIDaemonProcess myapp\n")
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    child = daemon(started, sock.fileno())
+    proven = group_processes(instance, instance.group("myapp"))
+    unproven = dataclasses.replace(proven, identity=None)  # a socket, but no proof kept
+    again = reread(instance, unproven)
+    assert again.identity is not None and again.pids == (child.pid,)
