@@ -493,6 +493,7 @@ def test_group_processes_by_title_when_the_daemons_fds_cannot_be_read(
     monkeypatch.setattr(discovery.procfs, "children_fds_readable", lambda pid: False)
     ours = [daemon(started, title="(wsgi:myapp)") for _ in range(2)]
     daemon(started, title="(wsgi:other)")
+    daemon(started, title="(wsgi:alpha)")  # sorts before ours: another group all the same
     exited = subprocess.Popen(["(wsgi:myapp)", "-c", "pass"], executable=sys.executable)
     started.append(exited)  # type: ignore[arg-type]
     wait_for(lambda: procfs.gone(exited.pid), "the exited one is gone")
@@ -654,3 +655,30 @@ def test_reread_of_a_record_without_its_proof_proves_the_group_afresh(
     unproven = dataclasses.replace(proven, identity=None)  # a socket, but no proof kept
     again = reread(instance, unproven)
     assert again.identity is not None and again.pids == (child.pid,)
+
+
+def test_instance_by_pid_an_httpd_takes_the_rhel_layout_under_d(
+    tmp_path: Path, started: list[subprocess.Popen[str]], apache2: list[str]
+) -> None:
+    link = Path(apache2[0]).with_name("httpd")
+    link.symlink_to(sys.executable)
+    root = tmp_path / "root"
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "httpd.conf").write_text("WSGIDaemonProcess rhel\n")
+    child = start(started, [str(link), apache2[1], "-d", str(root)])
+    instance = instance_by_pid(child.pid, None, source="test")
+    assert instance.config_path == root / "conf" / "httpd.conf"
+    assert [g.name for g in instance.config.groups] == ["rhel"]
+
+
+def test_instance_by_pid_without_the_exe_link_takes_argv0(
+    tmp_path: Path,
+    apache2: list[str],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # /proc/PID/exe of another user's process is closed to an unprivileged
+    # check (never to root: simulated); an absolute argv[0] is the next best.
+    child = start(started, [*apache2, "-f", str(site(tmp_path / "root"))], env={"APP": "a"})
+    monkeypatch.setattr(discovery.procfs, "exe", lambda pid: None)
+    assert instance_by_pid(child.pid, None, source="test").exe == apache2[0]
