@@ -9,6 +9,7 @@ its own at the end.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -202,3 +203,23 @@ def test_lock_files_are_never_opened_through_a_symlink(tmp_path: Path) -> None:
 def test_lock_files_are_private(tmp_path: Path) -> None:
     with state.group_lock(tmp_path, "myapp") as path:
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_lock_error_other_than_held_is_raised_not_taken_for_a_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ENOLCK (the kernel out of lock records) is no "held by": it must not read as
+    # exit 7 with a note.  The kernel gives it on no demand: simulated.
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(state.fcntl, "flock", no_locks)
+    with pytest.raises(OSError) as raised, state.group_lock(tmp_path, "myapp"):
+        pass
+    assert raised.value.errno == errno.ENOLCK
+
+
+def test_all_journals_of_a_state_dir_not_made_yet_is_none(tmp_path: Path) -> None:
+    assert state.all_journals(tmp_path / "never-made") == ([], [])
+    (tmp_path / "a-file").write_text("")
+    assert state.all_journals(tmp_path / "a-file") == ([], [])
