@@ -535,6 +535,7 @@ def test_title_path_a_cut_title_another_group_shares_is_refused_naming_it(
     ours, theirs = long_name("a"), long_name("a") + "b"
     instance = this_process_as_apache(
         tmp_path,
+        "WSGIDaemonProcess alpha display-name=%{GROUP}\n"  # sorts before: shares nothing
         f"WSGIDaemonProcess {ours} display-name=%{{GROUP}}\n"
         f"WSGIDaemonProcess {theirs} display-name=%{{GROUP}}\n"
         "WSGIDaemonProcess third display-name=%{GROUP}\n",
@@ -679,6 +680,62 @@ def test_instance_by_pid_without_the_exe_link_takes_argv0(
 ) -> None:
     # /proc/PID/exe of another user's process is closed to an unprivileged
     # check (never to root: simulated); an absolute argv[0] is the next best.
-    child = start(started, [*apache2, "-f", str(site(tmp_path / "root"))], env={"APP": "a"})
+    root = tmp_path / "root"
+    site(root)
+    # Only argv[0] is absolute here: the script and the last word are relative.
+    argv = [apache2[0], Path(apache2[1]).name, "-d", str(root), "-f", "httpd.conf"]
+    child = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, text=True, cwd=tmp_path, env={"APP": "a"}
+    )
+    started.append(child)
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
     monkeypatch.setattr(discovery.procfs, "exe", lambda pid: None)
     assert instance_by_pid(child.pid, None, source="test").exe == apache2[0]
+
+
+def test_instance_by_pid_with_our_very_environment_still_reads_apaches(
+    tmp_path: Path,
+    apache2: list[str],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Read, it equals ours (inherited): envvars is for when it cannot be read, not then.
+    monkeypatch.setenv("APP", "fromenv")
+    conf = site(tmp_path / "root")
+    (conf.parent / "envvars").write_text("export APP=fromenvvars\n")
+    child = start(started, [*apache2, "-f", str(conf)], env=dict(os.environ))
+    assert psutil.Process(child.pid).environ() == dict(os.environ)
+    assert [g.name for g in instance_by_pid(child.pid, None, source="t").config.groups] == [
+        "fromenv"
+    ]
+
+
+def test_instance_by_pid_not_allowed_to_read_it_says_run_as_root(
+    apache2: list[str],
+    tmp_path: Path,
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another user's process, for a user without CAP_SYS_PTRACE (root is never refused: simulated).
+    child = start(started, [*apache2, "-f", str(site(tmp_path / "root"))], env={"APP": "a"})
+
+    def refused(self: psutil.Process) -> list[str]:
+        raise psutil.AccessDenied(self.pid)
+
+    monkeypatch.setattr(psutil.Process, "cmdline", refused)
+    with pytest.raises(NotFoundError, match=rf"not allowed to inspect pid {child.pid} \(pid file"):
+        instance_by_pid(child.pid, None, source="pid file /run/a.pid")
+
+
+def test_reread_a_new_socket_with_a_lower_inode_is_proven_afresh(
+    tmp_path: Path, listeners: list[socket.socket], started: list[subprocess.Popen[str]]
+) -> None:
+    # Inode numbers are no clock: a new generation's may be lower than the one proven.
+    instance = this_process_as_apache(tmp_path, "WSGIDaemonProcess myapp\n")
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    daemon(started, sock.fileno())
+    proven = group_processes(instance, instance.group("myapp"))
+    assert proven.socket is not None
+    higher = dataclasses.replace(proven.socket, inode=proven.socket.inode + 1_000_000)
+    again = reread(instance, dataclasses.replace(proven, socket=higher))
+    assert again.identity is not proven.identity, "proven afresh"

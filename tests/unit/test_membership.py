@@ -161,6 +161,9 @@ def test_membership_recheck_refuses_another_title(
     _, proc = spawn(children)
     renamed = DaemonProcess(proc.pid, proc.create_time, "(wsgi:other)")
     assert not still_member(instance, None, renamed)
+    # Any other title, whichever way it sorts.
+    longer = DaemonProcess(proc.pid, proc.create_time, proc.title + "x")
+    assert not still_member(instance, None, longer)
     assert open_handle(instance, None, renamed) is None
 
 
