@@ -174,6 +174,8 @@ def test_flock_holder_matches_device_and_inode_and_skips_waiters() -> None:
             "3: FLOCK  ADVISORY  WRITE 333 fd:01:9999 0 EOF",  # another inode
             "4: -> FLOCK  ADVISORY  WRITE 444 fd:01:5678 0 EOF",  # waiting, not holding
             "5: FLOCK  ADVISORY",
+            "5: DELEG  ACTIVE    READ  555 fd:01:5678 0 EOF",  # an NFS delegation: no flock
+            "5: ACCESS MANDATORY READ  556 fd:01:5678 0 EOF",  # nor a mandatory-lock access
             "6: FLOCK  ADVISORY  WRITE 666 zz:01:5678 0 EOF",
             "7: FLOCK  ADVISORY  WRITE 777 fd:01:5678 0 EOF",
         ]
@@ -203,6 +205,8 @@ def test_lock_files_are_never_opened_through_a_symlink(tmp_path: Path) -> None:
 def test_lock_files_are_private(tmp_path: Path) -> None:
     with state.group_lock(tmp_path, "myapp") as path:
         assert path.stat().st_mode & 0o777 == 0o600
+    with state.journal_lock(tmp_path, "myapp"):
+        assert (tmp_path / "myapp.journal.lock").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_lock_error_other_than_held_is_raised_not_taken_for_a_holder(
@@ -223,3 +227,18 @@ def test_all_journals_of_a_state_dir_not_made_yet_is_none(tmp_path: Path) -> Non
     assert state.all_journals(tmp_path / "never-made") == ([], [])
     (tmp_path / "a-file").write_text("")
     assert state.all_journals(tmp_path / "a-file") == ([], [])
+
+
+def test_state_dir_is_made_with_its_missing_parents(tmp_path: Path) -> None:
+    # $XDG_RUNTIME_DIR/wsgi-drain/x under a runtime dir just made, /run/wsgi-drain at boot.
+    deep = tmp_path / "a" / "b" / "state"
+    assert state.ensure_dir(deep) == deep and deep.is_dir()
+
+
+def test_state_dir_of_root_gets_the_needs_root_advice_for_every_other_user(
+    tmp_path: Path,
+) -> None:
+    # Any uid but root's, the daemon user's 1 included, is told it needs root.
+    for me in (1, 1000):
+        assert "belongs to root: this command needs root" in state._not_ours(tmp_path, 0, me)
+    assert "is owned by uid 1000, not by this user (uid 0)" in state._not_ours(tmp_path, 1000, 0)
