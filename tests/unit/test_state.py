@@ -96,6 +96,7 @@ def test_hand_drain_and_restart_journals_live_apart(tmp_path: Path) -> None:
         ('{"group": "myapp", "pid": 1, "started": 1, "routers": "x"}', "'routers'"),
         ('{"group": "myapp", "pid": 1, "started": 1, "diverted": [1]}', "not a string"),
         ('{"group": "other", "pid": 1, "started": 1}', "belongs to group 'other'"),
+        ('{"group": "alpha", "pid": 1, "started": 1}', "belongs to group 'alpha'"),  # sorts before
     ],
 )
 def test_corrupt_journal_is_reported_with_the_repair(tmp_path: Path, text: str, why: str) -> None:
@@ -161,3 +162,13 @@ def test_state_dir_writable_by_others_says_chmod(tmp_path: Path) -> None:
     state_dir.chmod(0o777)
     with pytest.raises(ConfigError, match=f"chmod 700 {state_dir}$"):
         state.ensure_dir(state_dir)
+
+
+def test_journal_read_is_bounded_at_one_mebibyte(tmp_path: Path) -> None:
+    # A journal is a few hundred bytes; the bound keeps a planted huge file from being read whole.
+    big = Journal(group="myapp", pid=1, started=1.0, note="x" * 900_000)
+    big.save(tmp_path)
+    assert Journal.load(tmp_path, "myapp") == big
+    Journal(group="myapp", pid=1, started=1.0, note="x" * 1_500_000).save(tmp_path)
+    with pytest.raises(JournalError, match="is not valid JSON"):
+        Journal.load(tmp_path, "myapp")

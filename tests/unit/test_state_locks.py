@@ -242,3 +242,47 @@ def test_state_dir_of_root_gets_the_needs_root_advice_for_every_other_user(
     for me in (1, 1000):
         assert "belongs to root: this command needs root" in state._not_ours(tmp_path, 0, me)
     assert "is owned by uid 1000, not by this user (uid 0)" in state._not_ours(tmp_path, 1000, 0)
+    assert "is owned by uid 1000, not by this user (uid 1001)" in state._not_ours(
+        tmp_path, 1000, 1001
+    )
+
+
+def test_group_lock_names_the_live_holder_when_the_last_note_writer_is_gone(
+    tmp_path: Path, holders: list[subprocess.Popen[str]]
+) -> None:
+    first = hold(holders, "drain", tmp_path)  # started first: the lower pid, still holding
+    second = hold(holders, "undrain", tmp_path)  # wrote the note last, then ended
+    holders[-1].kill()
+    holders[-1].wait(timeout=10)
+    assert first < second and state._note(tmp_path / "myapp.lock").startswith(f"{second} ")
+    with pytest.raises(LockedError) as err, state.group_lock(tmp_path, "myapp"):
+        pass
+    assert f", held by pid {first} (drain or undrain))" in str(err.value)
+
+
+CALLER = """
+import sys
+from pathlib import Path
+from wsgi_drain import state
+from wsgi_drain.errors import LockedError
+try:
+    state.refuse_if_locked(Path(sys.argv[1]), "myapp", [])
+except LockedError as err:
+    print(err)
+else:
+    print("not locked")
+"""
+
+
+def test_a_holder_older_than_the_caller_is_named_too(tmp_path: Path) -> None:
+    # This process holds the lock and a later one (a higher pid) asks: only the
+    # caller's own pid is "no holder", not every pid up to it.
+    with state.group_lock(tmp_path, "myapp"):
+        told = subprocess.run(
+            [sys.executable, "-c", CALLER, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    assert f"held by pid {os.getpid()} (restart)" in told
