@@ -172,3 +172,19 @@ def test_journal_read_is_bounded_at_one_mebibyte(tmp_path: Path) -> None:
     Journal(group="myapp", pid=1, started=1.0, note="x" * 1_500_000).save(tmp_path)
     with pytest.raises(JournalError, match="is not valid JSON"):
         Journal.load(tmp_path, "myapp")
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"), [(0o711, False), (0o755, False), (0o720, True), (0o702, True)]
+)
+def test_state_dir_refused_only_when_group_or_others_may_write(
+    tmp_path: Path, mode: int, refused: bool
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    state_dir.chmod(mode)
+    if refused:
+        with pytest.raises(ConfigError, match=f"writable by others \\(mode {mode:o}\\)"):
+            state.ensure_dir(state_dir)
+    else:
+        assert state.ensure_dir(state_dir) == state_dir
