@@ -157,9 +157,7 @@ def observe(config: ApacheConfig, parent_pid: int, parent_create_time: float) ->
     generations linger on disk.
     """
     held = procfs.socket_inodes(parent_pid)
-    sockets = {
-        gid: sock for gid, sock in _named_sockets(config, parent_pid).items() if sock.inode in held
-    }
+    sockets = _named_sockets(config, parent_pid, held)
     listeners = held & procfs.listening_tcp_inodes()
     by_inode = {s.inode: s.id for s in sockets.values()}
     parent_exe = procfs.exe(parent_pid)
@@ -211,11 +209,20 @@ def sockets_by_name(
     return sockets, _loaded_at(sockets.values(), parent_create_time)
 
 
-def _named_sockets(config: ApacheConfig, parent_pid: int) -> dict[int, GroupSocket]:
-    """Open unix sockets named `<prefix>.<parent_pid>.<generation>.<id>.sock`, by id."""
+def _named_sockets(
+    config: ApacheConfig, parent_pid: int, held: set[int] | None = None
+) -> dict[int, GroupSocket]:
+    """Open unix sockets named `<prefix>.<parent_pid>.<generation>.<id>.sock`, by id.
+
+    With `held` (the parent's socket inodes), only those: an earlier
+    generation's listener with the same id, still open in a daemon that has
+    not exited yet, must not hide the parent's own.
+    """
     prefix = str(config.socket_prefix) + "." if config.socket_prefix else None
     sockets: dict[int, GroupSocket] = {}
     for inode, path in procfs.unix_socket_paths(listening_only=True).items():
+        if held is not None and inode not in held:
+            continue
         match = _SOCKET_NAME.search(path)
         if not match or int(match["pid"]) != parent_pid:
             continue

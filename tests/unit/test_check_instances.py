@@ -92,3 +92,14 @@ def test_check_several_apaches_without_a_group_is_short(host: dict[int, Any]) ->
     assert str(raised.value) == (
         "2 Apache instances run (pids 10, 20); name one with --apache-pidfile or --apache-config"
     )
+
+
+def test_check_several_apaches_one_exited_before_the_defining_one_is_skipped(
+    host: dict[int, Any],
+) -> None:
+    # Gone first in the list: the search goes on to the ones after it.
+    host[5] = NotFoundError("names pid 5, which is not running")
+    host.setdefault(-5, "gone")
+    host[10] = _instance(10, "app")
+    host[20] = _instance(20, "other")
+    assert discovery.find_apache(group="app").pid == 10

@@ -385,3 +385,103 @@ def test_hand_drains_of_one_group_share_its_lock_but_not_a_server(
         assert fakes[B].commands == []
     finally:
         reap([same_server])
+
+
+@pytest.mark.parametrize(
+    ("waited", "backoffs", "noted"),
+    [(0.0, 0, False), (0.999, 0, False), (1.0, 0, True), (1.5, 0, True), (0.2, 1, True)],
+)
+def test_drain_says_it_waited_for_other_servers_from_one_second_or_a_back_off(
+    tmp_path: Path,
+    fakes: dict[str, Fake],
+    monkeypatch: pytest.MonkeyPatch,
+    waited: float,
+    backoffs: int,
+    noted: bool,
+) -> None:
+    # The turn-taking itself is peers.py's (tests/unit/test_peers*.py): here it
+    # diverts at once and reports the wait it was given.
+    def in_turn(routers: list[Fake], *args: object, divert: object, **kw: object) -> object:
+        for router in routers:
+            divert(router)  # type: ignore[operator]
+        return divert_mod.peers.Turn(waited=waited, backoffs=backoffs)
+
+    monkeypatch.setattr(divert_mod.peers, "divert_in_turn", in_turn)
+    result = drain(settings(tmp_path, A), lambda kind, message: None)
+    note = f"waited {waited:.1f} s for other servers, backed off {backoffs} time(s)"
+    assert (note in result.notes) is noted
+    assert fakes[A].commands == ["divert", "wait"]
+
+
+# -- undrain: the readiness wait and a journal changed by another command -----------------------
+
+
+def test_undrain_waits_for_the_group_to_be_ready_before_putting_anything_back(
+    tmp_path: Path, fakes: dict[str, Fake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ready.wait_ready reads a real Apache (tests/integration): here it answers as told.
+    from wsgi_drain import ready
+
+    drain(settings(tmp_path, A), lambda kind, message: None)
+    asked: list[tuple[float, list[str]]] = []
+
+    def wait_ready(settings: Settings, timeout: float, progress: object) -> str:
+        asked.append((timeout, list(fakes[A].commands)))
+        return "3 process(es) up"
+
+    monkeypatch.setattr(ready, "wait_ready", wait_ready)
+    result = undrain(settings(tmp_path), lambda kind, message: None, wait_ready=7.5)
+    assert asked == [(7.5, ["divert", "wait"])], "waited once, before the restore"
+    assert result.notes[0] == "ready: 3 process(es) up"
+    assert fakes[A].admin == "ready"
+
+
+def test_undrain_of_a_group_not_ready_puts_nothing_back(
+    tmp_path: Path, fakes: dict[str, Fake], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsgi_drain import ready
+    from wsgi_drain.errors import UnhealthyError
+
+    drain(settings(tmp_path, A), lambda kind, message: None)
+
+    def not_ready(settings: Settings, timeout: float, progress: object) -> str:
+        raise UnhealthyError("0 of 3 process(es) up")
+
+    monkeypatch.setattr(ready, "wait_ready", not_ready)
+    with pytest.raises(UnhealthyError):
+        undrain(settings(tmp_path), lambda kind, message: None, wait_ready=1.0)
+    assert fakes[A].admin == "drain" and journal(tmp_path) is not None
+
+
+def test_undrain_a_journal_another_undrain_removed_meanwhile_is_left_alone(
+    tmp_path: Path, fakes: dict[str, Fake]
+) -> None:
+    drain(settings(tmp_path, A), lambda kind, message: None)
+    plain_restore = fakes[A].restore
+
+    def restore_and_remove() -> None:  # another undrain finished as ours restored
+        plain_restore()
+        Journal.path_for(tmp_path, "myapp", "drain").unlink()
+
+    fakes[A].restore = restore_and_remove  # type: ignore[method-assign]
+    lines, progress = said()
+    result = undrain(settings(tmp_path), progress)  # type: ignore[arg-type]
+    assert fakes[A].admin == "ready"
+    assert not result.journal_removed
+    assert not any("removed the journal" in message for _kind, message in lines)
+
+
+def test_undrain_a_journal_broken_meanwhile_is_repaired_from_the_one_read(
+    tmp_path: Path, fakes: dict[str, Fake]
+) -> None:
+    drain(settings(tmp_path, A), lambda kind, message: None)
+    plain_restore = fakes[A].restore
+
+    def restore_and_break() -> None:
+        plain_restore()
+        Journal.path_for(tmp_path, "myapp", "drain").write_text("[]")
+
+    fakes[A].restore = restore_and_break  # type: ignore[method-assign]
+    result = undrain(settings(tmp_path), lambda kind, message: None)
+    assert fakes[A].admin == "ready"
+    assert result.journal_removed and not Journal.path_for(tmp_path, "myapp", "drain").exists()

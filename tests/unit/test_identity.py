@@ -333,3 +333,57 @@ def test_title_proof_a_child_still_showing_the_parents_title_is_not_yet_titled(
     plain = Observation(100, ROOM, sockets(1, 2), (*TITLED, fresh), time.time(), False)
     with pytest.raises(IdentityError):
         prove(cfg, cfg.group("myapp"), plain, changes)
+
+
+# -- the edges the fourth mutation run left ---------------------------------------------------
+
+
+def as_root(obs: Observation) -> Observation:
+    """The same observation of an Apache whose parent runs as root (daemons switch user)."""
+    return Observation(obs.parent_pid, obs.title_room, obs.sockets, obs.children, obs.loaded_at)
+
+
+def test_daemons_running_as_the_groups_user_are_not_another_users(tmp_path: Path) -> None:
+    # A uid above 256 (CPython shares no object for it): compared by value.
+    cfg = config(tmp_path, UNTITLED.replace("processes=3", "processes=3 user=#1000"))
+    uid = int("1000")
+    obs = as_root(observation([child(21, 2, "/usr/sbin/apache2", uid=uid)]))
+    assert prove(cfg, cfg.group("myapp"), obs, []).socket.id == 2
+
+
+def test_a_daemon_whose_uid_cannot_be_read_is_not_another_users(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED.replace("processes=3", "processes=3 user=#1000"))
+    obs = as_root(observation([child(21, 2, "/usr/sbin/apache2", uid=None)]))
+    assert prove(cfg, cfg.group("myapp"), obs, []).socket.id == 2
+
+
+def test_a_user_name_unknown_here_checks_no_uid(tmp_path: Path) -> None:
+    # "x5" is a name (only "#5" is a uid); unknown to this host: nothing to compare.
+    cfg = config(tmp_path, UNTITLED.replace("processes=3", "processes=3 user=x5"))
+    obs = as_root(observation([child(21, 2, "/usr/sbin/apache2", uid=33)]))
+    assert prove(cfg, cfg.group("myapp"), obs, []).socket.id == 2
+
+
+def test_fewer_group_sockets_than_configured_groups_refuses(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    with pytest.raises(IdentityError, match="runs 1 daemon group socket.*defines 2"):
+        prove(cfg, cfg.group("myapp"), observation(PLAIN, ids=(2,)), [])
+
+
+def test_as_many_processes_as_configured_is_not_too_many(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    full = [child(20 + i, 2, "/usr/sbin/apache2") for i in range(3)]
+    assert prove(cfg, cfg.group("myapp"), observation(full), []).socket.id == 2
+
+
+def test_proof_by_position_names_the_title_only_when_there_is_one(tmp_path: Path) -> None:
+    cfg = config(tmp_path, UNTITLED)
+    plain = prove(cfg, cfg.group("myapp"), observation(PLAIN), [])
+    assert plain.proof == "socket 2, configuration unchanged since Apache loaded it"
+    # A cut title proves nothing by itself: the position does, and the proof names it.
+    cfg = config(tmp_path, TWO_GROUPS)
+    cut = [child(11, 1, "(wsgi:a"), child(21, 2, "(wsgi:m")]
+    obs = Observation(100, 7, sockets(1, 2), tuple(cut), time.time())
+    assert prove(cfg, cfg.group("myapp"), obs, []).proof == (
+        "socket 2, configuration unchanged since Apache loaded it, processes titled '(wsgi:m'"
+    )

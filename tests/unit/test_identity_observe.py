@@ -284,3 +284,62 @@ def test_stamp_shows_the_millisecond_exactly() -> None:
 
     assert _stamp(1.25).endswith(".250")
     assert _stamp(None) == "an unknown time"
+
+
+def test_observe_an_earlier_generations_socket_still_open_does_not_hide_the_parents(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # After a graceful restart the old daemons still hold generation 0's
+    # listeners (same group id) while the parent holds generation 3's.
+    # /proc/net/unix lists them in no set order: several old ones make it
+    # near certain that one is listed after the parent's.
+    old = [bind(listeners, tmp_path / "run" / f"wsgi.{ME}.{gen}.1.sock") for gen in range(3)]
+    draining = spawn(started, *(s.fileno() for s in old))
+    for sock in old:
+        listeners.remove(sock)
+        sock.close()
+    current = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.3.1.sock")
+    daemon = spawn(started, current.fileno())
+    obs = observe(config, ME, create_time())
+    assert obs.sockets[1].inode == os.fstat(current.fileno()).st_ino
+    assert obs.sockets[1].generation == "3"
+    assert [c.pid for c in obs.members(1)] == [daemon.pid]
+    assert draining.pid not in {c.pid for c in obs.children}
+
+
+def test_observe_finds_the_parents_socket_among_many_named_for_other_pids(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # /proc/net/unix lists sockets in no set order: with several of other
+    # parents' (another Apache's, a pid reused), one is near certain to come first.
+    for other in range(1, 6):
+        bind(listeners, tmp_path / "run" / f"wsgi.{ME + other}.0.{other}.sock")
+    ours = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    daemon = spawn(started, ours.fileno())
+    obs = observe(config, ME, create_time())
+    assert set(obs.sockets) == {1}
+    assert [c.pid for c in obs.members(1)] == [daemon.pid]
+
+
+def test_observe_an_apache_parent_not_running_as_root(
+    tmp_path: Path, config: ApacheConfig, started: list[subprocess.Popen[str]]
+) -> None:
+    # Its daemons then run as its user: no uid to compare them with.
+    if os.getuid() == 0:
+        sleep = shutil.which("sleep")
+        assert sleep is not None
+        # Popen returns once the exec is done, so after the switch to nobody.
+        parent = subprocess.Popen([sleep, "60"], user=65534, text=True)
+        started.append(parent)  # type: ignore[arg-type]
+        pid = parent.pid
+    else:
+        pid = ME
+    assert procfs.real_uid(pid) != 0
+    assert observe(config, pid, create_time()).as_root is False
+    assert observe(config, ME, create_time()).as_root is (os.getuid() == 0)

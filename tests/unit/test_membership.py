@@ -139,6 +139,9 @@ def test_membership_recheck_refuses_another_start_time(
     reused = DaemonProcess(proc.pid, proc.create_time - 1.0, proc.title)
     assert not still_member(instance, sock, reused)
     assert open_handle(instance, sock, reused) is None
+    # Any other start time, later ones too: only the same one is the same process.
+    later = DaemonProcess(proc.pid, proc.create_time + 1.0, proc.title)
+    assert not still_member(instance, sock, later)
 
 
 def test_membership_recheck_refuses_a_process_without_the_group_socket(
@@ -158,6 +161,9 @@ def test_membership_recheck_refuses_another_title(
     _, proc = spawn(children)
     renamed = DaemonProcess(proc.pid, proc.create_time, "(wsgi:other)")
     assert not still_member(instance, None, renamed)
+    # Any other title, whichever way it sorts.
+    longer = DaemonProcess(proc.pid, proc.create_time, proc.title + "x")
+    assert not still_member(instance, None, longer)
     assert open_handle(instance, None, renamed) is None
 
 
@@ -169,3 +175,22 @@ def test_membership_recheck_refuses_an_exited_process(
     child.wait(timeout=10)
     assert not still_member(instance, None, proc)
     assert open_handle(instance, None, proc) is None
+
+
+def test_membership_recheck_refuses_a_process_that_exits_between_its_reads(
+    instance: ApacheInstance,
+    group_socket: tuple[socket.socket, GroupSocket],
+    children: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Gone after its parent was read, before its start time was: a race the
+    # kernel will not stage on demand, so psutil's answer is simulated.
+    listener, sock = group_socket
+    _, proc = spawn(children, pass_fds=(listener.fileno(),))
+    assert still_member(instance, sock, proc)
+
+    def gone(self: psutil.Process) -> float:
+        raise psutil.NoSuchProcess(self.pid)
+
+    monkeypatch.setattr(psutil.Process, "create_time", gone)
+    assert not still_member(instance, sock, proc)

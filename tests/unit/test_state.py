@@ -96,6 +96,7 @@ def test_hand_drain_and_restart_journals_live_apart(tmp_path: Path) -> None:
         ('{"group": "myapp", "pid": 1, "started": 1, "routers": "x"}', "'routers'"),
         ('{"group": "myapp", "pid": 1, "started": 1, "diverted": [1]}', "not a string"),
         ('{"group": "other", "pid": 1, "started": 1}', "belongs to group 'other'"),
+        ('{"group": "alpha", "pid": 1, "started": 1}', "belongs to group 'alpha'"),  # sorts before
     ],
 )
 def test_corrupt_journal_is_reported_with_the_repair(tmp_path: Path, text: str, why: str) -> None:
@@ -161,3 +162,29 @@ def test_state_dir_writable_by_others_says_chmod(tmp_path: Path) -> None:
     state_dir.chmod(0o777)
     with pytest.raises(ConfigError, match=f"chmod 700 {state_dir}$"):
         state.ensure_dir(state_dir)
+
+
+def test_journal_read_is_bounded_at_one_mebibyte(tmp_path: Path) -> None:
+    # A journal is a few hundred bytes; the bound keeps a planted huge file from being read whole.
+    big = Journal(group="myapp", pid=1, started=1.0, note="x" * 900_000)
+    big.save(tmp_path)
+    assert Journal.load(tmp_path, "myapp") == big
+    Journal(group="myapp", pid=1, started=1.0, note="x" * 1_500_000).save(tmp_path)
+    with pytest.raises(JournalError, match="is not valid JSON"):
+        Journal.load(tmp_path, "myapp")
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"), [(0o711, False), (0o755, False), (0o720, True), (0o702, True)]
+)
+def test_state_dir_refused_only_when_group_or_others_may_write(
+    tmp_path: Path, mode: int, refused: bool
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    state_dir.chmod(mode)
+    if refused:
+        with pytest.raises(ConfigError, match=f"writable by others \\(mode {mode:o}\\)"):
+            state.ensure_dir(state_dir)
+    else:
+        assert state.ensure_dir(state_dir) == state_dir
