@@ -8,6 +8,7 @@ https with no Host, SNI or CA option for a name-based virtual host.
 from __future__ import annotations
 
 import http.server
+import inspect
 import os
 import random
 import socket
@@ -387,3 +388,9 @@ def test_health_probe_url_without_a_port_asks_the_schemes_port(
     for _ in serve(server):
         result = probe(f"{scheme}://{host}/ok", 3, insecure=True)
         assert result.ok, result.error
+
+
+def test_health_probe_default_timeout_is_the_settings_default() -> None:
+    """`probe(url)` bounds itself as a run with no --health-timeout would (5 s)."""
+    default = inspect.signature(probe).parameters["timeout"].default
+    assert default == Settings(group="myapp").health_timeout == 5.0
