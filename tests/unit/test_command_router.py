@@ -34,6 +34,7 @@ def test_command_router_spec_splits_words_without_a_shell() -> None:
     [
         ("lb-hook web1", "absolute path"),
         ("timeout=0:/bin/hook", "positive number"),
+        ("timeout=-1:/bin/hook", "positive number"),
         ("timeout=x:/bin/hook", "positive number"),
         ("/bin/hook 'unclosed", "quotation"),
     ],
@@ -189,9 +190,19 @@ def test_command_router_program_that_cannot_run_is_a_router_error(
     if kind == "not executable":
         program.write_text("#!/bin/sh\necho admin=ready\n")
         program.chmod(0o644)
-    with pytest.raises(RouterError, match="cannot run it: ") as caught:
+    with pytest.raises(RouterError) as caught:
         CommandRouter(parse_command(str(program))).divert()
+    why = "Permission denied" if kind == "not executable" else "No such file or directory"
+    assert str(caught.value).endswith(f": cannot run it: {why}")  # the OS's words, once
     assert caught.value.applied is False
+
+
+def test_command_router_program_killed_by_a_signal_is_a_failure(tmp_path: Path) -> None:
+    """Not success: a program ended by a signal (the OOM killer, its own `kill`) says
+    nothing about the load balancer; its status is the negative signal number."""
+    program = _hook(tmp_path, "echo 'half done' >&2\nkill -TERM $$")
+    with pytest.raises(RouterError, match="divert failed with exit status -15: half done"):
+        CommandRouter(parse_command(str(program))).divert()
 
 
 def test_command_router_failure_without_stderr_says_so(tmp_path: Path) -> None:
