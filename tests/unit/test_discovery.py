@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from tests.unit.children import SLEEPER, reap
-from wsgi_drain import discovery, procfs
+from wsgi_drain import discovery, procfacts, procfs
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.discovery import (
     ApacheInstance,
@@ -236,10 +236,10 @@ def test_instance_by_pid_reads_envvars_when_apaches_environment_is_closed(
     (conf.parent / "envvars").write_text("export APP=fromenvvars\n")
     child = start(started, [*apache2, "-f", str(conf)], env={"APP": "fromenv"})
 
-    def closed(self: psutil.Process) -> dict[str, str]:
-        raise psutil.AccessDenied(self.pid)
+    def closed(pid: int) -> dict[str, str]:
+        raise PermissionError(f"/proc/{pid}/environ")
 
-    monkeypatch.setattr(psutil.Process, "environ", closed)
+    monkeypatch.setattr(procfacts, "environ", closed)
     instance = instance_by_pid(child.pid, None, source="test")
     assert [g.name for g in instance.config.groups] == ["fromenvvars"]
 
@@ -719,10 +719,10 @@ def test_instance_by_pid_not_allowed_to_read_it_says_run_as_root(
     # Another user's process, for a user without CAP_SYS_PTRACE (root is never refused: simulated).
     child = start(started, [*apache2, "-f", str(site(tmp_path / "root"))], env={"APP": "a"})
 
-    def refused(self: psutil.Process) -> list[str]:
-        raise psutil.AccessDenied(self.pid)
+    def refused(pid: int) -> list[str]:
+        raise PermissionError(f"/proc/{pid}/cmdline")
 
-    monkeypatch.setattr(psutil.Process, "cmdline", refused)
+    monkeypatch.setattr(procfacts, "argv", refused)
     with pytest.raises(NotFoundError, match=rf"not allowed to inspect pid {child.pid} \(pid file"):
         instance_by_pid(child.pid, None, source="pid file /run/a.pid")
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from tests.unit.children import SLEEPER, reap
-from wsgi_drain import procfs
+from wsgi_drain import procfacts, procfs
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.discovery import ApacheInstance, DaemonProcess, still_member
 from wsgi_drain.identity import GroupSocket
@@ -189,8 +189,8 @@ def test_membership_recheck_refuses_a_process_that_exits_between_its_reads(
     _, proc = spawn(children, pass_fds=(listener.fileno(),))
     assert still_member(instance, sock, proc)
 
-    def gone(self: psutil.Process) -> float:
-        raise psutil.NoSuchProcess(self.pid)
+    def gone(pid: int) -> float:
+        raise ProcessLookupError(f"process {pid} is gone")
 
-    monkeypatch.setattr(psutil.Process, "create_time", gone)
+    monkeypatch.setattr(procfacts, "create_time", gone)
     assert not still_member(instance, sock, proc)

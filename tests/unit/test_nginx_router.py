@@ -118,3 +118,131 @@ def test_nginx_parses_any_brace_style_and_restores_byte_identical(text: str) -> 
     assert marked.ours
     assert find_server(down, "10.0.0.12:8080", "t").peers_out == ("10.0.0.11:8080 (drain)",)
     assert set_down(down, marked, False) == text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'server "10.0.0.11:8080" weight=2;',
+        "server '10.0.0.11:8080';",
+        "server 10.0.0.11\\:8080;",
+        'server "10.0.0.\\11:8080";',
+    ],
+)
+def test_nginx_reads_quoted_and_escaped_server_addresses_as_nginx_does(line: str) -> None:
+    text = f"upstream app {{\n    {line}\n    server 10.0.0.12:8080;\n}}\n"
+    found = find_server(text, "10.0.0.11:8080", "t")
+    assert text[found.start : found.semi + 1] == line
+    down = set_down(text, found, True)
+    assert find_server(down, "10.0.0.11:8080", "t").ours
+    assert set_down(down, find_server(down, "10.0.0.11:8080", "t"), False) == text
+
+
+def test_nginx_quoted_braces_and_semicolons_are_words_not_syntax() -> None:
+    text = (
+        'upstream app {\n    server 10.0.0.11:8080;\n    zone "a{b};c" 64k;\n'
+        "    server 10.0.0.12:8080;\n}\n"
+    )
+    assert find_server(text, "10.0.0.11:8080", "t").peers_up == 1
+
+
+def test_nginx_comment_at_the_end_of_the_file_without_a_newline() -> None:
+    text = "upstream app {\n    server 10.0.0.11:8080;\n}\n# server 10.0.0.11:8080;"
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert (line.peers_up, line.peers_out) == (0, ())
+
+
+def test_nginx_server_named_twice_in_upstreams_is_refused_with_the_count() -> None:
+    text = (
+        "upstream a {\n    server 10.0.0.11:8080;\n}\n"
+        "upstream b {\n    server 10.0.0.11:8080 backup;\n}\n"
+    )
+    with pytest.raises(RouterError, match="2 `server 10.0.0.11:8080 ...;` line"):
+        find_server(text, "10.0.0.11:8080", "t")
+
+
+def test_nginx_server_directive_outside_an_upstream_is_not_the_line() -> None:
+    """A `server` directive in another block (mail, stream proxies) or at the top is not ours."""
+    text = (
+        "server 10.0.0.11:8080;\nmail {\n    server 10.0.0.11:8080;\n}\n"
+        "upstream app {\n    server 10.0.0.11:8080;\n    server 10.0.0.12:8080;\n}\n"
+    )
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert text[line.start :].startswith("server 10.0.0.11:8080;\n    server 10.0.0.12")
+    assert line.peers_up == 1
+
+
+def test_nginx_bare_server_word_and_empty_statements_do_not_break_the_reading() -> None:
+    text = (
+        "upstream app {\n    server;\n    ;\n    server 10.0.0.11:8080;\n"
+        "    server 10.0.0.12:8080;\n}\n"
+    )
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert (line.peers_up, line.peers_out) == (1, ())
+
+
+def test_nginx_unbalanced_closing_brace_is_a_router_error() -> None:
+    text = "upstream app {\n    server 10.0.0.11:8080;\n}\n}\n"
+    with pytest.raises(RouterError, match=f"unbalanced '}}' at byte {text.rindex('}')} "):
+        find_server(text, "10.0.0.11:8080", "t")
+
+
+def test_nginx_other_upstreams_servers_after_ours_are_not_peers() -> None:
+    text = (
+        "upstream app {\n    server 10.0.0.11:8080;\n}\n"
+        "upstream other {\n    server 10.0.0.21:8080;\n    server 10.0.0.22:8080 down;\n}\n"
+    )
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert (line.peers_up, line.peers_out) == (0, ())
+
+
+def test_nginx_restore_without_our_whole_mark_leaves_the_text() -> None:
+    """Our mark without the `down` before it (an operator removed the word), or a
+    `down` with another comment: nothing of theirs is removed."""
+    for text in (
+        "upstream app {\n    server 10.0.0.11:8080; # wsgi-drain\n}\n",
+        "upstream app {\n    server 10.0.0.11:8080 down; # web1\n}\n",
+    ):
+        line = find_server(text, "10.0.0.11:8080", "t")
+        assert set_down(text, line, False) == text
+
+
+def test_nginx_divert_with_code_after_the_semicolon_breaks_the_line_and_restores_it() -> None:
+    text = "upstream app { server 10.0.0.11:8080; server 10.0.0.12:8080; }\n"
+    line = find_server(text, "10.0.0.11:8080", "t")
+    down = set_down(text, line, True)
+    assert down == (
+        "upstream app { server 10.0.0.11:8080 down; # wsgi-drain (line break added)\n"
+        " server 10.0.0.12:8080; }\n"
+    )
+    assert set_down(down, find_server(down, "10.0.0.11:8080", "t"), False) == text
+
+
+def test_nginx_divert_at_the_end_of_the_file_or_before_a_comment_adds_only_the_mark() -> None:
+    for text, after in (
+        ("upstream app {\n server 10.0.0.11:8080;", " down; # wsgi-drain"),
+        ("upstream app {\n server 10.0.0.11:8080;  # web1\n}", " down; # wsgi-drain  # web1\n}"),
+    ):
+        line = find_server(text, "10.0.0.11:8080", "t")
+        assert set_down(text, line, True) == text[: line.semi] + after
+
+
+@pytest.mark.parametrize(
+    ("title", "args"),
+    [
+        ("/usr/sbin/nginx", []),
+        ("/usr/sbin/nginx -s reload -p /srv", ["-s", "reload", "-p", "/srv"]),
+        ("/usr/sbin/nginx -T -q -c /x -t", ["-c", "/x"]),
+        ("/usr/sbin/nginx -c", ["-c"]),
+        ("/usr/sbin/nginx -g daemon on; -V", ["-g", "daemon on;", "-V"]),
+        ("/usr/sbin/nginx -g pid /x; -e /e", ["-g", "pid /x;", "-e", "/e"]),
+        ("/usr/sbin/nginx -g -c x; -c /y", ["-g", "-c x;", "-c", "/y"]),
+        ("/usr/sbin/nginx -g daemon on -c /y", ["-g", "daemon on -c /y"]),
+    ],
+)
+def test_nginx_master_args_rebuild_the_command_line(title: str, args: list[str]) -> None:
+    assert master_args(title) == args
+
+
+def test_nginx_master_exe_of_a_live_link_is_the_link() -> None:
+    assert master_exe("/usr/sbin/nginx", "t") == "/usr/sbin/nginx"

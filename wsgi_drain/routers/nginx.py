@@ -389,9 +389,13 @@ class NginxRouter:
                 return  # out of rotation already (ours, or the operator's)
             if not down and not line.ours:
                 return  # in rotation, or an operator's `down`: never ours to remove
+            # The master is proven before the file is touched: an edit no
+            # reload follows would wait there for the next one, reported as
+            # not applied.
+            master, test = self._master()
             text = original.decode("latin-1")
             self._write(set_down(text, line, down).encode("latin-1"))
-            self._reloaded(down)
+            self._reloaded(down, master, test)
 
     def _undo(self, down: bool) -> None:
         """Undo only our own change, on the file as it is now."""
@@ -402,8 +406,8 @@ class NginxRouter:
         elif not down and not line.down:
             self._write(set_down(text, line, True).encode("latin-1"))
 
-    def _reloaded(self, down: bool) -> None:
-        master, test = self._master()
+    def _reloaded(self, down: bool, master: int, test: list[str]) -> None:
+        """`nginx -t` (`test`, the master's own command line), then SIGHUP to `master`."""
         try:
             done = subprocess.run(
                 test, capture_output=True, text=True, timeout=TEST_TIMEOUT, check=False
