@@ -33,6 +33,18 @@ from wsgi_drain import procfs
 from wsgi_drain.deadline import Deadline
 
 
+def temp_paths(temp: Path) -> str:
+    """http{}'s temporary directories under `temp`: nginx's defaults are under its
+    compiled prefix (/var/lib/nginx), which a test's unprivileged nginx may not write."""
+    return "".join(
+        f"    {kind}_temp_path {temp}/{name};\n"
+        for kind, name in (
+            ("client_body", "body"), ("proxy", "proxy"), ("fastcgi", "fastcgi"),
+            ("uwsgi", "uwsgi"), ("scgi", "scgi"),
+        )
+    )  # fmt: skip
+
+
 class NginxLab(Service):
     """nginx on 127.0.0.1:<free port> balancing `servers` (name, host, port) in upstream `app`."""
 
@@ -130,12 +142,7 @@ events {{
 
 http {{
     access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    keepalive_timeout 10s;
+{temp_paths(temp)}    keepalive_timeout 10s;
 
     include {self.upstream_file};
     include {self.conf_d}/*.conf;

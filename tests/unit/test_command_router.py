@@ -257,11 +257,17 @@ def test_command_router_interrupted_kills_the_program_and_its_group(tmp_path: Pa
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGINT)
 
-    sender = threading.Thread(target=interrupt_once_started, daemon=True)
-    sender.start()
-    with pytest.raises(KeyboardInterrupt):
-        router.divert()
-    sender.join()
+    # Python's own SIGINT handler, even where this suite was started with SIGINT
+    # ignored (a shell's background job: scripts/test runs scripts/pythons so).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sender = threading.Thread(target=interrupt_once_started, daemon=True)
+        sender.start()
+        with pytest.raises(KeyboardInterrupt):
+            router.divert()
+        sender.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     child = int(pids.read_text())
     for _ in range(100):
         if "Z" in _proc_state(child):

@@ -16,13 +16,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.unit.children import SLEEPER, reap
+from tests.unit.children import SLEEPER
+from tests.unit.servers import bind
 from wsgi_drain import discovery, procfacts, procfs
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.discovery import (
@@ -57,13 +57,6 @@ sys.stdout.write("ready\\n")
 sys.stdout.flush()
 time.sleep(60)
 """
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    children: list[subprocess.Popen[str]] = []
-    yield children
-    reap(children)
 
 
 @pytest.fixture
@@ -372,14 +365,6 @@ def test_running_parents_lists_apache_parents_not_their_workers_nor_zombies(
 # -- the group's processes, this test process as the parent ------------------------------------
 
 
-@pytest.fixture
-def listeners() -> Iterator[list[socket.socket]]:
-    made: list[socket.socket] = []
-    yield made
-    for sock in made:
-        sock.close()
-
-
 def this_process_as_apache(tmp_path: Path, text: str) -> ApacheInstance:
     conf = tmp_path / "httpd.conf"
     conf.write_text(f"WSGISocketPrefix {tmp_path}/run/wsgi\n{text}")
@@ -396,14 +381,6 @@ def this_process_as_apache(tmp_path: Path, text: str) -> ApacheInstance:
         config_path=conf,
         config=parse_config(conf, server_root=tmp_path, environ={}),
     )
-
-
-def bind(listeners: list[socket.socket], path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(path))
-    sock.listen()
-    listeners.append(sock)
-    return sock
 
 
 def daemon(

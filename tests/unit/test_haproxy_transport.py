@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.servers import RecordingServer
 from tests.unit.test_haproxy_parse import CAPTURED, ReplayRouter, with_fields
 from wsgi_drain.errors import RouterError
 from wsgi_drain.routers.haproxy import (
@@ -31,34 +32,20 @@ from wsgi_drain.routers.haproxy import (
 REPLY = "line one\nline two\n" + "x" * 70000 + "\nend\n"
 
 
-class StatsSocket:
+class StatsSocket(RecordingServer):
     """Answers each connection's one line with `REPLY`, in three pieces, then closes."""
 
     def __init__(self, listener: socket.socket) -> None:
-        self.listener = listener
-        self.lines: list[bytes] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(listener, lambda data: data.endswith(b"\n"), self._reply)
+        self.lines = self.requests
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.lines.append(data)
-                body = REPLY.encode()
-                third = len(body) // 3
-                for piece in (body[:third], body[third : 2 * third], body[2 * third :]):
-                    conn.sendall(piece)
-                    threading.Event().wait(0.02)
+    @staticmethod
+    def _reply(conn: socket.socket) -> None:
+        body = REPLY.encode()
+        third = len(body) // 3
+        for piece in (body[:third], body[third : 2 * third], body[2 * third :]):
+            conn.sendall(piece)
+            threading.Event().wait(0.02)
 
 
 @pytest.fixture

@@ -10,42 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
+from tests.unit.servers import RecordingServer
 from wsgi_drain.health import MAX_BODY, probe
 
 
-class RawServer:
+class RawServer(RecordingServer):
     """Answers each connection with `answer` as given, after reading the request."""
 
     def __init__(self) -> None:
         self.answer = b""
-        self.requests: list[bytes] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        super().__init__(listener, lambda data: b"\r\n\r\n" in data, self._reply)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests.append(data)
-                # The probe may stop reading and close: what some tests want.
-                with contextlib.suppress(OSError):
-                    conn.sendall(self.answer)
+    def _reply(self, conn: socket.socket) -> None:
+        # The probe may stop reading and close: what some tests want.
+        with contextlib.suppress(OSError):
+            conn.sendall(self.answer)
 
     def url(self, path: str = "/health") -> str:
         return f"http://127.0.0.1:{self.port}{path}"

@@ -16,13 +16,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.unit.children import SLEEPER, reap
+from tests.unit.children import SLEEPER
+from tests.unit.servers import bind
 from wsgi_drain import procfs
 from wsgi_drain.apacheconf import ApacheConfig, parse_config
 from wsgi_drain.identity import GroupSocket, observe, sockets_by_name
@@ -31,34 +31,11 @@ ME = os.getpid()
 
 
 @pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    children: list[subprocess.Popen[str]] = []
-    yield children
-    reap(children)
-
-
-@pytest.fixture
 def config(tmp_path: Path) -> ApacheConfig:
     conf = tmp_path / "httpd.conf"
     conf.write_text(f"WSGISocketPrefix {tmp_path}/run/wsgi\nWSGIDaemonProcess myapp\n")
     (tmp_path / "run").mkdir()
     return parse_config(conf, server_root=tmp_path, environ={})
-
-
-@pytest.fixture
-def listeners() -> Iterator[list[socket.socket]]:
-    made: list[socket.socket] = []
-    yield made
-    for sock in made:
-        sock.close()
-
-
-def bind(listeners: list[socket.socket], path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(path))
-    sock.listen()
-    listeners.append(sock)
-    return sock
 
 
 def spawn(

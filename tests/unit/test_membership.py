@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.unit.children import SLEEPER, reap
+from tests.unit.children import SLEEPER
 from wsgi_drain import procfacts, procfs
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.discovery import ApacheInstance, DaemonProcess, still_member
@@ -31,10 +31,9 @@ from wsgi_drain.signals import open_handle
 
 
 @pytest.fixture
-def children() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    reap(started)
+def children(started: list[subprocess.Popen[str]]) -> list[subprocess.Popen[str]]:
+    """The daemons this test starts (conftest's `started`: reaped after the test)."""
+    return started
 
 
 @pytest.fixture

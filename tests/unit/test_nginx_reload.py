@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.nginx import temp_paths
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import RouterError
 from wsgi_drain.routers.nginx import NginxRouter, NginxTarget, file_lock
@@ -76,12 +77,7 @@ error_log {root}/error.log info;
 events {{ worker_connections 64; }}
 http {{
     access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    include {root}/upstream.conf;
+{temp_paths(temp)}    include {root}/upstream.conf;
     include {root}/conf.d/*.conf;
     upstream hold {{ server 127.0.0.1:{hold}; }}
     server {{

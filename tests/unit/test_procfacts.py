@@ -14,23 +14,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.unit.children import SLEEPER, reap
+from tests.unit.children import SLEEPER
 from wsgi_drain import procfacts, procfs
 from wsgi_drain.discovery import running_parents
 from wsgi_drain.inventory import process_info
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    children: list[subprocess.Popen[str]] = []
-    yield children
-    reap(children)
 
 
 def _sleeper(started: list[subprocess.Popen[str]], argv: list[str], **kwargs: object) -> int:
