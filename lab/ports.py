@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -19,7 +20,7 @@ LOOPBACK = "127.0.0.1"
 # kernel's choice is used, as before.
 _WORKER_BASE = 20000
 _WORKER_SPAN = 1500
-_next: dict[str, int] = {}
+_offsets = itertools.count()  # this process's next port in its worker's range
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -35,10 +36,8 @@ def free_port(host: str = LOOPBACK) -> int:
         return _bind_free(host, 0)
     low = _WORKER_BASE + int(worker[2:]) * _WORKER_SPAN
     for _ in range(_WORKER_SPAN):
-        offset = _next.get(worker, 0)
-        _next[worker] = (offset + 1) % _WORKER_SPAN
         try:
-            return _bind_free(host, low + offset)
+            return _bind_free(host, low + next(_offsets) % _WORKER_SPAN)
         except OSError:
             continue  # in use (or in TIME_WAIT): the next one
     raise OSError(f"no free port in {low}-{low + _WORKER_SPAN - 1} for worker {worker}")

@@ -68,34 +68,35 @@ MUTANTS = (
 )
 
 
-def run(mutant: Mutant | None, work: Path) -> tuple[bool, str]:
-    """(failed, the first failing test or the suite's last line) with `mutant` in `work`.
-
-    None: the copy as it is (the baseline, which must pass).
-    """
-    target = work / (mutant.path if mutant else "pyproject.toml")
-    original = target.read_text()
-    if mutant is not None:
-        if original.count(mutant.old) != 1:
-            raise SystemExit(
-                f"named-mutants: {mutant.path} no longer has the line to mutate for "
-                f"{mutant.name!r}: update scripts/named_mutants.py"
-            )
-        target.write_text(original.replace(mutant.old, mutant.new))
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests/unit"],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=900,
-        )
-    finally:
-        target.write_text(original)
+def unit_suite(work: Path) -> tuple[bool, str]:
+    """(failed, the first failing test or the suite's last line) of tests/unit in `work`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests/unit"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
     lines = done.stdout.splitlines()
     failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
     return done.returncode != 0, (failed[0] if failed else (lines[-1] if lines else ""))
+
+
+def with_mutant(mutant: Mutant, work: Path) -> tuple[bool, str]:
+    """unit_suite with `mutant` put into the copy, which is restored after."""
+    target = work / mutant.path
+    original = target.read_text()
+    if original.count(mutant.old) != 1:
+        raise SystemExit(
+            f"named-mutants: {mutant.path} no longer has the line to mutate for "
+            f"{mutant.name!r}: update scripts/named_mutants.py"
+        )
+    target.write_text(original.replace(mutant.old, mutant.new))
+    try:
+        return unit_suite(work)
+    finally:
+        target.write_text(original)
 
 
 def main() -> int:
@@ -117,12 +118,12 @@ def main() -> int:
         ).stdout.strip()
         if not where.startswith(str(work)):
             raise SystemExit(f"named-mutants: the tests would import {where}, not the copy")
-        killed, why = run(None, work)
+        killed, why = unit_suite(work)
         if killed:
             raise SystemExit(f"named-mutants: the unit suite fails unmutated ({why}): fix it first")
         survived = 0
         for mutant in MUTANTS:
-            killed, why = run(mutant, work)
+            killed, why = with_mutant(mutant, work)
             survived += not killed
             print(f"{'KILLED  ' if killed else 'SURVIVED'} {mutant.name}: {why}", flush=True)
         print(f"named-mutants: {len(MUTANTS) - survived}/{len(MUTANTS)} killed by tests/unit")

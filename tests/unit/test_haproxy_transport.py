@@ -37,7 +37,6 @@ class StatsSocket(RecordingServer):
 
     def __init__(self, listener: socket.socket) -> None:
         super().__init__(listener, lambda data: data.endswith(b"\n"), self._reply)
-        self.lines = self.requests
 
     @staticmethod
     def _reply(conn: socket.socket) -> None:
@@ -77,7 +76,7 @@ def test_command_reads_the_whole_reply_until_haproxy_closes(
     path, server = unix_stats
     router = HAProxyRouter(HAProxyTarget(path, "be_app", "web1"), timeout=10)
     assert router.command("show stat be_app 4 -1") == REPLY
-    assert server.lines == [b"show stat be_app 4 -1\n"]
+    assert server.requests == [b"show stat be_app 4 -1\n"]
 
 
 def test_command_over_a_tcp_stats_socket(tcp_stats: tuple[str, StatsSocket]) -> None:
@@ -85,7 +84,7 @@ def test_command_over_a_tcp_stats_socket(tcp_stats: tuple[str, StatsSocket]) -> 
     target = parse_target(f"{where}:be_app/web1")
     assert target.socket == where
     assert HAProxyRouter(target, timeout=10).command("show info") == REPLY
-    assert server.lines == [b"show info\n"]
+    assert server.requests == [b"show info\n"]
 
 
 def test_command_over_ipv6_loopback_in_brackets() -> None:
@@ -102,7 +101,7 @@ def test_command_over_ipv6_loopback_in_brackets() -> None:
         server = StatsSocket(listener)
         where = f"[::1]:{listener.getsockname()[1]}"
         assert HAProxyRouter(HAProxyTarget(where, "be", "s"), timeout=10).command("help") == REPLY
-        assert server.lines == [b"help\n"]
+        assert server.requests == [b"help\n"]
     finally:
         listener.close()
 

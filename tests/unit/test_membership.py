@@ -31,12 +31,6 @@ from wsgi_drain.signals import open_handle
 
 
 @pytest.fixture
-def children(started: list[subprocess.Popen[str]]) -> list[subprocess.Popen[str]]:
-    """The daemons this test starts (conftest's `started`: reaped after the test)."""
-    return started
-
-
-@pytest.fixture
 def instance(tmp_path: Path) -> ApacheInstance:
     """This test process plays the Apache parent: the children are its daemons."""
     conf = tmp_path / "httpd.conf"
@@ -79,10 +73,10 @@ def spawn(
 def test_membership_recheck_passes_a_true_member(
     instance: ApacheInstance,
     group_socket: tuple[socket.socket, GroupSocket],
-    children: list[subprocess.Popen[str]],
+    started: list[subprocess.Popen[str]],
 ) -> None:
     listener, sock = group_socket
-    _, proc = spawn(children, pass_fds=(listener.fileno(),))
+    _, proc = spawn(started, pass_fds=(listener.fileno(),))
     assert still_member(instance, sock, proc)
     assert still_member(instance, None, proc)  # proven by title: the title still shows
     handle = open_handle(instance, sock, proc)
@@ -93,10 +87,10 @@ def test_membership_recheck_passes_a_true_member(
 def test_membership_recheck_refuses_another_parent(
     instance: ApacheInstance,
     group_socket: tuple[socket.socket, GroupSocket],
-    children: list[subprocess.Popen[str]],
+    started: list[subprocess.Popen[str]],
 ) -> None:
     listener, sock = group_socket
-    _, proc = spawn(children, pass_fds=(listener.fileno(),))
+    _, proc = spawn(started, pass_fds=(listener.fileno(),))
     # The same process, but the instance found is another parent (this one's).
     other = ApacheInstance(
         os.getppid(), instance.create_time, instance.exe, instance.config_path, instance.config
@@ -106,10 +100,10 @@ def test_membership_recheck_refuses_another_parent(
 
 
 def test_membership_recheck_refuses_a_zombie(
-    instance: ApacheInstance, children: list[subprocess.Popen[str]]
+    instance: ApacheInstance, started: list[subprocess.Popen[str]]
 ) -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"], text=True)
-    children.append(child)
+    started.append(child)
     started_at = psutil.Process(child.pid).create_time()
     # Not reaped: it stays a zombie of this parent until wait().
     done = threading.Event()
@@ -130,10 +124,10 @@ def test_membership_recheck_refuses_a_zombie(
 def test_membership_recheck_refuses_another_start_time(
     instance: ApacheInstance,
     group_socket: tuple[socket.socket, GroupSocket],
-    children: list[subprocess.Popen[str]],
+    started: list[subprocess.Popen[str]],
 ) -> None:
     listener, sock = group_socket
-    _, proc = spawn(children, pass_fds=(listener.fileno(),))
+    _, proc = spawn(started, pass_fds=(listener.fileno(),))
     # What a reused pid looks like: same pid, parent and socket, later start.
     reused = DaemonProcess(proc.pid, proc.create_time - 1.0, proc.title)
     assert not still_member(instance, sock, reused)
@@ -146,18 +140,18 @@ def test_membership_recheck_refuses_another_start_time(
 def test_membership_recheck_refuses_a_process_without_the_group_socket(
     instance: ApacheInstance,
     group_socket: tuple[socket.socket, GroupSocket],
-    children: list[subprocess.Popen[str]],
+    started: list[subprocess.Popen[str]],
 ) -> None:
     _, sock = group_socket
-    _, proc = spawn(children)  # same parent, start time and title; no socket
+    _, proc = spawn(started)  # same parent, start time and title; no socket
     assert not still_member(instance, sock, proc)
     assert open_handle(instance, sock, proc) is None
 
 
 def test_membership_recheck_refuses_another_title(
-    instance: ApacheInstance, children: list[subprocess.Popen[str]]
+    instance: ApacheInstance, started: list[subprocess.Popen[str]]
 ) -> None:
-    _, proc = spawn(children)
+    _, proc = spawn(started)
     renamed = DaemonProcess(proc.pid, proc.create_time, "(wsgi:other)")
     assert not still_member(instance, None, renamed)
     # Any other title, whichever way it sorts.
@@ -167,9 +161,9 @@ def test_membership_recheck_refuses_another_title(
 
 
 def test_membership_recheck_refuses_an_exited_process(
-    instance: ApacheInstance, children: list[subprocess.Popen[str]]
+    instance: ApacheInstance, started: list[subprocess.Popen[str]]
 ) -> None:
-    child, proc = spawn(children)
+    child, proc = spawn(started)
     child.kill()
     child.wait(timeout=10)
     assert not still_member(instance, None, proc)
@@ -179,13 +173,13 @@ def test_membership_recheck_refuses_an_exited_process(
 def test_membership_recheck_refuses_a_process_that_exits_between_its_reads(
     instance: ApacheInstance,
     group_socket: tuple[socket.socket, GroupSocket],
-    children: list[subprocess.Popen[str]],
+    started: list[subprocess.Popen[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Gone after its parent was read, before its start time was: a race the
     # kernel will not stage on demand, so psutil's answer is simulated.
     listener, sock = group_socket
-    _, proc = spawn(children, pass_fds=(listener.fileno(),))
+    _, proc = spawn(started, pass_fds=(listener.fileno(),))
     assert still_member(instance, sock, proc)
 
     def gone(pid: int) -> float:
