@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+
 from wsgi_drain.applog import split_line
+from wsgi_drain.errors import RouterError
 from wsgi_drain.impact import (
     HAPROXY_COUNTERS,
     MAX_EVIDENCE,
@@ -181,8 +184,8 @@ def test_impact_json_failed_null_when_unread_and_int_with_evidence() -> None:
 class _Replay(HAProxyRouter):
     """HAProxy's answer to `show stat` given as text, no socket."""
 
-    def __init__(self, reply: str) -> None:
-        super().__init__(HAProxyTarget("/run/haproxy/admin.sock", "be_app", "a"))
+    def __init__(self, reply: str, server: str = "a") -> None:
+        super().__init__(HAProxyTarget("/run/haproxy/admin.sock", "be_app", server))
         self.reply = reply
 
     def command(self, line: str) -> str:
@@ -205,6 +208,18 @@ def test_impact_haproxy_counters_are_read_from_the_servers_own_row() -> None:
     }  # fmt: skip
     # A HAProxy without a column leaves it out, not 0.
     assert "srv_abrt" not in _Replay(STAT.replace("srv_abrt", "other")).counters(HAPROXY_COUNTERS)
+
+
+def test_impact_haproxy_counters_match_the_server_by_name_not_by_identity() -> None:
+    # A name read from the socket is a new string object, never the target's own:
+    # the row is found by equality (one-letter names are interned, so "a" hides it).
+    stat = STAT.replace("be_app,b,", "be_app," + "".join(["app-", "2"]) + ",")
+    assert _Replay(stat, server="app-2").counters(("econ",)) == {"econ": 9}
+
+
+def test_impact_haproxy_counters_of_a_server_not_in_the_backend_is_a_router_error() -> None:
+    with pytest.raises(RouterError, match="server 'gone' not found"):
+        _Replay(STAT, server="gone").counters(HAPROXY_COUNTERS)
 
 
 def test_impact_nginx_error_log_is_known_only_from_an_absolute_dash_e() -> None:
