@@ -95,6 +95,7 @@ def test_hand_drain_and_restart_journals_live_apart(tmp_path: Path) -> None:
         ('{"group": "myapp", "pid": true, "started": 1}', "lacks a valid 'pid'"),
         ('{"group": "myapp", "pid": 1, "started": 1, "routers": "x"}', "'routers'"),
         ('{"group": "myapp", "pid": 1, "started": 1, "diverted": [1]}', "not a string"),
+        ('{"group": "myapp", "pid": 1, "started": 1, "before": {"x": 1}}', "not a string"),
         ('{"group": "other", "pid": 1, "started": 1}', "belongs to group 'other'"),
         ('{"group": "alpha", "pid": 1, "started": 1}', "belongs to group 'alpha'"),  # sorts before
     ],

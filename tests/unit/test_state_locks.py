@@ -27,9 +27,9 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from wsgi_drain import state
-kind, where, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+kind, where, name, group = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 if kind == "router":
-    lock = state.router_lock(where, name, "other")
+    lock = state.router_lock(where, name, group)
 else:
     lock = state.group_lock(where, "myapp", what=kind, shared=kind != "restart")
 with lock:
@@ -47,9 +47,17 @@ def holders() -> Iterator[list[subprocess.Popen[str]]]:
     reap(started)
 
 
-def hold(holders: list[subprocess.Popen[str]], kind: str, where: Path, name: str = "") -> int:
+def hold(
+    holders: list[subprocess.Popen[str]],
+    kind: str,
+    where: Path,
+    name: str = "",
+    group: str = "other",
+) -> int:
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLD, kind, str(where), name], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, kind, str(where), name, group],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     holders.append(child)
     assert child.stdout is not None and child.stdout.readline() == "held\n"
@@ -104,6 +112,21 @@ def test_router_lock_of_another_group_names_it_and_says_one_after_the_other(
         state.refuse_if_locked(tmp_path, "myapp", ["nginx:/etc/nginx/up.conf:10.0.0.1:80", SPEC])
     assert str(read_only.value) == expected
     state.refuse_if_locked(tmp_path, "myapp", ["nginx:/etc/nginx/up.conf:10.0.0.1:80"])
+
+
+def test_a_holders_note_is_read_only_up_to_its_first_200_bytes(
+    tmp_path: Path, holders: list[subprocess.Popen[str]]
+) -> None:
+    # The note is "PID GROUP" and a group name is unbounded: the second caller reads
+    # 200 bytes of it, both when it tries the lock and when it only reads (/proc/locks).
+    pid = hold(holders, "router", tmp_path, SPEC, "g" * 300)
+    shown = "g" * (200 - len(f"{pid} "))
+    with pytest.raises(LockedError) as err, state.router_lock(tmp_path, SPEC, "myapp"):
+        pass
+    assert f"(group '{shown}', pid {pid})" in str(err.value)
+    with pytest.raises(LockedError) as read_only:
+        state.refuse_if_locked(tmp_path, "myapp", [SPEC])
+    assert str(read_only.value) == str(err.value)
 
 
 def test_no_holder_and_our_own_lock_are_no_refusal(tmp_path: Path) -> None:
@@ -182,6 +205,12 @@ def test_flock_holder_matches_device_and_inode_and_skips_waiters() -> None:
     )
     assert state.flock_holder(locks, device, 5678) == 777
     assert state.flock_holder(locks, device, 1234) is None
+
+
+def test_flock_holder_skips_a_line_cut_before_the_device_and_reads_one_that_reaches_it() -> None:
+    device = os.makedev(0xFD, 0x01)
+    locks = "1: FLOCK  ADVISORY  WRITE 111\n2: FLOCK  ADVISORY  WRITE 222 fd:01:5678"
+    assert state.flock_holder(locks, device, 5678) == 222
 
 
 def test_lock_files_are_never_opened_through_a_symlink(tmp_path: Path) -> None:
