@@ -165,6 +165,26 @@ def test_state_dir_writable_by_others_says_chmod(tmp_path: Path) -> None:
         state.ensure_dir(state_dir)
 
 
+def test_journal_save_fsyncs_the_state_dir_after_each_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rename must survive a crash of the host, which a test cannot produce: the
+    # directory fsyncs are counted, and still made.
+    from wsgi_drain import atomic
+
+    synced: list[Path] = []
+    real = atomic.fsync_dir
+
+    def counted(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(atomic, "fsync_dir", counted)
+    Journal(group="alpha", pid=1, started=1.0, groups=["alpha", "beta"]).save(tmp_path)
+    assert synced == [tmp_path, tmp_path]
+    assert Journal.load(tmp_path, "beta") is not None
+
+
 def test_journal_read_is_bounded_at_one_mebibyte(tmp_path: Path) -> None:
     # A journal is a few hundred bytes; the bound keeps a planted huge file from being read whole.
     big = Journal(group="myapp", pid=1, started=1.0, note="x" * 900_000)
