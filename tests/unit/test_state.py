@@ -95,6 +95,7 @@ def test_hand_drain_and_restart_journals_live_apart(tmp_path: Path) -> None:
         ('{"group": "myapp", "pid": true, "started": 1}', "lacks a valid 'pid'"),
         ('{"group": "myapp", "pid": 1, "started": 1, "routers": "x"}', "'routers'"),
         ('{"group": "myapp", "pid": 1, "started": 1, "diverted": [1]}', "not a string"),
+        ('{"group": "myapp", "pid": 1, "started": 1, "before": {"x": 1}}', "not a string"),
         ('{"group": "other", "pid": 1, "started": 1}', "belongs to group 'other'"),
         ('{"group": "alpha", "pid": 1, "started": 1}', "belongs to group 'alpha'"),  # sorts before
     ],
@@ -162,6 +163,26 @@ def test_state_dir_writable_by_others_says_chmod(tmp_path: Path) -> None:
     state_dir.chmod(0o777)
     with pytest.raises(ConfigError, match=f"chmod 700 {state_dir}$"):
         state.ensure_dir(state_dir)
+
+
+def test_journal_save_fsyncs_the_state_dir_after_each_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rename must survive a crash of the host, which a test cannot produce: the
+    # directory fsyncs are counted, and still made.
+    from wsgi_drain import atomic
+
+    synced: list[Path] = []
+    real = atomic.fsync_dir
+
+    def counted(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr(atomic, "fsync_dir", counted)
+    Journal(group="alpha", pid=1, started=1.0, groups=["alpha", "beta"]).save(tmp_path)
+    assert synced == [tmp_path, tmp_path]
+    assert Journal.load(tmp_path, "beta") is not None
 
 
 def test_journal_read_is_bounded_at_one_mebibyte(tmp_path: Path) -> None:
