@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from tests.unit.servers import RecordingServer
 from tests.unit.test_haproxy_parse import CAPTURED, ReplayRouter, with_counts, with_fields
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import RouterError
-from wsgi_drain.routers import haproxy
 from wsgi_drain.routers.haproxy import (
     HAProxyRouter,
     HAProxyTarget,
@@ -441,7 +441,7 @@ def test_the_drain_wait_polls_every_50_ms_until_the_server_is_idle(
 ) -> None:
     # The router's own poll (not SequenceRouter's 0): the hand-run drain waits on it.
     slept: list[float] = []
-    monkeypatch.setattr(haproxy.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)
     stats = [with_counts("web2", 1, 0), with_counts("web2", 0, 1), with_counts("web2", 0, 0)]
 
     class Polled(ReplayRouter):
