@@ -377,3 +377,21 @@ def test_nginx_file_lock_in_an_unusable_state_dir_is_a_router_error(tmp_path: Pa
         file_lock(tmp_path / "app.conf", not_a_dir),
     ):
         pass
+
+
+def test_nginx_file_lock_that_cannot_be_opened_is_a_router_error_naming_the_directory(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    with file_lock(tmp_path / "app.conf", state):
+        (lock,) = state.glob("nginx-*.lock")
+    lock.unlink()
+    lock.mkdir()  # the lock's name taken by a directory: open(O_RDWR) fails, EISDIR
+    with (
+        pytest.raises(RouterError) as err,
+        file_lock(tmp_path / "app.conf", state),
+    ):
+        pass
+    assert str(err.value) == (
+        f"nginx {tmp_path / 'app.conf'}: cannot take the file lock in {state}: Is a directory"
+    )

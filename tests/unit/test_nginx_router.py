@@ -246,3 +246,19 @@ def test_nginx_master_args_rebuild_the_command_line(title: str, args: list[str])
 
 def test_nginx_master_exe_of_a_live_link_is_the_link() -> None:
     assert master_exe("/usr/sbin/nginx", "t") == "/usr/sbin/nginx"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ['"never closed', '"never closed \\', "a trailing backslash \\"],
+    ids=["open quote", "backslash in an open quote", "backslash"],
+)
+def test_nginx_file_ending_inside_a_word_is_read_to_its_end_without_a_crash(tail: str) -> None:
+    # A file cut short (another tool writing it, a stray quote): `nginx -t` would refuse it,
+    # but reading it first must not crash: the last word runs to the end of the text and
+    # nothing reads past it.  Longer than 256 bytes, so offsets are not small cached ints
+    # (there `is` would stand in for `==`).
+    text = "# " + "-" * 300 + "\n" + UPSTREAM + tail
+    line = find_server(text, "10.0.0.12:8080", "t")
+    assert text[line.start : line.semi + 1] == "server 10.0.0.12:8080;"
+    assert (line.peers_up, line.down) == (1, False)
