@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -235,7 +236,9 @@ def test_nginx_t_failure_puts_the_file_back_and_reloads_nothing(nginx: Nginx) ->
     broken = nginx.root / "conf.d" / "broken.conf"
     broken.write_text("this is not nginx;\n")
     workers = nginx.workers()
-    with pytest.raises(RouterError, match=r"`nginx -t` failed .* undone .* not reloaded: .*"):
+    # nginx's own last words, as text (not the repr of bytes).
+    said = re.escape(f"not reloaded: nginx: configuration file {nginx.root}/nginx.conf test failed")
+    with pytest.raises(RouterError, match=r"`nginx -t` failed .* undone .* " + said + "$"):
         router.divert()
     assert nginx.upstream.read_text() == UPSTREAM
     assert nginx.workers() == workers
@@ -280,6 +283,10 @@ def test_nginx_master_of_another_program_titled_like_nginx_is_refused(
     assert sleep is not None
     impostor = subprocess.Popen(["nginx: master process /usr/sbin/nginx", "60"], executable=sleep)
     try:
+        # Popen returns once the exec has begun; the new argv shows in /proc a moment later
+        # (until then the title reads '' and would be refused for that alone).
+        cmdline = Path(f"/proc/{impostor.pid}/cmdline")
+        _until(lambda: cmdline.read_bytes().startswith(b"nginx: master process "), "the title")
         wrong = tmp_path / "impostor.pid"
         wrong.write_text(f"{impostor.pid}\n")
         router = NginxRouter(NginxTarget(nginx.upstream, "127.0.0.1:9", wrong), tmp_path / "s")

@@ -250,8 +250,8 @@ def test_nginx_master_exe_of_a_live_link_is_the_link() -> None:
 
 @pytest.mark.parametrize(
     "tail",
-    ['"never closed', '"never closed \\', "a trailing backslash \\"],
-    ids=["open quote", "backslash in an open quote", "backslash"],
+    ['"never closed', '"never closed \\', "a trailing backslash \\", "a trailing backslash: \\"],
+    ids=["open quote", "backslash in an open quote", "backslash", "backslash at an odd offset"],
 )
 def test_nginx_file_ending_inside_a_word_is_read_to_its_end_without_a_crash(tail: str) -> None:
     # A file cut short (another tool writing it, a stray quote): `nginx -t` would refuse it,
@@ -262,3 +262,15 @@ def test_nginx_file_ending_inside_a_word_is_read_to_its_end_without_a_crash(tail
     line = find_server(text, "10.0.0.12:8080", "t")
     assert text[line.start : line.semi + 1] == "server 10.0.0.12:8080;"
     assert (line.peers_up, line.down) == (1, False)
+
+
+def test_nginx_upstream_inside_the_http_block_is_found_in_its_own_block() -> None:
+    # The router pointed at a whole nginx.conf: the upstream is nested in `http { }`, and the
+    # `server` line belongs to the innermost block around it, the upstream.
+    text = (
+        "events { }\nhttp {\n    upstream app {\n        server 10.0.0.11:8080;\n"
+        "        server 10.0.0.12:8080;\n    }\n    server {\n        listen 80;\n    }\n}\n"
+    )
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert text[line.start : line.semi + 1] == "server 10.0.0.11:8080;"
+    assert line.peers_up == 1
