@@ -402,3 +402,42 @@ def test_nginx_file_lock_that_cannot_be_opened_is_a_router_error_naming_the_dire
     assert str(err.value) == (
         f"nginx {tmp_path / 'app.conf'}: cannot take the file lock in {state}: Is a directory"
     )
+
+
+def test_nginx_file_lock_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    # The lock's name made a link to elsewhere: refused (O_NOFOLLOW), nothing made there.
+    state = tmp_path / "state"
+    with file_lock(tmp_path / "app.conf", state):
+        (lock,) = state.glob("nginx-*.lock")
+    lock.unlink()
+    victim = tmp_path / "victim"
+    lock.symlink_to(victim)
+    with (
+        pytest.raises(RouterError, match="cannot take the file lock in .*: Too many levels"),
+        file_lock(tmp_path / "app.conf", state),
+    ):
+        pass
+    assert not victim.exists()
+
+
+class UnrunnableTest(NginxRouter):
+    """The master proven as usual, but its `nginx -t` command cannot be run at all."""
+
+    def __init__(self, ng: Nginx) -> None:
+        super().__init__(NginxTarget(ng.upstream, "127.0.0.1:9", ng.pid_file), ng.root / "state")
+        self.missing = ng.root / "no-such-nginx"
+
+    def _master(self) -> tuple[int, list[str]]:
+        pid, _ = super()._master()
+        return pid, [str(self.missing), "-t", "-q"]
+
+
+def test_nginx_t_that_cannot_even_run_puts_the_file_back_and_reloads_nothing(
+    nginx: Nginx,
+) -> None:
+    router = UnrunnableTest(nginx)
+    workers = nginx.workers()
+    with pytest.raises(RouterError, match=r"`nginx -t` failed .* No such file or directory"):
+        router.divert()
+    assert nginx.upstream.read_text() == UPSTREAM
+    assert nginx.workers() == workers

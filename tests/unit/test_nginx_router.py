@@ -274,3 +274,20 @@ def test_nginx_upstream_inside_the_http_block_is_found_in_its_own_block() -> Non
     line = find_server(text, "10.0.0.11:8080", "t")
     assert text[line.start : line.semi + 1] == "server 10.0.0.11:8080;"
     assert line.peers_up == 1
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ['zone "a b ;}" 64k;', 'zone "q\\";}" 64k;', "zone 'q\\';}' 64k;"],
+    ids=["blanks in quotes", "escaped double quote", "escaped single quote"],
+)
+def test_nginx_quoted_words_keep_blanks_and_escaped_quotes_anywhere_in_the_file(
+    zone: str,
+) -> None:
+    # The ";}" inside the quotes is part of the word, so the second server is still in the
+    # upstream.  After 300 bytes of comment, so the escapes are far into the file.
+    text = (
+        "# " + "-" * 300 + "\nupstream app {\n    server 10.0.0.11:8080;\n    " + zone
+        + "\n    server 10.0.0.12:8080;\n}\n"
+    )  # fmt: skip
+    assert find_server(text, "10.0.0.11:8080", "t").peers_up == 1
