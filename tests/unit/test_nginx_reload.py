@@ -420,24 +420,45 @@ def test_nginx_file_lock_is_never_opened_through_a_symlink(tmp_path: Path) -> No
     assert not victim.exists()
 
 
-class UnrunnableTest(NginxRouter):
-    """The master proven as usual, but its `nginx -t` command cannot be run at all."""
+class OtherTest(NginxRouter):
+    """The master proven as usual, then `nginx -t` replaced by `argv` (and the pid, if given)."""
 
-    def __init__(self, ng: Nginx) -> None:
+    def __init__(self, ng: Nginx, argv: list[str], pid: int | None = None) -> None:
         super().__init__(NginxTarget(ng.upstream, "127.0.0.1:9", ng.pid_file), ng.root / "state")
-        self.missing = ng.root / "no-such-nginx"
+        self.argv, self.pid = argv, pid
 
     def _master(self) -> tuple[int, list[str]]:
         pid, _ = super()._master()
-        return pid, [str(self.missing), "-t", "-q"]
+        return (pid if self.pid is None else self.pid), self.argv
 
 
 def test_nginx_t_that_cannot_even_run_puts_the_file_back_and_reloads_nothing(
     nginx: Nginx,
 ) -> None:
-    router = UnrunnableTest(nginx)
+    router = OtherTest(nginx, [str(nginx.root / "no-such-nginx"), "-t", "-q"])
     workers = nginx.workers()
     with pytest.raises(RouterError, match=r"`nginx -t` failed .* No such file or directory"):
         router.divert()
     assert nginx.upstream.read_text() == UPSTREAM
     assert nginx.workers() == workers
+
+
+def test_nginx_t_killed_by_a_signal_is_a_failure_and_reloads_nothing(nginx: Nginx) -> None:
+    # A negative returncode (killed, e.g. by the OOM killer) is no success either.
+    router = OtherTest(nginx, ["/bin/sh", "-c", "kill -KILL $$"])
+    workers = nginx.workers()
+    with pytest.raises(RouterError, match=r"`nginx -t` failed .*: no message$"):
+        router.divert()
+    assert nginx.upstream.read_text() == UPSTREAM
+    assert nginx.workers() == workers
+
+
+def test_nginx_master_gone_before_the_signal_puts_the_file_back(nginx: Nginx) -> None:
+    # Proven, tested, then gone when it is to be signalled: a pid no process can have.
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    true = shutil.which("true")
+    assert true is not None
+    router = OtherTest(nginx, [true], pid=gone)
+    with pytest.raises(RouterError, match=f"nginx master {gone} is gone: "):
+        router.divert()
+    assert nginx.upstream.read_text() == UPSTREAM

@@ -291,3 +291,11 @@ def test_nginx_quoted_words_keep_blanks_and_escaped_quotes_anywhere_in_the_file(
         + "\n    server 10.0.0.12:8080;\n}\n"
     )  # fmt: skip
     assert find_server(text, "10.0.0.11:8080", "t").peers_up == 1
+
+
+def test_nginx_peer_whose_host_is_named_backup_or_down_is_judged_by_its_flags() -> None:
+    # `server backup;` is a host called "backup" on port 80, in rotation; only the words
+    # after the address are flags.
+    text = "upstream app {\n    server 10.0.0.11:8080;\n    server backup;\n    server down;\n}\n"
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert (line.peers_up, line.peers_out) == (2, ())
