@@ -299,3 +299,10 @@ def test_nginx_peer_whose_host_is_named_backup_or_down_is_judged_by_its_flags() 
     text = "upstream app {\n    server 10.0.0.11:8080;\n    server backup;\n    server down;\n}\n"
     line = find_server(text, "10.0.0.11:8080", "t")
     assert (line.peers_up, line.peers_out) == (2, ())
+
+
+def test_nginx_master_args_of_a_command_line_of_hundreds_of_words() -> None:
+    # Past 256 words the counts are no longer small cached ints (`is` is not `==` there).
+    many = [f"-p /srv/{n}" for n in range(150)]
+    args = master_args("/usr/sbin/nginx " + " ".join(many) + " -g daemon on;")
+    assert len(args) == 302 and args[-2:] == ["-g", "daemon on;"]
