@@ -127,6 +127,7 @@ def test_nginx_parses_any_brace_style_and_restores_byte_identical(text: str) -> 
         "server '10.0.0.11:8080';",
         "server 10.0.0.11\\:8080;",
         'server "10.0.0.\\11:8080";',
+        'server "10.0.0.11":8080;',
     ],
 )
 def test_nginx_reads_quoted_and_escaped_server_addresses_as_nginx_does(line: str) -> None:
@@ -238,6 +239,7 @@ def test_nginx_divert_at_the_end_of_the_file_or_before_a_comment_adds_only_the_m
         ("/usr/sbin/nginx -g pid /x; -e /e", ["-g", "pid /x;", "-e", "/e"]),
         ("/usr/sbin/nginx -g -c x; -c /y", ["-g", "-c x;", "-c", "/y"]),
         ("/usr/sbin/nginx -g daemon on -c /y", ["-g", "daemon on -c /y"]),
+        ("/usr/sbin/nginx -p -t -c /x", ["-p", "-t", "-c", "/x"]),  # a value, not -t
     ],
 )
 def test_nginx_master_args_rebuild_the_command_line(title: str, args: list[str]) -> None:
@@ -278,14 +280,14 @@ def test_nginx_upstream_inside_the_http_block_is_found_in_its_own_block() -> Non
 
 @pytest.mark.parametrize(
     "zone",
-    ['zone "a b ;}" 64k;', 'zone "q\\";}" 64k;', "zone 'q\\';}' 64k;"],
-    ids=["blanks in quotes", "escaped double quote", "escaped single quote"],
+    ['zone "a b ;}" 64k;', 'zone "q\\";}" 64k;', "zone 'q\\';}' 64k;", "zone q\\;\\}x 64k;"],
+    ids=["blanks in quotes", "escaped double quote", "escaped single quote", "escapes unquoted"],
 )
 def test_nginx_quoted_words_keep_blanks_and_escaped_quotes_anywhere_in_the_file(
     zone: str,
 ) -> None:
-    # The ";}" inside the quotes is part of the word, so the second server is still in the
-    # upstream.  After 300 bytes of comment, so the escapes are far into the file.
+    # The ";}" inside the quotes (or escaped) is part of the word, so the second server is
+    # still in the upstream.  After 300 bytes of comment, so the escapes are far into the file.
     text = (
         "# " + "-" * 300 + "\nupstream app {\n    server 10.0.0.11:8080;\n    " + zone
         + "\n    server 10.0.0.12:8080;\n}\n"
@@ -306,3 +308,11 @@ def test_nginx_master_args_of_a_command_line_of_hundreds_of_words() -> None:
     many = [f"-p /srv/{n}" for n in range(150)]
     args = master_args("/usr/sbin/nginx " + " ".join(many) + " -g daemon on;")
     assert len(args) == 302 and args[-2:] == ["-g", "daemon on;"]
+    assert master_args("/usr/sbin/nginx " + " ".join(many) + " -c")[-1] == "-c"
+
+
+def test_nginx_tokens_with_no_blank_between_them_are_read_whole() -> None:
+    text = "upstream app{server 10.0.0.11:8080;server 10.0.0.12:8080;}"
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert text[line.start : line.semi + 1] == "server 10.0.0.11:8080;"
+    assert line.peers_up == 1
