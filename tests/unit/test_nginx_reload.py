@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -462,3 +463,68 @@ def test_nginx_master_gone_before_the_signal_puts_the_file_back(nginx: Nginx) ->
     with pytest.raises(RouterError, match=f"nginx master {gone} is gone: "):
         router.divert()
     assert nginx.upstream.read_text() == UPSTREAM
+
+
+FAKE_MASTER = """\
+import signal, subprocess, sys, time
+worker = subprocess.Popen(["sleep", "60"])
+def reload(*_):
+    # The old worker goes first; the new one only comes a while later.
+    worker.kill()
+    worker.wait()
+    time.sleep(0.5)
+    subprocess.Popen(["sleep", "60"])
+signal.signal(signal.SIGHUP, reload)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_nginx_reload_counts_only_once_new_workers_have_started(
+    nginx: Nginx, tmp_path: Path
+) -> None:
+    # A master whose old worker exits before its new one starts: an old worker gone is not
+    # the reload; the divert returns once a worker that was not there before runs.
+    script = tmp_path / "fake_master.py"
+    script.write_text(FAKE_MASTER)
+    fake = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == b"ready\n"
+        children = Path(f"/proc/{fake.pid}/task/{fake.pid}/children")
+        before = set(children.read_text().split())
+        true = shutil.which("true")
+        assert true is not None and len(before) == 1
+        OtherTest(nginx, [true], pid=fake.pid).divert()
+        assert set(children.read_text().split()) - before
+    finally:
+        os.killpg(fake.pid, signal.SIGKILL)
+        fake.wait()
+        if fake.stdout is not None:
+            fake.stdout.close()
+
+
+def test_nginx_drain_wait_polls_every_50_ms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream = tmp_path / "up.conf"
+    upstream.write_text(UPSTREAM)
+    router = NginxRouter(NginxTarget(upstream, "127.0.0.1:9"), tmp_path / "state")
+    old = subprocess.Popen(["sleep", "60"])  # an old worker still serving
+    router._old_workers = {old.pid}
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        old.kill()  # its last request ended while we slept
+        old.wait()
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    try:
+        assert router.wait_drained(Deadline(60)).sessions == 0
+    finally:
+        old.kill()
+        old.wait()
+    assert slept == [0.05]

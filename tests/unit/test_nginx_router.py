@@ -316,3 +316,29 @@ def test_nginx_tokens_with_no_blank_between_them_are_read_whole() -> None:
     line = find_server(text, "10.0.0.11:8080", "t")
     assert text[line.start : line.semi + 1] == "server 10.0.0.11:8080;"
     assert line.peers_up == 1
+
+
+def test_nginx_file_cut_after_an_escaped_semicolon_has_no_directive_there() -> None:
+    # `\;` is a word's character, not the end of a directive, even as the file's last bytes.
+    text = "upstream app {\n    server 10.0.0.11:8080;\n    server 10.0.0.12:8080 weight=1\\;"
+    assert find_server(text, "10.0.0.11:8080", "t").peers_up == 0
+
+
+def test_nginx_upstream_directives_other_than_server_are_not_peers() -> None:
+    # `keepalive`, `hash`, `least_conn` sort before "server": none of them is a server.
+    text = (
+        "upstream app {\n    hash $request_uri consistent;\n    keepalive 16;\n    least_conn;\n"
+        "    server 10.0.0.11:8080;\n    server 10.0.0.12:8080;\n}\n"
+    )
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert (line.peers_up, line.peers_out) == (1, ())
+
+
+def test_nginx_divert_of_a_server_right_before_the_closing_brace_keeps_the_brace() -> None:
+    text = "upstream app {\n    server 10.0.0.12:8080;\n    server 10.0.0.11:8080;}\n"
+    down = set_down(text, find_server(text, "10.0.0.11:8080", "t"), True)
+    assert down == (
+        "upstream app {\n    server 10.0.0.12:8080;\n"
+        "    server 10.0.0.11:8080 down; # wsgi-drain (line break added)\n}\n"
+    )
+    assert set_down(down, find_server(down, "10.0.0.11:8080", "t"), False) == text
