@@ -528,3 +528,18 @@ def test_nginx_drain_wait_polls_every_50_ms(
         old.kill()
         old.wait()
     assert slept == [0.05]
+
+
+def test_nginx_t_failure_after_another_hand_put_the_file_back_leaves_it_as_it_is(
+    nginx: Nginx, tmp_path: Path
+) -> None:
+    # Between our edit and the undo, something (config management) wrote the file back
+    # without our `down`: the undo removes only our own change, so it has nothing to do.
+    original = tmp_path / "original.conf"
+    original.write_text(UPSTREAM)
+    put_back = f"cp {original} {nginx.upstream}; exit 1"
+    workers = nginx.workers()
+    with pytest.raises(RouterError, match="`nginx -t` failed"):
+        OtherTest(nginx, ["/bin/sh", "-c", put_back]).divert()
+    assert nginx.upstream.read_text() == UPSTREAM
+    assert nginx.workers() == workers

@@ -342,3 +342,9 @@ def test_nginx_divert_of_a_server_right_before_the_closing_brace_keeps_the_brace
         "    server 10.0.0.11:8080 down; # wsgi-drain (line break added)\n}\n"
     )
     assert set_down(down, find_server(down, "10.0.0.11:8080", "t"), False) == text
+
+
+def test_nginx_divert_of_a_line_that_ends_at_its_newline_adds_only_the_mark() -> None:
+    text = "upstream app {\n    server 10.0.0.11:8080;\n    server 10.0.0.12:8080;\n}\n"
+    down = set_down(text, find_server(text, "10.0.0.11:8080", "t"), True)
+    assert down == text.replace("10.0.0.11:8080;\n", "10.0.0.11:8080 down; # wsgi-drain\n")
