@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -543,3 +544,31 @@ def test_nginx_t_failure_after_another_hand_put_the_file_back_leaves_it_as_it_is
         OtherTest(nginx, ["/bin/sh", "-c", put_back]).divert()
     assert nginx.upstream.read_text() == UPSTREAM
     assert nginx.workers() == workers
+
+
+def test_nginx_drain_wait_never_sleeps_past_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fake clock that moves only when the router sleeps: 0.07 s of deadline is one poll
+    # of 0.05 s, then what is left (0.02 s), then the deadline with the worker still there.
+    from wsgi_drain.routers import nginx as module
+
+    upstream = tmp_path / "up.conf"
+    upstream.write_text(UPSTREAM)
+    router = NginxRouter(NginxTarget(upstream, "127.0.0.1:9"), tmp_path / "state")
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=sleep))
+    old = subprocess.Popen(["sleep", "60"])
+    try:
+        router._old_workers = {old.pid}
+        assert router.wait_drained(Deadline(0.07, clock=lambda: now[0])).sessions == 1
+    finally:
+        old.kill()
+        old.wait()
+    assert slept == [0.05, pytest.approx(0.02)]
