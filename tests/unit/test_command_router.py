@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,26 @@ def test_command_router_state_without_counts_has_no_sessions_known_and_zero_queu
 
 def test_command_router_state_peers_out_ignores_empty_names() -> None:
     assert parse_state("hook", "admin=ready peers_out=,web3,,web4,\n").peers_out == ("web3", "web4")
+
+
+def test_command_router_drain_polls_every_half_second_and_never_sleeps_past_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fake clock that moves only when the router sleeps: 0.7 s of deadline is one poll of
+    # 0.5 s, then what is left of it (0.2 s), then the deadline.
+    from wsgi_drain.routers import command
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(command, "time", types.SimpleNamespace(sleep=sleep))
+    program = _counting_hook(tmp_path, ["admin=drain sessions=1 queued=0"])
+    router = CommandRouter(parse_command(str(program)))
+    state = router.wait_drained(Deadline(0.7, clock=lambda: now[0]))
+    assert state.sessions == 1
+    assert slept == [0.5, pytest.approx(0.2)]
+    assert (tmp_path / "count").read_text().strip() == "3"

@@ -11,15 +11,18 @@ tests/integration/test_haproxy_router.py's.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.unit.servers import RecordingServer
-from tests.unit.test_haproxy_parse import CAPTURED, ReplayRouter, with_fields
+from tests.unit.test_haproxy_parse import CAPTURED, ReplayRouter, with_counts, with_fields
+from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import RouterError
 from wsgi_drain.routers.haproxy import (
     HAProxyRouter,
@@ -395,3 +398,100 @@ def test_unparsable_replies_are_quoted_up_to_200_characters() -> None:
 def test_haproxy_cfg_spelling_of_a_tcp_socket_is_taken(prefix: str) -> None:
     target = parse_target(f"{prefix}127.0.0.1:9999:be_app/web1")
     assert target == HAProxyTarget("127.0.0.1:9999", "be_app", "web1")
+
+
+def test_servers_state_of_the_version_line_alone_is_a_value_error() -> None:
+    # No header after the version: refused as not servers state output (a ValueError, which
+    # state() turns into a RouterError), never an IndexError out of the parser.
+    with pytest.raises(ValueError, match="not show servers state output: '1'"):
+        parse_servers_state("1\n")
+
+
+def test_state_reads_the_row_of_its_own_server_not_the_first_name_sorting_after_it() -> None:
+    # "spare" comes last in the backend, after web1..web8, which all sort after it.
+    replies = dict(CAPTURED)
+    replies["show stat be_app 4 -1"] = with_fields("spare", scur="5", status="UP 2/3")
+    st = ReplayRouter("spare", replies).state()
+    assert (st.status, st.sessions) == ("UP 2/3", 5)
+
+
+def test_a_peer_whose_bits_say_drain_is_not_serving_while_its_status_still_says_up() -> None:
+    # web3 drained between the `show stat` read ("no check": up) and the bits read (drain):
+    # the bits are the later word, so web3 is not counted among the peers that serve.
+    replies = dict(CAPTURED)
+    replies["show servers state be_app"] = CAPTURED["show servers state be_app"].replace(
+        "3 be_app 3 web3 127.0.0.1 2 0 ", "3 be_app 3 web3 127.0.0.1 2 8 "
+    )
+    assert replies["show servers state be_app"] != CAPTURED["show servers state be_app"]
+    st = ReplayRouter("web1", replies).state()
+    assert st.peers_up == 1  # spare only
+    assert "web3 (drain)" in st.peers_out
+
+
+def test_the_stats_socket_timeout_is_the_documented_default() -> None:
+    doc = (Path(__file__).parent.parent.parent / "docs" / "haproxy.md").read_text()
+    said = re.search(r"`timeout` \(default (\d+(?:\.\d+)?) s\)", doc)
+    assert said is not None, "docs/haproxy.md names the socket timeout's default"
+    router = HAProxyRouter(HAProxyTarget("/run/haproxy/admin.sock", "be_app", "web1"))
+    assert router.timeout == float(said.group(1))
+
+
+def test_the_drain_wait_polls_every_50_ms_until_the_server_is_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The router's own poll (not SequenceRouter's 0): the hand-run drain waits on it.
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    stats = [with_counts("web2", 1, 0), with_counts("web2", 0, 1), with_counts("web2", 0, 0)]
+
+    class Polled(ReplayRouter):
+        def command(self, line: str) -> str:
+            return stats.pop(0) if line == "show stat be_app 4 -1" else super().command(line)
+
+    st = Polled("web2", dict(CAPTURED)).wait_drained(Deadline(60))
+    assert (st.sessions, st.queued, stats) == (0, 0, [])
+    assert slept == [0.05, 0.05]
+
+
+class KeptSocketRouter(HAProxyRouter):
+    """Keeps the socket of each command, to read the timeout its last read had."""
+
+    def __init__(self, target: HAProxyTarget, timeout: float) -> None:
+        super().__init__(target, timeout=timeout)
+        self.sockets: list[socket.socket] = []
+
+    def _connect(self) -> socket.socket:
+        sock = super()._connect()
+        self.sockets.append(sock)
+        return sock
+
+
+def test_no_read_of_a_reply_may_wait_past_the_commands_timeout(
+    unix_stats: tuple[str, StatsSocket],
+) -> None:
+    path, _ = unix_stats
+    router = KeptSocketRouter(HAProxyTarget(path, "be_app", "web1"), timeout=0.5)
+    assert router.command("show info") == REPLY
+    (sock,) = router.sockets
+    last = sock.gettimeout()
+    assert last is not None and 0 < last <= 0.5
+
+
+def test_a_tcp_stats_socket_is_reached_at_its_own_address_not_at_loopback() -> None:
+    # 127.0.0.2 is loopback too on Linux, but a listener bound there alone is not
+    # reached by a connection to 127.0.0.1 (or to no host at all).
+    listener = socket.socket(socket.AF_INET)
+    try:
+        listener.bind(("127.0.0.2", 0))
+    except OSError:
+        listener.close()
+        pytest.skip("127.0.0.2 cannot be bound on this host")
+    listener.listen()
+    try:
+        server = StatsSocket(listener)
+        where = f"127.0.0.2:{listener.getsockname()[1]}"
+        router = HAProxyRouter(parse_target(f"{where}:be_app/web1"), timeout=10)
+        assert router.command("show info") == REPLY
+        assert server.requests == [b"show info\n"]
+    finally:
+        listener.close()

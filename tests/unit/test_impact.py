@@ -217,6 +217,13 @@ def test_impact_haproxy_counters_match_the_server_by_name_not_by_identity() -> N
     assert _Replay(stat, server="app-2").counters(("econ",)) == {"econ": 9}
 
 
+def test_impact_haproxy_counters_are_the_servers_own_not_the_first_row_sorting_after_it() -> None:
+    # HAProxy lists servers in the configuration's order, not sorted: "b" may come first.
+    rows = STAT.splitlines(keepends=True)
+    stat = rows[0] + rows[2] + rows[1]
+    assert _Replay(stat, server="a").counters(("econ",)) == {"econ": 1}
+
+
 def test_impact_haproxy_counters_of_a_server_not_in_the_backend_is_a_router_error() -> None:
     with pytest.raises(RouterError, match="server 'gone' not found"):
         _Replay(STAT, server="gone").counters(HAPROXY_COUNTERS)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +238,9 @@ def test_nginx_t_failure_puts_the_file_back_and_reloads_nothing(nginx: Nginx) ->
     broken = nginx.root / "conf.d" / "broken.conf"
     broken.write_text("this is not nginx;\n")
     workers = nginx.workers()
-    with pytest.raises(RouterError, match=r"`nginx -t` failed .* undone .* not reloaded: .*"):
+    # nginx's own last words, as text (not the repr of bytes).
+    said = re.escape(f"not reloaded: nginx: configuration file {nginx.root}/nginx.conf test failed")
+    with pytest.raises(RouterError, match=r"`nginx -t` failed .* undone .* " + said + "$"):
         router.divert()
     assert nginx.upstream.read_text() == UPSTREAM
     assert nginx.workers() == workers
@@ -280,6 +285,10 @@ def test_nginx_master_of_another_program_titled_like_nginx_is_refused(
     assert sleep is not None
     impostor = subprocess.Popen(["nginx: master process /usr/sbin/nginx", "60"], executable=sleep)
     try:
+        # Popen returns once the exec has begun; the new argv shows in /proc a moment later
+        # (until then the title reads '' and would be refused for that alone).
+        cmdline = Path(f"/proc/{impostor.pid}/cmdline")
+        _until(lambda: cmdline.read_bytes().startswith(b"nginx: master process "), "the title")
         wrong = tmp_path / "impostor.pid"
         wrong.write_text(f"{impostor.pid}\n")
         router = NginxRouter(NginxTarget(nginx.upstream, "127.0.0.1:9", wrong), tmp_path / "s")
@@ -377,3 +386,189 @@ def test_nginx_file_lock_in_an_unusable_state_dir_is_a_router_error(tmp_path: Pa
         file_lock(tmp_path / "app.conf", not_a_dir),
     ):
         pass
+
+
+def test_nginx_file_lock_that_cannot_be_opened_is_a_router_error_naming_the_directory(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    with file_lock(tmp_path / "app.conf", state):
+        (lock,) = state.glob("nginx-*.lock")
+    lock.unlink()
+    lock.mkdir()  # the lock's name taken by a directory: open(O_RDWR) fails, EISDIR
+    with (
+        pytest.raises(RouterError) as err,
+        file_lock(tmp_path / "app.conf", state),
+    ):
+        pass
+    assert str(err.value) == (
+        f"nginx {tmp_path / 'app.conf'}: cannot take the file lock in {state}: Is a directory"
+    )
+
+
+def test_nginx_file_lock_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    # The lock's name made a link to elsewhere: refused (O_NOFOLLOW), nothing made there.
+    state = tmp_path / "state"
+    with file_lock(tmp_path / "app.conf", state):
+        (lock,) = state.glob("nginx-*.lock")
+    lock.unlink()
+    victim = tmp_path / "victim"
+    lock.symlink_to(victim)
+    with (
+        pytest.raises(RouterError, match="cannot take the file lock in .*: Too many levels"),
+        file_lock(tmp_path / "app.conf", state),
+    ):
+        pass
+    assert not victim.exists()
+
+
+class OtherTest(NginxRouter):
+    """The master proven as usual, then `nginx -t` replaced by `argv` (and the pid, if given)."""
+
+    def __init__(self, ng: Nginx, argv: list[str], pid: int | None = None) -> None:
+        super().__init__(NginxTarget(ng.upstream, "127.0.0.1:9", ng.pid_file), ng.root / "state")
+        self.argv, self.pid = argv, pid
+
+    def _master(self) -> tuple[int, list[str]]:
+        pid, _ = super()._master()
+        return (pid if self.pid is None else self.pid), self.argv
+
+
+def test_nginx_t_that_cannot_even_run_puts_the_file_back_and_reloads_nothing(
+    nginx: Nginx,
+) -> None:
+    router = OtherTest(nginx, [str(nginx.root / "no-such-nginx"), "-t", "-q"])
+    workers = nginx.workers()
+    with pytest.raises(RouterError, match=r"`nginx -t` failed .* No such file or directory"):
+        router.divert()
+    assert nginx.upstream.read_text() == UPSTREAM
+    assert nginx.workers() == workers
+
+
+def test_nginx_t_killed_by_a_signal_is_a_failure_and_reloads_nothing(nginx: Nginx) -> None:
+    # A negative returncode (killed, e.g. by the OOM killer) is no success either.
+    router = OtherTest(nginx, ["/bin/sh", "-c", "kill -KILL $$"])
+    workers = nginx.workers()
+    with pytest.raises(RouterError, match=r"`nginx -t` failed .*: no message$"):
+        router.divert()
+    assert nginx.upstream.read_text() == UPSTREAM
+    assert nginx.workers() == workers
+
+
+def test_nginx_master_gone_before_the_signal_puts_the_file_back(nginx: Nginx) -> None:
+    # Proven, tested, then gone when it is to be signalled: a pid no process can have.
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    true = shutil.which("true")
+    assert true is not None
+    router = OtherTest(nginx, [true], pid=gone)
+    with pytest.raises(RouterError, match=f"nginx master {gone} is gone: "):
+        router.divert()
+    assert nginx.upstream.read_text() == UPSTREAM
+
+
+FAKE_MASTER = """\
+import signal, subprocess, sys, time
+worker = subprocess.Popen(["sleep", "60"])
+def reload(*_):
+    # The old worker goes first; the new one only comes a while later.
+    worker.kill()
+    worker.wait()
+    time.sleep(0.5)
+    subprocess.Popen(["sleep", "60"])
+signal.signal(signal.SIGHUP, reload)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_nginx_reload_counts_only_once_new_workers_have_started(
+    nginx: Nginx, tmp_path: Path
+) -> None:
+    # A master whose old worker exits before its new one starts: an old worker gone is not
+    # the reload; the divert returns once a worker that was not there before runs.
+    script = tmp_path / "fake_master.py"
+    script.write_text(FAKE_MASTER)
+    fake = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        assert fake.stdout is not None and fake.stdout.readline() == b"ready\n"
+        children = Path(f"/proc/{fake.pid}/task/{fake.pid}/children")
+        before = set(children.read_text().split())
+        true = shutil.which("true")
+        assert true is not None and len(before) == 1
+        OtherTest(nginx, [true], pid=fake.pid).divert()
+        assert set(children.read_text().split()) - before
+    finally:
+        os.killpg(fake.pid, signal.SIGKILL)
+        fake.wait()
+        if fake.stdout is not None:
+            fake.stdout.close()
+
+
+def test_nginx_drain_wait_polls_every_50_ms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream = tmp_path / "up.conf"
+    upstream.write_text(UPSTREAM)
+    router = NginxRouter(NginxTarget(upstream, "127.0.0.1:9"), tmp_path / "state")
+    old = subprocess.Popen(["sleep", "60"])  # an old worker still serving
+    router._old_workers = {old.pid}
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        old.kill()  # its last request ended while we slept
+        old.wait()
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    try:
+        assert router.wait_drained(Deadline(60)).sessions == 0
+    finally:
+        old.kill()
+        old.wait()
+    assert slept == [0.05]
+
+
+def test_nginx_t_failure_after_another_hand_put_the_file_back_leaves_it_as_it_is(
+    nginx: Nginx, tmp_path: Path
+) -> None:
+    # Between our edit and the undo, something (config management) wrote the file back
+    # without our `down`: the undo removes only our own change, so it has nothing to do.
+    original = tmp_path / "original.conf"
+    original.write_text(UPSTREAM)
+    put_back = f"cp {original} {nginx.upstream}; exit 1"
+    workers = nginx.workers()
+    with pytest.raises(RouterError, match="`nginx -t` failed"):
+        OtherTest(nginx, ["/bin/sh", "-c", put_back]).divert()
+    assert nginx.upstream.read_text() == UPSTREAM
+    assert nginx.workers() == workers
+
+
+def test_nginx_drain_wait_never_sleeps_past_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fake clock that moves only when the router sleeps: 0.07 s of deadline is one poll
+    # of 0.05 s, then what is left (0.02 s), then the deadline with the worker still there.
+    from wsgi_drain.routers import nginx as module
+
+    upstream = tmp_path / "up.conf"
+    upstream.write_text(UPSTREAM)
+    router = NginxRouter(NginxTarget(upstream, "127.0.0.1:9"), tmp_path / "state")
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=sleep))
+    old = subprocess.Popen(["sleep", "60"])
+    try:
+        router._old_workers = {old.pid}
+        assert router.wait_drained(Deadline(0.07, clock=lambda: now[0])).sessions == 1
+    finally:
+        old.kill()
+        old.wait()
+    assert slept == [0.05, pytest.approx(0.02)]

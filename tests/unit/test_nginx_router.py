@@ -127,6 +127,7 @@ def test_nginx_parses_any_brace_style_and_restores_byte_identical(text: str) -> 
         "server '10.0.0.11:8080';",
         "server 10.0.0.11\\:8080;",
         'server "10.0.0.\\11:8080";',
+        'server "10.0.0.11":8080;',
     ],
 )
 def test_nginx_reads_quoted_and_escaped_server_addresses_as_nginx_does(line: str) -> None:
@@ -238,6 +239,7 @@ def test_nginx_divert_at_the_end_of_the_file_or_before_a_comment_adds_only_the_m
         ("/usr/sbin/nginx -g pid /x; -e /e", ["-g", "pid /x;", "-e", "/e"]),
         ("/usr/sbin/nginx -g -c x; -c /y", ["-g", "-c x;", "-c", "/y"]),
         ("/usr/sbin/nginx -g daemon on -c /y", ["-g", "daemon on -c /y"]),
+        ("/usr/sbin/nginx -p -t -c /x", ["-p", "-t", "-c", "/x"]),  # a value, not -t
     ],
 )
 def test_nginx_master_args_rebuild_the_command_line(title: str, args: list[str]) -> None:
@@ -246,3 +248,103 @@ def test_nginx_master_args_rebuild_the_command_line(title: str, args: list[str])
 
 def test_nginx_master_exe_of_a_live_link_is_the_link() -> None:
     assert master_exe("/usr/sbin/nginx", "t") == "/usr/sbin/nginx"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ['"never closed', '"never closed \\', "a trailing backslash \\", "a trailing backslash: \\"],
+    ids=["open quote", "backslash in an open quote", "backslash", "backslash at an odd offset"],
+)
+def test_nginx_file_ending_inside_a_word_is_read_to_its_end_without_a_crash(tail: str) -> None:
+    # A file cut short (another tool writing it, a stray quote): `nginx -t` would refuse it,
+    # but reading it first must not crash: the last word runs to the end of the text and
+    # nothing reads past it.  Longer than 256 bytes, so offsets are not small cached ints
+    # (there `is` would stand in for `==`).
+    text = "# " + "-" * 300 + "\n" + UPSTREAM + tail
+    line = find_server(text, "10.0.0.12:8080", "t")
+    assert text[line.start : line.semi + 1] == "server 10.0.0.12:8080;"
+    assert (line.peers_up, line.down) == (1, False)
+
+
+def test_nginx_upstream_inside_the_http_block_is_found_in_its_own_block() -> None:
+    # The router pointed at a whole nginx.conf: the upstream is nested in `http { }`, and the
+    # `server` line belongs to the innermost block around it, the upstream.
+    text = (
+        "events { }\nhttp {\n    upstream app {\n        server 10.0.0.11:8080;\n"
+        "        server 10.0.0.12:8080;\n    }\n    server {\n        listen 80;\n    }\n}\n"
+    )
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert text[line.start : line.semi + 1] == "server 10.0.0.11:8080;"
+    assert line.peers_up == 1
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ['zone "a b ;}" 64k;', 'zone "q\\";}" 64k;', "zone 'q\\';}' 64k;", "zone q\\;\\}x 64k;"],
+    ids=["blanks in quotes", "escaped double quote", "escaped single quote", "escapes unquoted"],
+)
+def test_nginx_quoted_words_keep_blanks_and_escaped_quotes_anywhere_in_the_file(
+    zone: str,
+) -> None:
+    # The ";}" inside the quotes (or escaped) is part of the word, so the second server is
+    # still in the upstream.  After 300 bytes of comment, so the escapes are far into the file.
+    text = (
+        "# " + "-" * 300 + "\nupstream app {\n    server 10.0.0.11:8080;\n    " + zone
+        + "\n    server 10.0.0.12:8080;\n}\n"
+    )  # fmt: skip
+    assert find_server(text, "10.0.0.11:8080", "t").peers_up == 1
+
+
+def test_nginx_peer_whose_host_is_named_backup_or_down_is_judged_by_its_flags() -> None:
+    # `server backup;` is a host called "backup" on port 80, in rotation; only the words
+    # after the address are flags.
+    text = "upstream app {\n    server 10.0.0.11:8080;\n    server backup;\n    server down;\n}\n"
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert (line.peers_up, line.peers_out) == (2, ())
+
+
+def test_nginx_master_args_of_a_command_line_of_hundreds_of_words() -> None:
+    # Past 256 words the counts are no longer small cached ints (`is` is not `==` there).
+    many = [f"-p /srv/{n}" for n in range(150)]
+    args = master_args("/usr/sbin/nginx " + " ".join(many) + " -g daemon on;")
+    assert len(args) == 302 and args[-2:] == ["-g", "daemon on;"]
+    assert master_args("/usr/sbin/nginx " + " ".join(many) + " -c")[-1] == "-c"
+
+
+def test_nginx_tokens_with_no_blank_between_them_are_read_whole() -> None:
+    text = "upstream app{server 10.0.0.11:8080;server 10.0.0.12:8080;}"
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert text[line.start : line.semi + 1] == "server 10.0.0.11:8080;"
+    assert line.peers_up == 1
+
+
+def test_nginx_file_cut_after_an_escaped_semicolon_has_no_directive_there() -> None:
+    # `\;` is a word's character, not the end of a directive, even as the file's last bytes.
+    text = "upstream app {\n    server 10.0.0.11:8080;\n    server 10.0.0.12:8080 weight=1\\;"
+    assert find_server(text, "10.0.0.11:8080", "t").peers_up == 0
+
+
+def test_nginx_upstream_directives_other_than_server_are_not_peers() -> None:
+    # `keepalive`, `hash`, `least_conn` sort before "server": none of them is a server.
+    text = (
+        "upstream app {\n    hash $request_uri consistent;\n    keepalive 16;\n    least_conn;\n"
+        "    server 10.0.0.11:8080;\n    server 10.0.0.12:8080;\n}\n"
+    )
+    line = find_server(text, "10.0.0.11:8080", "t")
+    assert (line.peers_up, line.peers_out) == (1, ())
+
+
+def test_nginx_divert_of_a_server_right_before_the_closing_brace_keeps_the_brace() -> None:
+    text = "upstream app {\n    server 10.0.0.12:8080;\n    server 10.0.0.11:8080;}\n"
+    down = set_down(text, find_server(text, "10.0.0.11:8080", "t"), True)
+    assert down == (
+        "upstream app {\n    server 10.0.0.12:8080;\n"
+        "    server 10.0.0.11:8080 down; # wsgi-drain (line break added)\n}\n"
+    )
+    assert set_down(down, find_server(down, "10.0.0.11:8080", "t"), False) == text
+
+
+def test_nginx_divert_of_a_line_that_ends_at_its_newline_adds_only_the_mark() -> None:
+    text = "upstream app {\n    server 10.0.0.11:8080;\n    server 10.0.0.12:8080;\n}\n"
+    down = set_down(text, find_server(text, "10.0.0.11:8080", "t"), True)
+    assert down == text.replace("10.0.0.11:8080;\n", "10.0.0.11:8080 down; # wsgi-drain\n")
