@@ -10,12 +10,15 @@ socket and starts children that inherit it (or that show a title).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -360,6 +363,43 @@ def test_running_parents_lists_apache_parents_not_their_workers_nor_zombies(
         assert exited.pid not in pids, "a zombie serves nothing"
     finally:
         os.kill(worker, 9)
+
+
+PTRACE_ATTACH, PTRACE_DETACH = 16, 17
+
+
+@contextmanager
+def traced(pid: int) -> Iterator[None]:
+    """`pid` held in a tracing stop ("t" in /proc), as a debugger attached to it holds it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    if libc.ptrace(PTRACE_ATTACH, pid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), f"ptrace(PTRACE_ATTACH, {pid})")
+    try:
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSTOPPED(status) and procfs.state_of(pid) == "t"
+        yield
+    finally:
+        libc.ptrace(PTRACE_DETACH, pid, None, None)
+
+
+def test_running_parents_lists_an_apache_parent_a_debugger_holds_stopped(
+    apache2: list[str], started: list[subprocess.Popen[str]]
+) -> None:
+    # "t" sorts after "Z": only a zombie is left out, not every state past it.
+    parent = start(started, apache2)
+    with traced(parent.pid):
+        assert parent.pid in {p.pid for p in running_parents()}
+
+
+def test_instance_by_pid_reads_an_apache_a_debugger_holds_stopped_not_a_zombie(
+    tmp_path: Path, apache2: list[str], started: list[subprocess.Popen[str]]
+) -> None:
+    child = start(started, [*apache2, "-f", str(site(tmp_path / "root"))], env={"APP": "app"})
+    with traced(child.pid):
+        instance = instance_by_pid(child.pid, None, source="test")
+    assert instance.pid == child.pid and [g.name for g in instance.config.groups] == ["app"]
 
 
 # -- the group's processes, this test process as the parent ------------------------------------
