@@ -387,3 +387,19 @@ def test_proof_by_position_names_the_title_only_when_there_is_one(tmp_path: Path
     assert prove(cfg, cfg.group("myapp"), obs, []).proof == (
         "socket 2, configuration unchanged since Apache loaded it, processes titled '(wsgi:m'"
     )
+
+
+def test_title_proof_not_yet_titled_is_a_child_showing_the_parents_very_title_only() -> None:
+    # Titles are read from /proc one by one: equal strings, never the same object.
+    parent = "".join(["/usr/sbin/", "apache2"])
+    just_forked = child(21, 2, "".join(["/usr/sbin/", "apache2"]))
+    after = child(22, 2, "myapp-web")  # a free display-name sorting after the parent's title
+    obs = Observation(
+        parent_pid=100,
+        title_room=ROOM,
+        sockets=sockets(1, 2),
+        children=(just_forked, after),
+        loaded_at=time.time(),
+        parent_title=parent,
+    )
+    assert obs.titled(2) == (after,)

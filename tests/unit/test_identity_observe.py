@@ -23,7 +23,7 @@ import pytest
 
 from tests.unit.children import SLEEPER
 from tests.unit.servers import bind
-from wsgi_drain import procfs
+from wsgi_drain import procfacts, procfs
 from wsgi_drain.apacheconf import ApacheConfig, parse_config
 from wsgi_drain.identity import GroupSocket, observe, sockets_by_name
 
@@ -207,6 +207,44 @@ def test_observe_goes_on_past_a_child_that_has_exited(
     daemon = spawn(started, sock.fileno())
     pids = {c.pid for c in observe(config, ME, create_time()).children}
     assert daemon.pid in pids and dead.pid not in pids
+
+
+def test_observe_goes_on_past_a_child_gone_before_its_start_time_was_read(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Holding the socket when its fds were read, gone by its start time: a race
+    # the kernel will not stage on demand, so that one read is simulated.
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    vanishing = spawn(started, sock.fileno())  # forked first: listed before the daemon
+    daemon = spawn(started, sock.fileno())
+    real = procfacts.create_time
+
+    def gone_first(pid: int) -> float:
+        if pid == vanishing.pid:
+            raise ProcessLookupError(f"process {pid} is gone")
+        return real(pid)
+
+    monkeypatch.setattr(procfacts, "create_time", gone_first)
+    pids = [c.pid for c in observe(config, ME, create_time()).children]
+    assert procfs.children(ME).index(vanishing.pid) < procfs.children(ME).index(daemon.pid)
+    assert daemon.pid in pids and vanishing.pid not in pids
+
+
+def test_observe_ignores_a_socket_named_for_a_lower_pid_as_for_a_higher_one(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    lower = bind(listeners, tmp_path / "run" / f"wsgi.{ME - 1}.0.2.sock")
+    ours = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    spawn(started, lower.fileno(), ours.fileno())
+    assert set(observe(config, ME, create_time()).sockets) == {1}
+    assert set(sockets_by_name(config, ME, create_time())[0]) == {1}
 
 
 def test_config_changes_skips_an_unreadable_path_and_reads_the_rest(tmp_path: Path) -> None:
