@@ -403,3 +403,16 @@ def test_title_proof_not_yet_titled_is_a_child_showing_the_parents_very_title_on
         parent_title=parent,
     )
     assert obs.titled(2) == (after,)
+
+
+def test_refusal_of_a_group_already_titled_by_its_name_does_not_ask_for_that_title(
+    tmp_path: Path,
+) -> None:
+    # It has display-name=%{GROUP}, whole: the processes on its socket just do not show it.
+    cfg = config(tmp_path, TWO_GROUPS)
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError) as info:
+        prove(cfg, cfg.group("myapp"), observation(PLAIN), changes)
+    message = str(info.value)
+    assert "titled '/usr/sbin/apache2', not '(wsgi:myapp)'" in message
+    assert message.endswith("so the configuration it runs is the one on disk")
