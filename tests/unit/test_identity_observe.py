@@ -247,6 +247,51 @@ def test_observe_ignores_a_socket_named_for_a_lower_pid_as_for_a_higher_one(
     assert set(sockets_by_name(config, ME, create_time())[0]) == {1}
 
 
+@pytest.mark.parametrize("closed", ["daemon", "parent"])
+def test_observe_an_exe_link_that_cannot_be_read_is_unknown_not_another_binary(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    closed: str,
+) -> None:
+    # /proc/PID/exe refused (root is never refused: simulated), the other one read.
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    daemon = spawn(started, sock.fileno())
+    refused = daemon.pid if closed == "daemon" else ME
+    exe = procfs.exe
+    monkeypatch.setattr(procfs, "exe", lambda pid: None if pid == refused else exe(pid))
+    obs = observe(config, ME, create_time())
+    (child,) = [c for c in obs.children if c.pid == daemon.pid]
+    assert child.same_exe is None and obs.members(1) == (child,)
+
+
+def test_observe_goes_on_past_a_socket_named_for_the_parent_outside_the_prefix(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # /proc/net/unix lists sockets in the kernel's hash order, which a test cannot
+    # choose: the real listing is put in the order that stages the case.
+    elsewhere = tmp_path / f"other.{ME}.0.3.sock"
+    outside = bind(listeners, elsewhere)
+    ours = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    spawn(started, outside.fileno(), ours.fileno())
+    real = procfs.unix_socket_paths
+
+    def outside_first(*, listening_only: bool = False) -> dict[int, str]:
+        found = real(listening_only=listening_only)
+        return dict(sorted(found.items(), key=lambda item: item[1] != str(elsewhere)))
+
+    monkeypatch.setattr(procfs, "unix_socket_paths", outside_first)
+    assert next(iter(outside_first(listening_only=True).values())) == str(elsewhere)
+    assert set(observe(config, ME, create_time()).sockets) == {1}
+    assert set(sockets_by_name(config, ME, create_time())[0]) == {1}
+
+
 def test_config_changes_skips_an_unreadable_path_and_reads_the_rest(tmp_path: Path) -> None:
     from wsgi_drain.identity import config_changes
 
