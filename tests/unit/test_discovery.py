@@ -528,6 +528,19 @@ def test_group_processes_by_title_when_the_daemons_fds_cannot_be_read(
     ]
 
 
+def test_title_path_goes_on_past_an_exited_child_listed_before_the_daemons(
+    tmp_path: Path, started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = this_process_as_apache(tmp_path, "WSGIDaemonProcess myapp display-name=%{GROUP}\n")
+    monkeypatch.setattr(discovery.procfs, "children_fds_readable", lambda pid: False)
+    exited = subprocess.Popen(["(wsgi:myapp)", "-c", "pass"], executable=sys.executable)
+    started.append(exited)  # type: ignore[arg-type]
+    wait_for(lambda: procfs.gone(exited.pid), "the exited one is gone")  # a zombie, not reaped
+    ours = daemon(started, title="(wsgi:myapp)")  # forked after: listed after it
+    assert procfs.children(ME).index(exited.pid) < procfs.children(ME).index(ours.pid)
+    assert group_processes(instance, instance.group("myapp")).pids == (ours.pid,)
+
+
 def test_title_path_fds_of_the_parent_unreadable_is_the_title_path_too(
     tmp_path: Path, started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

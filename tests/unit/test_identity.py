@@ -416,3 +416,12 @@ def test_refusal_of_a_group_already_titled_by_its_name_does_not_ask_for_that_tit
     message = str(info.value)
     assert "titled '/usr/sbin/apache2', not '(wsgi:myapp)'" in message
     assert message.endswith("so the configuration it runs is the one on disk")
+
+
+def test_as_many_group_sockets_as_groups_past_256_is_no_mismatch(tmp_path: Path) -> None:
+    # Counts compared by value: CPython shares the int objects up to 256 only.
+    count = 300
+    cfg = config(tmp_path, "".join(f"WSGIDaemonProcess g{i}\n" for i in range(count)))
+    obs = observation([child(1000, 2, "/usr/sbin/apache2")], ids=tuple(range(1, count + 1)))
+    identity = prove(cfg, cfg.group("g1"), obs, [])
+    assert identity.socket.id == 2 and identity.config_current
