@@ -167,6 +167,60 @@ def test_observe_a_child_of_another_binary_is_no_daemon(
     assert obs.members(1) == ()
 
 
+# An "Apache parent" that binds its group socket (named for its own pid), forks a
+# piped logger that execs another binary, then execs its own binary: both keep the socket.
+EXEC_TREE = """\
+import os, socket, sys
+prefix, logger, apache = sys.argv[1:]
+sock = socket.socket(socket.AF_UNIX)
+sock.bind(f"{prefix}.{os.getpid()}.0.1.sock")
+sock.listen()
+sock.set_inheritable(True)
+pid = os.fork()
+if pid == 0:
+    os.execv(logger, [logger, "60"])
+sys.stdout.write(f"{pid}\\n")
+sys.stdout.flush()
+os.execv(apache, [apache, "60"])
+"""
+
+
+def test_observe_another_binary_is_no_daemon_even_when_its_path_sorts_first(
+    tmp_path: Path, config: ApacheConfig, started: list[subprocess.Popen[str]]
+) -> None:
+    # The exe links are compared for equality: /usr/bin/rotatelogs sorts before
+    # /usr/sbin/apache2, and is no daemon for that.  Both binaries are copies of
+    # sleep here, named so that the logger's path sorts before the parent's.
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    logger, apache = tmp_path / "a-logger", tmp_path / "z-apache"
+    for copy in (logger, apache):
+        shutil.copy(sleep, copy)
+    prefix = str(config.socket_prefix)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", EXEC_TREE, prefix, str(logger), str(apache)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    started.append(parent)
+    assert parent.stdout is not None
+    piped = int(parent.stdout.readline())
+    try:
+        for _ in range(500):  # until both execs are done
+            if (procfs.exe(parent.pid), procfs.exe(piped)) == (str(apache), str(logger)):
+                break
+            time.sleep(0.01)
+        assert procfs.exe(piped) == str(logger) < str(apache) == procfs.exe(parent.pid)
+        obs = observe(config, parent.pid, psutil.Process(parent.pid).create_time())
+        assert set(obs.sockets) == {1}
+        (child,) = obs.children
+        assert child.pid == piped and child.same_exe is False
+        assert obs.members(1) == ()
+    finally:
+        # The parent's child, not this test's: init reaps it once the parent is ended.
+        os.kill(piped, 9)
+
+
 def test_observe_a_child_with_no_group_socket_is_not_listed(
     config: ApacheConfig, started: list[subprocess.Popen[str]]
 ) -> None:
