@@ -133,6 +133,17 @@ def test_wrong_group_by_titles_even_when_files_look_unchanged(tmp_path: Path) ->
         prove(cfg, cfg.group("myapp"), observation(TITLED), [])
 
 
+def test_wrong_group_by_a_title_sorting_before_ours_when_files_look_unchanged(
+    tmp_path: Path,
+) -> None:
+    # The socket the files call myapp's shows (wsgi:alpha), which sorts before
+    # (wsgi:myapp): any other title refuses the position, before or after it.
+    cfg = config(tmp_path, TWO_GROUPS)
+    obs = observation([child(21, 2, "(wsgi:alpha)")])
+    with pytest.raises(IdentityError, match=r"titled '\(wsgi:alpha\)', not '\(wsgi:myapp\)'"):
+        prove(cfg, cfg.group("myapp"), obs, [])
+
+
 def test_wrong_group_when_position_cannot_be_evaluated(tmp_path: Path) -> None:
     cfg = config(
         tmp_path,

@@ -346,6 +346,43 @@ def test_observe_goes_on_past_a_socket_named_for_the_parent_outside_the_prefix(
     assert set(sockets_by_name(config, ME, create_time())[0]) == {1}
 
 
+def test_observe_a_parent_gone_meanwhile_holds_no_socket_and_is_not_root(
+    config: ApacheConfig,
+) -> None:
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    obs = observe(config, exited.pid, 0.0)
+    assert obs.sockets == {} and obs.children == () and obs.as_root is False
+
+
+def test_sockets_by_name_gives_the_listener_not_a_connection_showing_its_path(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server side of an accepted connection shows the listener's path in
+    # /proc/net/unix too; the real listing is put with the connections last.
+    path = tmp_path / "run" / f"wsgi.{ME}.0.1.sock"
+    listener = bind(listeners, path)
+    client = socket.socket(socket.AF_UNIX)
+    listeners.append(client)
+    client.connect(str(path))
+    accepted, _ = listener.accept()
+    listeners.append(accepted)
+    inode = os.fstat(listener.fileno()).st_ino
+    real = procfs.unix_socket_paths
+
+    def listener_first(*, listening_only: bool = False) -> dict[int, str]:
+        found = real(listening_only=listening_only)
+        return dict(sorted(found.items(), key=lambda item: item[0] != inode))
+
+    monkeypatch.setattr(procfs, "unix_socket_paths", listener_first)
+    assert os.fstat(accepted.fileno()).st_ino in listener_first(listening_only=False)
+    sockets, _ = sockets_by_name(config, ME, create_time())
+    assert sockets[1].inode == inode
+
+
 def test_config_changes_skips_an_unreadable_path_and_reads_the_rest(tmp_path: Path) -> None:
     from wsgi_drain.identity import config_changes
 
