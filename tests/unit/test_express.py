@@ -209,6 +209,20 @@ def test_express_process_group_title_proves_too(tmp_path: Path) -> None:
     assert "setup-server run again" in warning and "reload Apache" not in warning
 
 
+def test_express_a_process_group_title_on_express_is_proven_by_mod_wsgis_own_rule(
+    tmp_path: Path,
+) -> None:
+    # (wsgi:NAME) proves by mod_wsgi's %{GROUP} rule first: the proof names no express rule.
+    conf = express_conf(tmp_path / "root", group="shop", title="(wsgi:shop)")
+    cfg = read(conf)
+    express = detect(cfg, argv(conf))
+    assert express is not None
+    identity = prove(cfg, cfg.group("shop"), observation("(wsgi:shop)"), [], express=express)
+    assert identity.proof == (
+        "socket 1, processes titled '(wsgi:shop)', configuration unchanged since Apache loaded it"
+    )
+
+
 # -- traps and refusals in express's terms -----------------------------------------
 
 DIRECTIVES = ("WSGIScriptReloading", "LogLevel ", "WSGIDaemonProcess", "WSGIScriptAlias",
