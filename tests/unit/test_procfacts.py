@@ -10,6 +10,7 @@ the Apache parent is recognised by must be psutil's own.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,87 @@ def test_procfacts_a_gone_process_is_process_lookup_error(
         with pytest.raises(ProcessLookupError):
             read(child.pid)
     assert process_info(child.pid) is None
+
+
+def test_procfacts_a_zombie_has_a_name_but_no_argv_as_psutil_says(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    # Exited, not reaped: its stat still reads, its cmdline is empty.  A name the
+    # kernel cut cannot be extended from argv, so the cut one stands (psutil's answer).
+    long_name = tmp_path / "wsgi-drain-a-long-program-name"
+    long_name.symlink_to(sys.executable)
+    zombie = subprocess.Popen([str(long_name), "-c", "pass"], text=True)
+    started.append(zombie)
+    for _ in range(500):
+        if procfs.state_of(zombie.pid) == "Z":
+            break
+        time.sleep(0.01)
+    assert procfs.state_of(zombie.pid) == "Z"
+    assert procfacts.name(zombie.pid) == "wsgi-drain-a-lo" == psutil.Process(zombie.pid).name()
+    with pytest.raises(ProcessLookupError):
+        procfacts.argv(zombie.pid)
+    with pytest.raises(psutil.ZombieProcess):
+        psutil.Process(zombie.pid).cmdline()
+    assert procfacts._zombie(zombie.pid) is True
+
+
+def test_procfacts_a_file_missing_of_a_live_process_is_not_gone_but_of_a_dead_one_is(
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # psutil's rule: a live process without the file is that file's error, not "gone".
+    with pytest.raises(FileNotFoundError):
+        procfacts._read(os.getpid(), "no-such-file")
+    assert procfacts._zombie(os.getpid()) is False
+    reaped = subprocess.Popen([sys.executable, "-c", "pass"])
+    reaped.wait(timeout=30)
+    with pytest.raises(ProcessLookupError):
+        procfacts._read(reaped.pid, "no-such-file")
+    assert procfacts._zombie(reaped.pid) is False, "gone is not a zombie"
+
+
+# A process whose environment block holds what no dict can: an entry without "=",
+# one starting with "=", and an empty one (a double NUL, where psutil stops).
+ODD_ENVIRON = """\
+import ctypes, sys
+libc = ctypes.CDLL(None)
+words = [b"sleep", b"60"]
+env = [b"A=1", b"NOEQUALS", b"=lead", b"B=x=y", b"", b"C=after"]
+argv = (ctypes.c_char_p * 3)(*words, None)
+envp = (ctypes.c_char_p * 7)(*env, None)
+libc.execve(sys.argv[1].encode(), argv, envp)
+"""
+
+
+def test_procfacts_environ_skips_entries_without_a_key_and_ends_at_an_empty_one(
+    started: list[subprocess.Popen[str]],
+) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    child = subprocess.Popen([sys.executable, "-c", ODD_ENVIRON, sleep], text=True)
+    started.append(child)
+    for _ in range(500):  # until the exec is done
+        if procfs.exe(child.pid) == os.path.realpath(sleep):
+            break
+        time.sleep(0.01)
+    assert procfs.exe(child.pid) == os.path.realpath(sleep)
+    assert b"\0\0C=after" in Path(f"/proc/{child.pid}/environ").read_bytes()
+    assert procfacts.environ(child.pid) == {"A": "1", "B": "x=y"}
+    assert procfacts.environ(child.pid) == psutil.Process(child.pid).environ()
+
+
+def test_process_info_of_a_process_not_ours_to_read_is_unknown_not_gone(
+    started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc mounted hidepid=1 refuses another user's files (root is never refused: simulated).
+    pid = _sleeper(started, [sys.executable, "-c", SLEEPER])
+
+    def refused(pid: int) -> procfacts.Usage:
+        raise PermissionError(f"/proc/{pid}/stat")
+
+    monkeypatch.setattr(procfacts, "usage", refused)
+    assert process_info(pid) == procfacts.ProcessInfo(
+        pid=pid, age=0.0, rss=None, threads=None, state="?"
+    )
 
 
 def test_procfacts_running_parents_scan_finds_what_psutil_finds(
