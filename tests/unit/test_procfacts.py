@@ -63,6 +63,38 @@ def test_procfacts_name_argv_and_environ_are_psutils(
     assert procfacts.environ(cut) == {"A": "1", "B": "x=y", "C": "a\nb\nc"}
 
 
+def test_procfacts_a_name_of_14_characters_is_whole_never_extended_from_argv(
+    started: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    # Only a name the kernel may have cut (15 characters) is extended, as psutil does.
+    link = tmp_path / "wsgi-drain-14c"
+    link.symlink_to(sys.executable)
+    pid = _sleeper(started, ["wsgi-drain-14c-longer", "-c", SLEEPER], executable=str(link))
+    assert procfacts.name(pid) == "wsgi-drain-14c" == psutil.Process(pid).name()
+
+
+def test_procfacts_one_argv_word_with_spaces_is_split_as_a_rewritten_title(
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # A title written over argv[0] ("nginx: master process ...") is one NUL-ended
+    # word with spaces: psutil splits it at the spaces.  The script comes on stdin.
+    child = subprocess.Popen(
+        ["a title with spaces"],
+        executable=sys.executable,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    started.append(child)
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(SLEEPER)
+    child.stdin.close()
+    assert child.stdout.readline() == "ready\n"
+    assert Path(f"/proc/{child.pid}/cmdline").read_bytes() == b"a title with spaces\0"
+    assert procfacts.argv(child.pid) == ["a", "title", "with", "spaces"]
+    assert procfacts.argv(child.pid) == psutil.Process(child.pid).cmdline()
+
+
 def test_procfacts_usage_is_what_psutil_shows_of_a_process(
     started: list[subprocess.Popen[str]],
 ) -> None:
