@@ -194,6 +194,19 @@ def test_procfacts_environ_skips_entries_without_a_key_and_ends_at_an_empty_one(
     assert procfacts.environ(child.pid) == psutil.Process(child.pid).environ()
 
 
+def test_process_info_age_is_the_time_since_its_start(
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # Bracketed by the clock read before and after: no threshold, no sleep.
+    pid = _sleeper(started, [sys.executable, "-c", SLEEPER])
+    began = procfacts.create_time(pid)
+    before = time.time()
+    info = process_info(pid)
+    after = time.time()
+    assert info is not None
+    assert before - began <= info.age <= after - began
+
+
 def test_process_info_of_a_process_not_ours_to_read_is_unknown_not_gone(
     started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
