@@ -184,12 +184,15 @@ def test_procfacts_environ_skips_entries_without_a_key_and_ends_at_an_empty_one(
     assert sleep is not None
     child = subprocess.Popen([sys.executable, "-c", ODD_ENVIRON, sleep], text=True)
     started.append(child)
+    cmdline, environ = (Path(f"/proc/{child.pid}/{name}") for name in ("cmdline", "environ"))
     for _ in range(500):  # until the exec is done
-        if procfs.exe(child.pid) == os.path.realpath(sleep):
+        # The exe link changes before the new argv and environment are readable.
+        done = procfs.exe(child.pid) == os.path.realpath(sleep)
+        if done and cmdline.read_bytes() and environ.read_bytes():
             break
         time.sleep(0.01)
-    assert procfs.exe(child.pid) == os.path.realpath(sleep)
-    assert b"\0\0C=after" in Path(f"/proc/{child.pid}/environ").read_bytes()
+    assert cmdline.read_bytes() == b"sleep\x0060\x00"
+    assert b"\0\0C=after" in environ.read_bytes()
     assert procfacts.environ(child.pid) == {"A": "1", "B": "x=y"}
     assert procfacts.environ(child.pid) == psutil.Process(child.pid).environ()
 
