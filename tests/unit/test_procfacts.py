@@ -95,6 +95,27 @@ def test_procfacts_one_argv_word_with_spaces_is_split_as_a_rewritten_title(
     assert procfacts.argv(child.pid) == psutil.Process(child.pid).cmdline()
 
 
+@pytest.mark.parametrize("digits", range(1, 8))
+def test_procfacts_stat_is_parsed_whatever_the_pids_length(
+    started: list[subprocess.Popen[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    digits: int,
+) -> None:
+    # The name starts one past the first "(", whose offset is the pid's length:
+    # a real process's stat, put under a pid of each length in a /proc of files.
+    pid = _sleeper(started, [sys.executable, "-c", SLEEPER])
+    proc = psutil.Process(pid)
+    expected = (proc.name(), proc.ppid(), proc.create_time())
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    other = int("7" * digits)
+    (tmp_path / str(other)).mkdir()
+    (tmp_path / str(other) / "stat").write_bytes(str(other).encode() + stat[stat.index(b" (") :])
+    shutil.copy("/proc/stat", tmp_path / "stat")  # btime, for the start time
+    monkeypatch.setattr(procfacts, "PROC", str(tmp_path))
+    assert (procfacts.name(other), procfacts.ppid(other), procfacts.create_time(other)) == expected
+
+
 def test_procfacts_usage_is_what_psutil_shows_of_a_process(
     started: list[subprocess.Popen[str]],
 ) -> None:
