@@ -63,6 +63,22 @@ def test_procfacts_name_argv_and_environ_are_psutils(
     assert procfacts.environ(cut) == {"A": "1", "B": "x=y", "C": "a\nb\nc"}
 
 
+def test_procfacts_a_cut_name_stays_cut_when_argv_is_refused(
+    started: list[subprocess.Popen[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An LSM may refuse the command line while the stat reads (root is never refused
+    # by the kernel: simulated): psutil then gives the cut name, not AccessDenied.
+    long_name = tmp_path / "wsgi-drain-a-long-program-name"
+    long_name.symlink_to(sys.executable)
+    pid = _sleeper(started, [str(long_name), "-c", SLEEPER])
+
+    def refused(pid: int) -> list[str]:
+        raise PermissionError(f"/proc/{pid}/cmdline")
+
+    monkeypatch.setattr(procfacts, "argv", refused)
+    assert procfacts.name(pid) == "wsgi-drain-a-lo"
+
+
 def test_procfacts_a_name_of_14_characters_is_whole_never_extended_from_argv(
     started: list[subprocess.Popen[str]], tmp_path: Path
 ) -> None:
