@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.unit.children import SLEEPER
+from tests.unit.children import SLEEPER, traced
 from wsgi_drain import procfacts, procfs
 from wsgi_drain.discovery import running_parents
 from wsgi_drain.inventory import process_info
@@ -199,6 +199,17 @@ def test_procfacts_a_file_missing_of_a_live_process_is_not_gone_but_of_a_dead_on
     with pytest.raises(ProcessLookupError):
         procfacts._read(reaped.pid, "no-such-file")
     assert procfacts._zombie(reaped.pid) is False, "gone is not a zombie"
+
+
+def test_procfacts_a_process_a_debugger_holds_stopped_is_no_zombie(
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # Its state "t" sorts after "Z": only "Z" is a zombie.
+    pid = _sleeper(started, [sys.executable, "-c", SLEEPER])
+    with traced(pid):
+        assert procfacts._zombie(pid) is False
+        with pytest.raises(FileNotFoundError):
+            procfacts._read(pid, "no-such-file")
 
 
 # A process whose environment block holds what no dict can: an entry without "=",
