@@ -68,6 +68,22 @@ def test_check_several_apaches_one_unreadable_chooses_none(host: dict[int, Any])
         discovery.find_apache(group="app")
 
 
+def test_check_several_apaches_one_unreadable_says_whether_another_defines_the_group(
+    host: dict[int, Any],
+) -> None:
+    host[10] = _instance(10, "app")
+    host[20] = NotFoundError("configuration cannot be read")
+    with pytest.raises(AmbiguousApacheError) as raised:
+        discovery.find_apache(group="app")
+    assert str(raised.value).startswith(
+        "group 'app' defined by Apache pid 10, but pid 20 cannot be read (configuration"
+    )
+    host[10] = _instance(10, "other")
+    with pytest.raises(AmbiguousApacheError) as raised:
+        discovery.find_apache(group="app")
+    assert str(raised.value).startswith("group 'app' not found, and pid 20 cannot be read (")
+
+
 def test_check_several_apaches_one_exited_meanwhile_is_skipped(host: dict[int, Any]) -> None:
     host[10] = _instance(10, "app")
     host[20] = NotFoundError("names pid 20, which has exited (zombie)")

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.unit.children import SLEEPER
+from tests.unit.children import SLEEPER, traced
 from tests.unit.servers import bind
 from wsgi_drain import discovery, procfacts, procfs
 from wsgi_drain.apacheconf import parse_config
@@ -36,6 +36,7 @@ from wsgi_drain.discovery import (
     running_parents,
 )
 from wsgi_drain.errors import GroupNotRunningError, IdentityError, NotFoundError
+from wsgi_drain.httpd import HttpdBinary
 
 ME = os.getpid()
 
@@ -362,6 +363,50 @@ def test_running_parents_lists_apache_parents_not_their_workers_nor_zombies(
         os.kill(worker, 9)
 
 
+def test_running_parents_skips_a_process_gone_before_it_was_read(
+    apache2: list[str], started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listed, then gone before its name was read: a race the kernel will not
+    # stage on demand, so the listing is given; the pid itself has really exited.
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    parent = start(started, apache2)
+    monkeypatch.setattr(procfacts, "pids", lambda: [exited.pid, parent.pid])
+    assert [p.pid for p in running_parents()] == [parent.pid]
+
+
+def test_running_parents_lists_apache_as_pid_1_of_a_container_whose_parent_is_no_process(
+    apache2: list[str], started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inside a container Apache as PID 1 has parent pid 0, which /proc does not
+    # have: its name cannot be read (for real here), so it is no Apache's worker.
+    parent = start(started, apache2)
+    ppid = procfacts.ppid
+    monkeypatch.setattr(procfacts, "pids", lambda: [parent.pid])
+    monkeypatch.setattr(procfacts, "ppid", lambda pid: 0 if pid == parent.pid else ppid(pid))
+    with pytest.raises(ProcessLookupError):
+        procfacts.name(0)
+    assert [p.pid for p in running_parents()] == [parent.pid]
+
+
+def test_running_parents_lists_an_apache_parent_a_debugger_holds_stopped(
+    apache2: list[str], started: list[subprocess.Popen[str]]
+) -> None:
+    # "t" sorts after "Z": only a zombie is left out, not every state past it.
+    parent = start(started, apache2)
+    with traced(parent.pid):
+        assert parent.pid in {p.pid for p in running_parents()}
+
+
+def test_instance_by_pid_reads_an_apache_a_debugger_holds_stopped_not_a_zombie(
+    tmp_path: Path, apache2: list[str], started: list[subprocess.Popen[str]]
+) -> None:
+    child = start(started, [*apache2, "-f", str(site(tmp_path / "root"))], env={"APP": "app"})
+    with traced(child.pid):
+        instance = instance_by_pid(child.pid, None, source="test")
+    assert instance.pid == child.pid and [g.name for g in instance.config.groups] == ["app"]
+
+
 # -- the group's processes, this test process as the parent ------------------------------------
 
 
@@ -481,6 +526,19 @@ def test_group_processes_by_title_when_the_daemons_fds_cannot_be_read(
     assert [p.create_time for p in found.processes] == [
         psutil.Process(p.pid).create_time() for p in found.processes
     ]
+
+
+def test_title_path_goes_on_past_an_exited_child_listed_before_the_daemons(
+    tmp_path: Path, started: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = this_process_as_apache(tmp_path, "WSGIDaemonProcess myapp display-name=%{GROUP}\n")
+    monkeypatch.setattr(discovery.procfs, "children_fds_readable", lambda pid: False)
+    exited = subprocess.Popen(["(wsgi:myapp)", "-c", "pass"], executable=sys.executable)
+    started.append(exited)  # type: ignore[arg-type]
+    wait_for(lambda: procfs.gone(exited.pid), "the exited one is gone")  # a zombie, not reaped
+    ours = daemon(started, title="(wsgi:myapp)")  # forked after: listed after it
+    assert procfs.children(ME).index(exited.pid) < procfs.children(ME).index(ours.pid)
+    assert group_processes(instance, instance.group("myapp")).pids == (ours.pid,)
 
 
 def test_title_path_fds_of_the_parent_unreadable_is_the_title_path_too(
@@ -668,6 +726,47 @@ def test_instance_by_pid_without_the_exe_link_takes_argv0(
     assert child.stdout is not None and child.stdout.readline() == "ready\n"
     monkeypatch.setattr(discovery.procfs, "exe", lambda pid: None)
     assert instance_by_pid(child.pid, None, source="test").exe == apache2[0]
+
+
+def test_instance_by_pid_without_the_exe_link_a_relative_argv0_names_no_binary(
+    tmp_path: Path,
+    apache2: list[str],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "apache2" found through PATH: which file that was cannot be told afterwards.
+    argv = ["apache2", apache2[1], "-f", str(site(tmp_path / "root"))]
+    child = subprocess.Popen(
+        argv, executable=apache2[0], stdout=subprocess.PIPE, text=True, env={"APP": "a"}
+    )
+    started.append(child)
+    assert child.stdout is not None and child.stdout.readline() == "ready\n"
+    monkeypatch.setattr(discovery.procfs, "exe", lambda pid: None)
+    instance = instance_by_pid(child.pid, None, source="test")
+    assert instance.exe == "" and [g.name for g in instance.config.groups] == ["a"]
+
+
+def test_instance_by_pid_asks_the_running_binary_through_proc_else_an_absolute_argv0(
+    tmp_path: Path,
+    apache2: list[str],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # /proc/PID/exe is the binary running even when an upgrade replaced the file
+    # since; only when it cannot be read (another user's process) is argv[0] asked.
+    asked: list[Path | None] = []
+    binary = discovery.HttpdBinary
+
+    def recorded(path: Path | None) -> HttpdBinary:
+        asked.append(path)
+        return binary(path)
+
+    monkeypatch.setattr(discovery, "HttpdBinary", recorded)
+    child = start(started, [*apache2, "-f", str(site(tmp_path / "root"))], env={"APP": "a"})
+    instance_by_pid(child.pid, None, source="test")
+    monkeypatch.setattr(discovery.procfs, "exe", lambda pid: None)
+    instance_by_pid(child.pid, None, source="test")
+    assert asked == [Path(f"/proc/{child.pid}/exe"), Path(apache2[0])]
 
 
 def test_instance_by_pid_with_our_very_environment_still_reads_apaches(

@@ -209,6 +209,20 @@ def test_express_process_group_title_proves_too(tmp_path: Path) -> None:
     assert "setup-server run again" in warning and "reload Apache" not in warning
 
 
+def test_express_a_process_group_title_on_express_is_proven_by_mod_wsgis_own_rule(
+    tmp_path: Path,
+) -> None:
+    # (wsgi:NAME) proves by mod_wsgi's %{GROUP} rule first: the proof names no express rule.
+    conf = express_conf(tmp_path / "root", group="shop", title="(wsgi:shop)")
+    cfg = read(conf)
+    express = detect(cfg, argv(conf))
+    assert express is not None
+    identity = prove(cfg, cfg.group("shop"), observation("(wsgi:shop)"), [], express=express)
+    assert identity.proof == (
+        "socket 1, processes titled '(wsgi:shop)', configuration unchanged since Apache loaded it"
+    )
+
+
 # -- traps and refusals in express's terms -----------------------------------------
 
 DIRECTIVES = ("WSGIScriptReloading", "LogLevel ", "WSGIDaemonProcess", "WSGIScriptAlias",
@@ -319,6 +333,30 @@ def test_express_title_names_its_group_for_the_unprivileged_title_path(tmp_path:
     )
     cfg = read(shared)
     assert not title_names_group(cfg, cfg.group(GROUP), TITLE, detect(cfg, argv(shared)))
+
+
+def test_express_title_is_shared_only_by_a_group_showing_the_very_same_title(
+    tmp_path: Path,
+) -> None:
+    # A group without display-name, or titled otherwise (sorting before), shares nothing.
+    from wsgi_drain.identity import title_names_group
+
+    extra = "WSGIDaemonProcess plain\nWSGIDaemonProcess other display-name='(wsgi:0)'\n"
+    conf = express_conf(tmp_path / "root", extra=extra)
+    cfg = read(conf)
+    assert title_names_group(cfg, cfg.group(GROUP), TITLE, detect(cfg, argv(conf)))
+
+
+def test_express_a_free_display_name_does_not_name_the_group_even_on_express(
+    tmp_path: Path,
+) -> None:
+    from wsgi_drain.identity import title_names_group
+
+    conf = express_conf(tmp_path / "root", title="myapp-web")
+    cfg = read(conf)
+    express = detect(cfg, argv(conf))
+    assert express is not None and express_title(cfg.group(GROUP)) is None
+    assert not title_names_group(cfg, cfg.group(GROUP), "myapp-web", express)
 
 
 def test_express_exited_is_explained_once_per_run_not_per_process(tmp_path: Path) -> None:

@@ -133,6 +133,17 @@ def test_wrong_group_by_titles_even_when_files_look_unchanged(tmp_path: Path) ->
         prove(cfg, cfg.group("myapp"), observation(TITLED), [])
 
 
+def test_wrong_group_by_a_title_sorting_before_ours_when_files_look_unchanged(
+    tmp_path: Path,
+) -> None:
+    # The socket the files call myapp's shows (wsgi:alpha), which sorts before
+    # (wsgi:myapp): any other title refuses the position, before or after it.
+    cfg = config(tmp_path, TWO_GROUPS)
+    obs = observation([child(21, 2, "(wsgi:alpha)")])
+    with pytest.raises(IdentityError, match=r"titled '\(wsgi:alpha\)', not '\(wsgi:myapp\)'"):
+        prove(cfg, cfg.group("myapp"), obs, [])
+
+
 def test_wrong_group_when_position_cannot_be_evaluated(tmp_path: Path) -> None:
     cfg = config(
         tmp_path,
@@ -387,3 +398,41 @@ def test_proof_by_position_names_the_title_only_when_there_is_one(tmp_path: Path
     assert prove(cfg, cfg.group("myapp"), obs, []).proof == (
         "socket 2, configuration unchanged since Apache loaded it, processes titled '(wsgi:m'"
     )
+
+
+def test_title_proof_not_yet_titled_is_a_child_showing_the_parents_very_title_only() -> None:
+    # Titles are read from /proc one by one: equal strings, never the same object.
+    parent = "".join(["/usr/sbin/", "apache2"])
+    just_forked = child(21, 2, "".join(["/usr/sbin/", "apache2"]))
+    after = child(22, 2, "myapp-web")  # a free display-name sorting after the parent's title
+    obs = Observation(
+        parent_pid=100,
+        title_room=ROOM,
+        sockets=sockets(1, 2),
+        children=(just_forked, after),
+        loaded_at=time.time(),
+        parent_title=parent,
+    )
+    assert obs.titled(2) == (after,)
+
+
+def test_refusal_of_a_group_already_titled_by_its_name_does_not_ask_for_that_title(
+    tmp_path: Path,
+) -> None:
+    # It has display-name=%{GROUP}, whole: the processes on its socket just do not show it.
+    cfg = config(tmp_path, TWO_GROUPS)
+    changes = [Change(tmp_path / "httpd.conf", time.time())]
+    with pytest.raises(IdentityError) as info:
+        prove(cfg, cfg.group("myapp"), observation(PLAIN), changes)
+    message = str(info.value)
+    assert "titled '/usr/sbin/apache2', not '(wsgi:myapp)'" in message
+    assert message.endswith("so the configuration it runs is the one on disk")
+
+
+def test_as_many_group_sockets_as_groups_past_256_is_no_mismatch(tmp_path: Path) -> None:
+    # Counts compared by value: CPython shares the int objects up to 256 only.
+    count = 300
+    cfg = config(tmp_path, "".join(f"WSGIDaemonProcess g{i}\n" for i in range(count)))
+    obs = observation([child(1000, 2, "/usr/sbin/apache2")], ids=tuple(range(1, count + 1)))
+    identity = prove(cfg, cfg.group("g1"), obs, [])
+    assert identity.socket.id == 2 and identity.config_current

@@ -23,7 +23,7 @@ import pytest
 
 from tests.unit.children import SLEEPER
 from tests.unit.servers import bind
-from wsgi_drain import procfs
+from wsgi_drain import procfacts, procfs
 from wsgi_drain.apacheconf import ApacheConfig, parse_config
 from wsgi_drain.identity import GroupSocket, observe, sockets_by_name
 
@@ -167,6 +167,60 @@ def test_observe_a_child_of_another_binary_is_no_daemon(
     assert obs.members(1) == ()
 
 
+# An "Apache parent" that binds its group socket (named for its own pid), forks a
+# piped logger that execs another binary, then execs its own binary: both keep the socket.
+EXEC_TREE = """\
+import os, socket, sys
+prefix, logger, apache = sys.argv[1:]
+sock = socket.socket(socket.AF_UNIX)
+sock.bind(f"{prefix}.{os.getpid()}.0.1.sock")
+sock.listen()
+sock.set_inheritable(True)
+pid = os.fork()
+if pid == 0:
+    os.execv(logger, [logger, "60"])
+sys.stdout.write(f"{pid}\\n")
+sys.stdout.flush()
+os.execv(apache, [apache, "60"])
+"""
+
+
+def test_observe_another_binary_is_no_daemon_even_when_its_path_sorts_first(
+    tmp_path: Path, config: ApacheConfig, started: list[subprocess.Popen[str]]
+) -> None:
+    # The exe links are compared for equality: /usr/bin/rotatelogs sorts before
+    # /usr/sbin/apache2, and is no daemon for that.  Both binaries are copies of
+    # sleep here, named so that the logger's path sorts before the parent's.
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    logger, apache = tmp_path / "a-logger", tmp_path / "z-apache"
+    for copy in (logger, apache):
+        shutil.copy(sleep, copy)
+    prefix = str(config.socket_prefix)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", EXEC_TREE, prefix, str(logger), str(apache)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    started.append(parent)
+    assert parent.stdout is not None
+    piped = int(parent.stdout.readline())
+    try:
+        for _ in range(500):  # until both execs are done
+            if (procfs.exe(parent.pid), procfs.exe(piped)) == (str(apache), str(logger)):
+                break
+            time.sleep(0.01)
+        assert procfs.exe(piped) == str(logger) < str(apache) == procfs.exe(parent.pid)
+        obs = observe(config, parent.pid, psutil.Process(parent.pid).create_time())
+        assert set(obs.sockets) == {1}
+        (child,) = obs.children
+        assert child.pid == piped and child.same_exe is False
+        assert obs.members(1) == ()
+    finally:
+        # The parent's child, not this test's: init reaps it once the parent is ended.
+        os.kill(piped, 9)
+
+
 def test_observe_a_child_with_no_group_socket_is_not_listed(
     config: ApacheConfig, started: list[subprocess.Popen[str]]
 ) -> None:
@@ -207,6 +261,126 @@ def test_observe_goes_on_past_a_child_that_has_exited(
     daemon = spawn(started, sock.fileno())
     pids = {c.pid for c in observe(config, ME, create_time()).children}
     assert daemon.pid in pids and dead.pid not in pids
+
+
+def test_observe_goes_on_past_a_child_gone_before_its_start_time_was_read(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Holding the socket when its fds were read, gone by its start time: a race
+    # the kernel will not stage on demand, so that one read is simulated.
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    vanishing = spawn(started, sock.fileno())  # forked first: listed before the daemon
+    daemon = spawn(started, sock.fileno())
+    real = procfacts.create_time
+
+    def gone_first(pid: int) -> float:
+        if pid == vanishing.pid:
+            raise ProcessLookupError(f"process {pid} is gone")
+        return real(pid)
+
+    monkeypatch.setattr(procfacts, "create_time", gone_first)
+    pids = [c.pid for c in observe(config, ME, create_time()).children]
+    assert procfs.children(ME).index(vanishing.pid) < procfs.children(ME).index(daemon.pid)
+    assert daemon.pid in pids and vanishing.pid not in pids
+
+
+def test_observe_ignores_a_socket_named_for_a_lower_pid_as_for_a_higher_one(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    lower = bind(listeners, tmp_path / "run" / f"wsgi.{ME - 1}.0.2.sock")
+    ours = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    spawn(started, lower.fileno(), ours.fileno())
+    assert set(observe(config, ME, create_time()).sockets) == {1}
+    assert set(sockets_by_name(config, ME, create_time())[0]) == {1}
+
+
+@pytest.mark.parametrize("closed", ["daemon", "parent"])
+def test_observe_an_exe_link_that_cannot_be_read_is_unknown_not_another_binary(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    closed: str,
+) -> None:
+    # /proc/PID/exe refused (root is never refused: simulated), the other one read.
+    sock = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    daemon = spawn(started, sock.fileno())
+    refused = daemon.pid if closed == "daemon" else ME
+    exe = procfs.exe
+    monkeypatch.setattr(procfs, "exe", lambda pid: None if pid == refused else exe(pid))
+    obs = observe(config, ME, create_time())
+    (child,) = [c for c in obs.children if c.pid == daemon.pid]
+    assert child.same_exe is None and obs.members(1) == (child,)
+
+
+def test_observe_goes_on_past_a_socket_named_for_the_parent_outside_the_prefix(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    started: list[subprocess.Popen[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # /proc/net/unix lists sockets in the kernel's hash order, which a test cannot
+    # choose: the real listing is put in the order that stages the case.
+    elsewhere = tmp_path / f"other.{ME}.0.3.sock"
+    outside = bind(listeners, elsewhere)
+    ours = bind(listeners, tmp_path / "run" / f"wsgi.{ME}.0.1.sock")
+    spawn(started, outside.fileno(), ours.fileno())
+    real = procfs.unix_socket_paths
+
+    def outside_first(*, listening_only: bool = False) -> dict[int, str]:
+        found = real(listening_only=listening_only)
+        return dict(sorted(found.items(), key=lambda item: item[1] != str(elsewhere)))
+
+    monkeypatch.setattr(procfs, "unix_socket_paths", outside_first)
+    assert next(iter(outside_first(listening_only=True).values())) == str(elsewhere)
+    assert set(observe(config, ME, create_time()).sockets) == {1}
+    assert set(sockets_by_name(config, ME, create_time())[0]) == {1}
+
+
+def test_observe_a_parent_gone_meanwhile_holds_no_socket_and_is_not_root(
+    config: ApacheConfig,
+) -> None:
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    obs = observe(config, exited.pid, 0.0)
+    assert obs.sockets == {} and obs.children == () and obs.as_root is False
+
+
+def test_sockets_by_name_gives_the_listener_not_a_connection_showing_its_path(
+    tmp_path: Path,
+    config: ApacheConfig,
+    listeners: list[socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server side of an accepted connection shows the listener's path in
+    # /proc/net/unix too; the real listing is put with the connections last.
+    path = tmp_path / "run" / f"wsgi.{ME}.0.1.sock"
+    listener = bind(listeners, path)
+    client = socket.socket(socket.AF_UNIX)
+    listeners.append(client)
+    client.connect(str(path))
+    accepted, _ = listener.accept()
+    listeners.append(accepted)
+    inode = os.fstat(listener.fileno()).st_ino
+    real = procfs.unix_socket_paths
+
+    def listener_first(*, listening_only: bool = False) -> dict[int, str]:
+        found = real(listening_only=listening_only)
+        return dict(sorted(found.items(), key=lambda item: item[0] != inode))
+
+    monkeypatch.setattr(procfs, "unix_socket_paths", listener_first)
+    assert os.fstat(accepted.fileno()).st_ino in listener_first(listening_only=False)
+    sockets, _ = sockets_by_name(config, ME, create_time())
+    assert sockets[1].inode == inode
 
 
 def test_config_changes_skips_an_unreadable_path_and_reads_the_rest(tmp_path: Path) -> None:

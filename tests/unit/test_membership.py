@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.unit.children import SLEEPER
+from tests.unit.children import SLEEPER, traced
 from wsgi_drain import procfacts, procfs
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.discovery import ApacheInstance, DaemonProcess, still_member
@@ -119,6 +119,18 @@ def test_membership_recheck_refuses_a_zombie(
     assert zombie.title == ""
     assert not still_member(instance, None, zombie)
     assert open_handle(instance, None, zombie) is None
+
+
+def test_membership_recheck_passes_a_member_a_debugger_holds_stopped(
+    instance: ApacheInstance,
+    group_socket: tuple[socket.socket, GroupSocket],
+    started: list[subprocess.Popen[str]],
+) -> None:
+    # Its state "t" sorts after "Z": the zombie check refuses a zombie, no other state.
+    listener, sock = group_socket
+    _, proc = spawn(started, pass_fds=(listener.fileno(),))
+    with traced(proc.pid):
+        assert still_member(instance, sock, proc)
 
 
 def test_membership_recheck_refuses_another_start_time(

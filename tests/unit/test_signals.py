@@ -2,6 +2,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,38 @@ def test_handle_close_releases_the_pidfd_once() -> None:
         os.fstat(fd)  # closed for real
     handle.close()  # a second close is harmless (never closes a reused fd number)
     assert handle.fd == -1
+
+
+# A run started with its stdin closed (`<&-`): the first pidfd it opens is fd 0.
+NO_STDIN = """\
+import os
+from wsgi_drain.discovery import DaemonProcess
+from wsgi_drain.signals import Handle
+os.close(0)
+fd = os.pidfd_open(os.getpid())
+assert fd == 0, fd
+Handle(DaemonProcess(os.getpid(), 0.0, "self"), fd).close()
+try:
+    os.fstat(0)
+except OSError:
+    print("closed")
+else:
+    print("still open")
+"""
+
+
+def test_handle_close_releases_a_pidfd_that_is_fd_0_in_a_run_without_stdin() -> None:
+    root = Path(__file__).resolve().parents[2]  # `-c` imports wsgi_drain from the cwd
+    done = subprocess.run(
+        [sys.executable, "-c", NO_STDIN],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "closed\n", "")
 
 
 def test_check_support_passes_on_this_kernel() -> None:
