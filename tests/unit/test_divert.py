@@ -248,6 +248,17 @@ def test_undrain_puts_back_only_what_wsgi_drain_took_out(
     assert [s.admin for s in result.states] == ["ready" if restored else admin]
 
 
+def test_undrain_puts_back_a_drained_server_a_journal_saw_ready_but_never_diverted(
+    tmp_path: Path, fakes: dict[str, Fake]
+) -> None:
+    # A restart killed before its divert: the journal saw A ready and diverted nothing.
+    # A in drain now is no earlier state of the operator's: named, it is put back.
+    Journal(group="myapp", pid=99999, started=1.0, routers=[A], before={A: "ready"}).save(tmp_path)
+    fakes[A].admin = "drain"
+    result = undrain(settings(tmp_path, A), lambda kind, message: None)
+    assert fakes[A].commands == ["restore"] and f"fake {A}: ready (was in drain)" in result.notes
+
+
 def test_undrain_of_one_router_leaves_the_journal_naming_the_others(
     tmp_path: Path, fakes: dict[str, Fake]
 ) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tests.unit.children import SLEEPER, reap
 from wsgi_drain.config import Settings
 from wsgi_drain.divert import undrain
+from wsgi_drain.errors import LockedError
 from wsgi_drain.host.apachectl import configtest_argv
 from wsgi_drain.host.settings import host_routers
 from wsgi_drain.state import HOST, Journal
@@ -102,6 +103,67 @@ def test_undrain_leaves_a_host_journal_naming_other_servers(tmp_path: Path, hook
     undrain(Settings(group="myapp", routers=(hook,), state_dir=state_dir), lambda *_: None)
     left = json.loads(Journal.path_for(state_dir, HOST, "stop").read_text())
     assert left["diverted"] == [other]
+
+
+HOST_LOCK = """
+import sys, time
+from pathlib import Path
+from wsgi_drain import state
+what = sys.argv[2]
+with state.group_lock(Path(sys.argv[1]), state.HOST, what=what, shared=what == "undrain"):
+    sys.stdout.write("held\\n"); sys.stdout.flush()
+    time.sleep(60)
+"""
+
+
+def holding_the_host_lock(state_dir: Path, what: str, holders: list[subprocess.Popen[str]]) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOST_LOCK, str(state_dir), what], stdout=subprocess.PIPE, text=True
+    )
+    holders.append(child)
+    assert child.stdout is not None and child.stdout.readline() == "held\n"
+
+
+def left_by_a_reload(state_dir: Path, hook: str) -> None:
+    Journal(
+        group=HOST, pid=1, started=0.0, kind="reload", routers=[hook],
+        before={hook: "ready"}, diverted=[hook], phase="graceful",
+    ).save(state_dir)  # fmt: skip
+
+
+def test_undrain_of_a_host_journal_is_refused_while_the_host_run_holds_its_lock(
+    tmp_path: Path, hook: str
+) -> None:
+    # A reload still going (its lock held: it locks the host and its own groups) must
+    # not have its server put back by an undrain of a group it does not lock.
+    state_dir = tmp_path / "state"
+    left_by_a_reload(state_dir, hook)
+    holders: list[subprocess.Popen[str]] = []
+    try:
+        holding_the_host_lock(state_dir, "reload", holders)
+        with pytest.raises(LockedError, match=r"held by pid \d+ \(reload\)"):
+            undrain(Settings(group="two", state_dir=state_dir), lambda *_: None)
+    finally:
+        reap(holders)
+    assert (tmp_path / "admin").read_text().strip() == "drain"
+    assert Journal.path_for(state_dir, HOST, "reload").exists()
+
+
+def test_undrains_of_two_groups_repair_a_host_journal_side_by_side(
+    tmp_path: Path, hook: str
+) -> None:
+    # The host's lock is held shared by an undrain, as the group's lock is: another
+    # group's undrain (this one) repairs the same host journal beside it.
+    state_dir = tmp_path / "state"
+    left_by_a_reload(state_dir, hook)
+    holders: list[subprocess.Popen[str]] = []
+    try:
+        holding_the_host_lock(state_dir, "undrain", holders)
+        result = undrain(Settings(group="two", state_dir=state_dir), lambda *_: None)
+    finally:
+        reap(holders)
+    assert (tmp_path / "admin").read_text().strip() == "ready"
+    assert result.journal_removed
 
 
 # -- stop: confirmed gone by pid and start time; check says "stopped for maintenance" -------
