@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,10 @@ class RawServer(RecordingServer):
 
     def __init__(self) -> None:
         self.answer = b""
+        # After the answer, the connection is held open until the test ends (as a
+        # server that ignores `Connection: close`): only the framing ends the read.
+        self.keep_open = False
+        self.release = threading.Event()
         listener = socket.create_server(("127.0.0.1", 0))
         self.port = listener.getsockname()[1]
         super().__init__(listener, lambda data: b"\r\n\r\n" in data, self._reply)
@@ -31,6 +36,8 @@ class RawServer(RecordingServer):
         # The probe may stop reading and close: what some tests want.
         with contextlib.suppress(OSError):
             conn.sendall(self.answer)
+            if self.keep_open:
+                self.release.wait(10)
 
     def url(self, path: str = "/health") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -40,6 +47,7 @@ class RawServer(RecordingServer):
 def raw() -> Iterator[RawServer]:
     server = RawServer()
     yield server
+    server.release.set()
     server.listener.close()
 
 
@@ -98,7 +106,7 @@ def test_http1_probe_headers_are_caseless_and_a_repeated_pid_is_not_a_pid(raw: R
 
 @pytest.mark.parametrize(
     "answer",
-    [b"", b"garbage\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
+    [b"", b"garbage\r\n\r\n", b"HTTP/1.1\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
      b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
      b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000 + b"\r\n\r\n"],
 )  # fmt: skip
@@ -117,3 +125,57 @@ def test_http1_probe_refuses_a_control_character_before_sending(raw: RawServer) 
     assert probe(raw.url("/a%20b"), 2).ok  # an escaped space is fine
     # Only the second probe reached the server.
     assert len(raw.requests) == 1 and raw.requests[0].startswith(b"GET /a%20b HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", 101),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 204),
+        (b"HTTP/1.1 304 Not Modified\r\n\r\n", 304),
+    ],
+)
+def test_http1_probe_reads_no_body_after_a_101_204_or_304(
+    raw: RawServer, answer: bytes, status: int
+) -> None:
+    """No length and a connection kept open: the status alone says there is no
+    body, so the answer is taken at once (reading on would wait out the probe)."""
+    raw.answer, raw.keep_open = answer, True
+    result = probe(raw.url(), 2)
+    assert (result.status, result.ok, result.body_read) == (status, status == 204, 0)
+    assert result.error is None
+
+
+def test_http1_probe_takes_lines_up_to_64_kib_and_refuses_longer(raw: RawServer) -> None:
+    head = b"HTTP/1.1 200 OK\r\n"
+    end = b"Content-Length: 0\r\n\r\n"
+    # "X: " + value + CRLF: exactly MAX_LINE (65536) bytes, then one more.
+    raw.answer = head + b"X: " + b"y" * (65536 - 5) + b"\r\n" + end
+    assert probe(raw.url(), 2).ok
+    raw.answer = head + b"X: " + b"y" * (65536 - 4) + b"\r\n" + end
+    result = probe(raw.url(), 2)
+    assert not result.ok and "longer than 65536 bytes" in (result.error or "")
+
+
+def test_http1_probe_takes_100_headers_and_refuses_101(raw: RawServer) -> None:
+    raw.answer = b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 99 + b"Content-Length: 0\r\n\r\n"
+    assert probe(raw.url(), 2).ok
+    raw.answer = b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 100 + b"Content-Length: 0\r\n\r\n"
+    result = probe(raw.url(), 2)
+    assert not result.ok and "more than 100 headers" in (result.error or "")
+
+
+def test_http1_probe_chunk_sizes_are_hexadecimal(raw: RawServer) -> None:
+    # 0x1A is 26 bytes (not 27, as base 17 would read it), then 0x10 is 16.
+    raw.answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"1A\r\n" + b"a" * 26 + b"\r\n10\r\n" + b"b" * 16 + b"\r\n0\r\n\r\n"
+    )
+    result = probe(raw.url(), 2)
+    assert result.ok and result.body_read == 26 + 16
+
+
+def test_http1_probe_a_bad_chunk_size_is_quoted_to_20_bytes(raw: RawServer) -> None:
+    raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"z" * 30 + b"\r\n"
+    result = probe(raw.url(), 2)
+    assert result.error == f"bad chunk size {b'z' * 20!r}"
