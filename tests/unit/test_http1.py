@@ -175,7 +175,33 @@ def test_http1_probe_chunk_sizes_are_hexadecimal(raw: RawServer) -> None:
     assert result.ok and result.body_read == 26 + 16
 
 
-def test_http1_probe_a_bad_chunk_size_is_quoted_to_20_bytes(raw: RawServer) -> None:
-    raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"z" * 30 + b"\r\n"
+@pytest.mark.parametrize("size", [b"z" * 30, b"-" + b"1" * 29])
+def test_http1_probe_a_bad_chunk_size_is_quoted_to_20_bytes(raw: RawServer, size: bytes) -> None:
+    """Not hexadecimal, or negative: refused, with the size's first 20 bytes."""
+    raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\n"
     result = probe(raw.url(), 2)
-    assert result.error == f"bad chunk size {b'z' * 20!r}"
+    assert result.error == f"bad chunk size {size[:20]!r}"
+
+
+@pytest.mark.parametrize("line", [b"garbage " + b"x" * 100, b"HTTP/1.1 20 " + b"x" * 100])
+def test_http1_probe_a_bad_status_line_is_quoted_to_80_bytes(raw: RawServer, line: bytes) -> None:
+    raw.answer = line + b"\r\n\r\n"
+    result = probe(raw.url(), 2)
+    assert result.error == f"not an HTTP status line: {line[:80]!r}"
+
+
+def test_http1_probe_tries_the_next_address_after_a_refused_one(
+    raw: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with two addresses, the first refusing (nothing listens there): the
+    second is connected to, as http.client's create_connection did."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    raw.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    tcp = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+    addresses = [(*tcp, ("127.0.0.1", closed)), (*tcp, ("127.0.0.1", raw.port))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args: addresses)
+    result = probe(f"http://app.example:{raw.port}/health", 2)
+    assert result.ok, result.error
+    assert len(raw.requests) == 1
