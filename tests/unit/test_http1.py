@@ -205,3 +205,26 @@ def test_http1_probe_tries_the_next_address_after_a_refused_one(
     result = probe(f"http://app.example:{raw.port}/health", 2)
     assert result.ok, result.error
     assert len(raw.requests) == 1
+
+
+def test_http1_probe_a_refused_connection_says_refused() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    result = probe(f"http://127.0.0.1:{closed}/health", 2)
+    assert not result.ok and "Connection refused" in (result.error or ""), result.error
+
+
+def test_http1_probe_reads_an_answer_whose_lines_end_in_a_bare_lf(raw: RawServer) -> None:
+    raw.answer = b"HTTP/1.0 200 OK\nContent-Length: 2\nX-Pid: 7\n\nok"
+    result = probe(raw.url(), 2)
+    assert (result.ok, result.served_by, result.body_read) == (True, 7, 2)
+
+
+def test_http1_probe_a_64_kib_line_cut_by_the_connections_end_is_refused(
+    raw: RawServer,
+) -> None:
+    """MAX_LINE bytes with no line end yet are too long, even if the server then closes."""
+    raw.answer = b"HTTP/1.1 200 OK\r\nX: " + b"y" * (65536 - 3)
+    result = probe(raw.url(), 2)
+    assert not result.ok and "longer than 65536 bytes" in (result.error or "")
