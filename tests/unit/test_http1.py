@@ -107,6 +107,7 @@ def test_http1_probe_headers_are_caseless_and_a_repeated_pid_is_not_a_pid(raw: R
 @pytest.mark.parametrize(
     "answer",
     [b"", b"garbage\r\n\r\n", b"HTTP/1.1\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
+     b"HTTP/1.1 099 Low\r\n\r\n",
      b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
      b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000 + b"\r\n\r\n"],
 )  # fmt: skip
@@ -228,3 +229,19 @@ def test_http1_probe_a_64_kib_line_cut_by_the_connections_end_is_refused(
     raw.answer = b"HTTP/1.1 200 OK\r\nX: " + b"y" * (65536 - 3)
     result = probe(raw.url(), 2)
     assert not result.ok and "longer than 65536 bytes" in (result.error or "")
+
+
+def test_http1_probe_status_codes_run_from_100_to_999(raw: RawServer) -> None:
+    raw.answer = b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n"
+    result = probe(raw.url(), 2)
+    assert (result.status, result.ok) == (999, False)
+
+
+def test_http1_probe_refuses_a_space_in_the_path_before_sending(raw: RawServer) -> None:
+    raw.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    for path in ("/a b", "/a\x01b", "/a\x7fb"):
+        result = probe(raw.url(path), 2)
+        assert not result.ok and "can't contain control characters or spaces" in (
+            result.error or ""
+        ), path
+    assert raw.requests == []
