@@ -12,6 +12,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,10 @@ def test_http1_probe_reads_a_chunked_body_within_the_bound(raw: RawServer) -> No
     big = b"8000\r\n" + b"z" * 0x8000 + b"\r\n"
     raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + big * 4 + b"0\r\n\r\n"
     assert probe(raw.url(), 5).body_read == MAX_BODY
+    # A chunk that crosses the bound after a first one: cut at the bound too.
+    big = b"10000\r\n" + b"z" * 0x10000 + b"\r\n"
+    raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n" + big
+    assert probe(raw.url(), 5).body_read == MAX_BODY
 
 
 def test_http1_probe_a_broken_chunked_body_is_a_failure(raw: RawServer) -> None:
@@ -107,7 +112,7 @@ def test_http1_probe_headers_are_caseless_and_a_repeated_pid_is_not_a_pid(raw: R
 @pytest.mark.parametrize(
     "answer",
     [b"", b"garbage\r\n\r\n", b"HTTP/1.1\r\n\r\n", b"HTTP/2 200\r\n\r\n", b"HTTP/1.1 20 OK\r\n\r\n",
-     b"HTTP/1.1 099 Low\r\n\r\n",
+     b"HTTP/1.1 099 Low\r\n\r\n", b"HTTP/1.1 0200 OK\r\n\r\n",
      b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n",
      b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000 + b"\r\n\r\n"],
 )  # fmt: skip
@@ -245,3 +250,23 @@ def test_http1_probe_refuses_a_space_in_the_path_before_sending(raw: RawServer) 
             result.error or ""
         ), path
     assert raw.requests == []
+
+
+def test_http1_probe_of_a_non_ascii_name_resolves_it_and_sends_its_idna_host(
+    raw: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An internationalized name: resolved as given (the resolver applies IDNA) and
+    sent as its ASCII form in the Host header (the resolver here answers 127.0.0.1)."""
+    asked: list[object] = []
+    real = socket.getaddrinfo
+
+    def resolve(host: object, port: int, *args: object) -> list[tuple[Any, ...]]:
+        asked.append(host)
+        return real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    raw.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    result = probe(f"http://b\u00fccher.example:{raw.port}/health", 2)
+    assert result.ok, result.error
+    assert asked == ["b\u00fccher.example"]
+    assert b"\r\nHost: xn--bcher-kva.example:%d\r\n" % raw.port in raw.requests[0]
