@@ -74,6 +74,11 @@ def test_http1_probe_reads_a_chunked_body_within_the_bound(raw: RawServer) -> No
     big = b"10000\r\n" + b"z" * 0x10000 + b"\r\n"
     raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n" + big
     assert probe(raw.url(), 5).body_read == MAX_BODY
+    # One chunk far past the bound: its data is not read on as a line.
+    huge = b"30000\r\n" + b"z" * 0x30000 + b"\r\n0\r\n\r\n"
+    raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + huge
+    result = probe(raw.url(), 5)
+    assert result.ok and result.body_read == MAX_BODY, result.error
 
 
 def test_http1_probe_a_broken_chunked_body_is_a_failure(raw: RawServer) -> None:
@@ -270,3 +275,12 @@ def test_http1_probe_of_a_non_ascii_name_resolves_it_and_sends_its_idna_host(
     assert result.ok, result.error
     assert asked == ["b\u00fccher.example"]
     assert b"\r\nHost: xn--bcher-kva.example:%d\r\n" % raw.port in raw.requests[0]
+
+
+@pytest.mark.parametrize("status", [200, 203, 302, 503])
+def test_http1_probe_reads_the_body_of_any_final_answer_but_101_204_304(
+    raw: RawServer, status: int
+) -> None:
+    raw.answer = b"HTTP/1.1 %d X\r\nContent-Length: 4\r\n\r\nbody" % status
+    result = probe(raw.url(), 2)
+    assert (result.status, result.body_read) == (status, 4)
