@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from tests.unit.servers import RecordingServer
 from wsgi_drain.health import MAX_BODY, probe
+from wsgi_drain.http1 import host_header
 
 
 class RawServer(RecordingServer):
@@ -186,7 +188,7 @@ def test_http1_probe_chunk_sizes_are_hexadecimal(raw: RawServer) -> None:
     assert result.ok and result.body_read == 26 + 16
 
 
-@pytest.mark.parametrize("size", [b"z" * 30, b"-" + b"1" * 29])
+@pytest.mark.parametrize("size", [b"z" * 30, b"-1", b"-" + b"1" * 29])
 def test_http1_probe_a_bad_chunk_size_is_quoted_to_20_bytes(raw: RawServer, size: bytes) -> None:
     """Not hexadecimal, or negative: refused, with the size's first 20 bytes."""
     raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\n"
@@ -227,9 +229,9 @@ def test_http1_probe_a_refused_connection_says_refused() -> None:
 
 
 def test_http1_probe_reads_an_answer_whose_lines_end_in_a_bare_lf(raw: RawServer) -> None:
-    raw.answer = b"HTTP/1.0 200 OK\nContent-Length: 2\nX-Pid: 7\n\nok"
+    raw.answer = b"HTTP/1.0 200 OK\nContent-Length: 2\nX-Pid: 42\n\nok"
     result = probe(raw.url(), 2)
-    assert (result.ok, result.served_by, result.body_read) == (True, 7, 2)
+    assert (result.ok, result.served_by, result.body_read) == (True, 42, 2)
 
 
 def test_http1_probe_a_64_kib_line_cut_by_the_connections_end_is_refused(
@@ -284,3 +286,26 @@ def test_http1_probe_reads_the_body_of_any_final_answer_but_101_204_304(
     raw.answer = b"HTTP/1.1 %d X\r\nContent-Length: 4\r\n\r\nbody" % status
     result = probe(raw.url(), 2)
     assert (result.status, result.body_read) == (status, 4)
+
+
+def test_http1_probe_an_unknown_protocol_is_named(raw: RawServer) -> None:
+    raw.answer = b"HTTP/2 200\r\n\r\n"
+    assert probe(raw.url(), 2).error == "unknown protocol 'HTTP/2'"
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://app.example/h", "app.example"),
+        ("https://app.example:443/h", "app.example"),  # the port as parsed from the URL
+        ("http://app.example:80/h", "app.example"),
+        ("http://app.example:443/h", "app.example:443"),
+        ("http://[::1]:8080/h", "[::1]:8080"),
+        ("http://[::1]/h", "[::1]"),
+    ],
+)
+def test_http1_host_header_names_the_port_unless_the_schemes_own(url: str, host: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    assert parts.hostname is not None
+    assert host_header(parts.hostname, parts.port or default, default) == host
