@@ -300,6 +300,7 @@ def test_http1_probe_an_unknown_protocol_is_named(raw: RawServer) -> None:
         ("https://app.example:443/h", "app.example"),  # the port as parsed from the URL
         ("http://app.example:80/h", "app.example"),
         ("http://app.example:443/h", "app.example:443"),
+        ("https://app.example:80/h", "app.example:80"),
         ("http://[::1]:8080/h", "[::1]:8080"),
         ("http://[::1]/h", "[::1]"),
     ],
@@ -309,3 +310,12 @@ def test_http1_host_header_names_the_port_unless_the_schemes_own(url: str, host:
     default = {"http": 80, "https": 443}[parts.scheme]
     assert parts.hostname is not None
     assert host_header(parts.hostname, parts.port or default, default) == host
+
+
+def test_http1_probe_frames_by_length_unless_the_coding_is_chunked(raw: RawServer) -> None:
+    """Only `chunked` is read as chunks: another coding's body is framed by its length."""
+    raw.answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 4\r\n\r\nbody"
+    )
+    result = probe(raw.url(), 2)
+    assert result.ok and result.body_read == 4, result.error
