@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from tests.unit.servers import RecordingServer
+from wsgi_drain.deadline import Deadline
 from wsgi_drain.health import MAX_BODY, probe
-from wsgi_drain.http1 import host_header
+from wsgi_drain.http1 import get, host_header
 
 
 class RawServer(RecordingServer):
@@ -196,11 +197,14 @@ def test_http1_probe_a_bad_chunk_size_is_quoted_to_20_bytes(raw: RawServer, size
     assert result.error == f"bad chunk size {size[:20]!r}"
 
 
-@pytest.mark.parametrize("line", [b"garbage " + b"x" * 100, b"HTTP/1.1 20 " + b"x" * 100])
+@pytest.mark.parametrize(
+    "line", [b"garbage " + b"x" * 100, b"HTTP/1.1 20 " + b"x" * 100, b"HTTP/1.1 2x0 OK"]
+)
 def test_http1_probe_a_bad_status_line_is_quoted_to_80_bytes(raw: RawServer, line: bytes) -> None:
     raw.answer = line + b"\r\n\r\n"
     result = probe(raw.url(), 2)
-    assert result.error == f"not an HTTP status line: {line[:80]!r}"
+    sent = line + b"\r\n"
+    assert result.error == f"not an HTTP status line: {sent[:80]!r}"
 
 
 def test_http1_probe_tries_the_next_address_after_a_refused_one(
@@ -314,8 +318,18 @@ def test_http1_host_header_names_the_port_unless_the_schemes_own(url: str, host:
 
 def test_http1_probe_frames_by_length_unless_the_coding_is_chunked(raw: RawServer) -> None:
     """Only `chunked` is read as chunks: another coding's body is framed by its length."""
-    raw.answer = (
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 4\r\n\r\nbody"
-    )
+    raw.answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 4\r\n\r\nbody"
     result = probe(raw.url(), 2)
     assert result.ok and result.body_read == 4, result.error
+
+
+def test_http1_get_with_its_time_run_out_sends_and_reads_nothing() -> None:
+    """Even with a whole answer waiting in the socket: past the deadline is too late."""
+    ours, server = socket.socketpair()
+    with ours, server:
+        server.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        with pytest.raises(TimeoutError, match="the probe's time ran out"):
+            get(ours, b"GET / HTTP/1.1\r\n\r\n", Deadline(0), MAX_BODY)
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.recv(100)  # the request was never sent
