@@ -333,3 +333,10 @@ def test_http1_get_with_its_time_run_out_sends_and_reads_nothing() -> None:
         server.setblocking(False)
         with pytest.raises(BlockingIOError):
             server.recv(100)  # the request was never sent
+
+
+def test_http1_probe_takes_a_last_header_cut_by_the_connections_end(raw: RawServer) -> None:
+    """No blank line after the headers: the connection's end ends the last one."""
+    raw.answer = b"HTTP/1.0 200 OK\r\nX-Pid: 5"
+    result = probe(raw.url(), 2)
+    assert (result.ok, result.served_by) == (True, 5), result.error
