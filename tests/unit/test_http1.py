@@ -340,3 +340,15 @@ def test_http1_probe_takes_a_last_header_cut_by_the_connections_end(raw: RawServ
     raw.answer = b"HTTP/1.0 200 OK\r\nX-Pid: 5"
     result = probe(raw.url(), 2)
     assert (result.ok, result.served_by) == (True, 5), result.error
+
+
+def test_http1_probe_skips_a_header_line_without_a_colon(raw: RawServer) -> None:
+    raw.answer = b"HTTP/1.1 200 OK\r\nnonsense\r\nX-Pid: 7\r\nContent-Length: 0\r\n\r\n"
+    result = probe(raw.url(), 2)
+    assert (result.ok, result.served_by) == (True, 7), result.error
+
+
+def test_http1_probe_refuses_a_path_that_is_not_ascii_as_http_client_did(raw: RawServer) -> None:
+    result = probe(raw.url("/caf\u00e9"), 2)
+    assert not result.ok and "'ascii' codec can't encode" in (result.error or "")
+    assert raw.requests == []
