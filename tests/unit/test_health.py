@@ -276,6 +276,22 @@ def test_health_probe_latency_is_the_probes_own_duration(http_server: str, tmp_p
         assert 0.0 <= result.latency <= took, (url, result)
 
 
+def test_health_probe_latency_is_the_monotonic_time_since_it_began(
+    http_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """150 s on the monotonic clock reads 150 s, whatever the clock's value (a host up
+    for less time than the probe, too): for an answer and for a failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    for url in (f"http://{http_server}/ok", f"http://127.0.0.1:{closed}/"):
+        ticks = [100.0]
+        monkeypatch.setattr(time, "monotonic", lambda t=ticks: t.pop(0) if t else 250.0)
+        result = probe(url, 2)
+        monkeypatch.undo()
+        assert result.latency == 150.0, (url, result)
+
+
 def test_health_probe_describes_latency_in_milliseconds() -> None:
     answer = Probe("http://127.0.0.1:1/health", ok=True, status=200, latency=1.0)
     failure = Probe("http://127.0.0.1:1/health", ok=False, status=None, latency=1.0, error="x")
