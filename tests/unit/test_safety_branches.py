@@ -778,6 +778,30 @@ def test_host_requests_still_running_at_the_drain_timeout_are_counted_and_warned
     ]
 
 
+def test_host_requests_wait_never_asks_to_sleep_past_the_drain_timeout(
+    tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pause is the poll or what remains, whichever is less: the last one is cut
+    to what is left of the deadline (on a clock that moves only by the pauses)."""
+    from wsgi_drain.restart import divert as phase
+
+    held: list[object] = [{11}] * 1000
+    bench = host_bench(tmp_path, interrupts, monkeypatch, held)
+    monkeypatch.setattr(phase, "HOST_POLL", 0.02)
+    now = [0.0]
+    asked: list[float] = []
+
+    def pause(seconds: float) -> None:
+        asked.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(phase.time, "sleep", pause)
+    phase.wait_host_requests(bench.run, bench.target, Deadline(0.05, clock=lambda: now[0]))
+    monkeypatch.undo()
+    assert asked == [0.02, 0.02, pytest.approx(0.01)]
+    assert bench.out.host_in_flight_at_signal == 1
+
+
 def test_host_sockets_unreadable_is_said_not_waited_for(
     tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
