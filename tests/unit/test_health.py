@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -276,6 +276,22 @@ def test_health_probe_latency_is_the_probes_own_duration(http_server: str, tmp_p
         assert 0.0 <= result.latency <= took, (url, result)
 
 
+def test_health_probe_latency_is_the_monotonic_time_since_it_began(
+    http_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """150 s on the monotonic clock reads 150 s, whatever the clock's value (a host up
+    for less time than the probe, too): for an answer and for a failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    for url in (f"http://{http_server}/ok", f"http://127.0.0.1:{closed}/"):
+        ticks = [100.0]
+        monkeypatch.setattr(time, "monotonic", lambda t=ticks: t.pop(0) if t else 250.0)
+        result = probe(url, 2)
+        monkeypatch.undo()
+        assert result.latency == 150.0, (url, result)
+
+
 def test_health_probe_describes_latency_in_milliseconds() -> None:
     answer = Probe("http://127.0.0.1:1/health", ok=True, status=200, latency=1.0)
     failure = Probe("http://127.0.0.1:1/health", ok=False, status=None, latency=1.0, error="x")
@@ -294,6 +310,26 @@ def test_health_probe_ca_bundle_that_cannot_be_loaded_is_an_unhealthy_result(
     assert not result.ok and result.status is None
     assert result.error is not None and f"cannot load the CA bundle {ca}" in result.error
     assert Handler.seen_hosts == []  # nothing was sent
+
+
+def test_health_probe_tls_handshake_gets_only_what_remains_of_the_timeout(
+    https_server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket handed to TLS carries the probe's remaining time as its timeout
+    (never a floor above it: a server that stalls the handshake must not stretch it)."""
+    address, _names = https_server
+    seen: list[float | None] = []
+    original = ssl.SSLContext.wrap_socket
+
+    def recording(self: ssl.SSLContext, sock: socket.socket, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("server_side"):
+            seen.append(sock.gettimeout())
+        return original(self, sock, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "wrap_socket", recording)
+    result = probe(f"https://{address}/ok", 0.5, insecure=True)
+    assert result.ok, result.error
+    assert len(seen) == 1 and seen[0] is not None and 0 < seen[0] <= 0.5, seen
 
 
 def test_health_probe_https_sni_is_the_host_without_its_port(

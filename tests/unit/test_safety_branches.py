@@ -17,6 +17,7 @@ import dataclasses
 import http.server
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.discovery import DaemonProcess, GroupProcesses
 from wsgi_drain.errors import Interrupted, RouterError, UnhealthyError
+from wsgi_drain.identity import GroupSocket
 from wsgi_drain.interrupts import Interrupts
 from wsgi_drain.outcome import Outcome, RouterRecord
 from wsgi_drain.restart import policy
@@ -776,6 +778,30 @@ def test_host_requests_still_running_at_the_drain_timeout_are_counted_and_warned
     ]
 
 
+def test_host_requests_wait_never_asks_to_sleep_past_the_drain_timeout(
+    tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pause is the poll or what remains, whichever is less: the last one is cut
+    to what is left of the deadline (on a clock that moves only by the pauses)."""
+    from wsgi_drain.restart import divert as phase
+
+    held: list[object] = [{11}] * 1000
+    bench = host_bench(tmp_path, interrupts, monkeypatch, held)
+    monkeypatch.setattr(phase, "HOST_POLL", 0.02)
+    now = [0.0]
+    asked: list[float] = []
+
+    def pause(seconds: float) -> None:
+        asked.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(phase.time, "sleep", pause)
+    phase.wait_host_requests(bench.run, bench.target, Deadline(0.05, clock=lambda: now[0]))
+    monkeypatch.undo()
+    assert asked == [0.02, 0.02, pytest.approx(0.01)]
+    assert bench.out.host_in_flight_at_signal == 1
+
+
 def test_host_sockets_unreadable_is_said_not_waited_for(
     tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -785,6 +811,40 @@ def test_host_sockets_unreadable_is_said_not_waited_for(
     assert bench.out.warnings == [
         "cannot read the daemons' sockets: requests that bypassed the router are not awaited"
     ]
+
+
+def test_host_requests_held_are_read_from_the_group_socket_of_its_processes(
+    tmp_path: Path, interrupts: Interrupts
+) -> None:
+    """`_held` for real: this process stands for the daemon, holding one accepted
+    connection to the group's unix socket (a request in flight), then none."""
+    path = tmp_path / "wsgi.sock"
+    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as client:
+        listener.bind(str(path))
+        listener.listen()
+        client.connect(str(path))
+        conn, _ = listener.accept()
+        benches = []
+        for held in (True, False):
+            if not held:
+                conn.close()  # the request ended
+            where = tmp_path / f"held-{held}"
+            where.mkdir()
+            bench = Bench(where, Scripted(), interrupts, drain_timeout=0.05)
+            bench.target.procs = dataclasses.replace(
+                bench.target.procs,
+                socket=GroupSocket(path=str(path), inode=0),
+                processes=(DaemonProcess(pid=os.getpid(), create_time=0.0, title=""),),
+            )
+            assert divert(bench.run, bench.target, bench.routing)
+            benches.append(bench)
+    busy, idle = benches
+    assert busy.out.host_in_flight_at_signal == 1
+    assert busy.out.warnings == [
+        "host: 1 request(s) that did not come through the router still in flight after "
+        "0.05 s; they get the group's drain window"
+    ]
+    assert idle.out.host_in_flight_at_signal == 0 and idle.out.warnings == []
 
 
 # -- the restore phase's edges -----------------------------------------------------------------
@@ -824,6 +884,23 @@ def test_lb_up_after_is_the_time_from_the_restore_to_up(tmp_path: Path) -> None:
         spent = time.monotonic() - before
     up_after = bench.rec.up_after
     assert up_after is not None and 0 < up_after <= spent, (up_after, spent)
+
+
+def test_lb_up_after_is_the_monotonic_time_since_the_wait_began(
+    tmp_path: Path, interrupts: Interrupts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """150 s from the restore to UP reads 150 s, on a clock of any value (a host up
+    for less time than the wait, too)."""
+    from wsgi_drain.restart import restore as phase
+
+    router = Scripted()
+    router.lb_up = True
+    bench = diverted_bench(tmp_path, router, interrupts, lb_up_timeout=300.0)
+    ticks = iter([100.0, 250.0])
+    monkeypatch.setattr(phase.time, "monotonic", lambda: next(ticks))
+    phase._wait_lb_up(bench.run, [(router, bench.rec)])
+    monkeypatch.undo()
+    assert bench.rec.up_after == 150.0
 
 
 def test_lb_up_timeout_zero_does_not_wait_and_is_no_error(
