@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -116,12 +117,17 @@ with state.group_lock(Path(sys.argv[1]), state.HOST, what=what, shared=what == "
 """
 
 
-def holding_the_host_lock(state_dir: Path, what: str, holders: list[subprocess.Popen[str]]) -> None:
+@contextlib.contextmanager
+def host_lock_held(state_dir: Path, what: str) -> Iterator[None]:
+    """A child process holds the host's lock as a `what` run does, until the block ends."""
     child = subprocess.Popen(
         [sys.executable, "-c", HOST_LOCK, str(state_dir), what], stdout=subprocess.PIPE, text=True
     )
-    holders.append(child)
-    assert child.stdout is not None and child.stdout.readline() == "held\n"
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        yield
+    finally:
+        reap([child])
 
 
 def left_by_a_reload(state_dir: Path, hook: str) -> None:
@@ -138,13 +144,9 @@ def test_undrain_of_a_host_journal_is_refused_while_the_host_run_holds_its_lock(
     # not have its server put back by an undrain of a group it does not lock.
     state_dir = tmp_path / "state"
     left_by_a_reload(state_dir, hook)
-    holders: list[subprocess.Popen[str]] = []
-    try:
-        holding_the_host_lock(state_dir, "reload", holders)
-        with pytest.raises(LockedError, match=r"held by pid \d+ \(reload\)"):
-            undrain(Settings(group="two", state_dir=state_dir), lambda *_: None)
-    finally:
-        reap(holders)
+    refused = pytest.raises(LockedError, match=r"held by pid \d+ \(reload\)")
+    with host_lock_held(state_dir, "reload"), refused:
+        undrain(Settings(group="two", state_dir=state_dir), lambda *_: None)
     assert (tmp_path / "admin").read_text().strip() == "drain"
     assert Journal.path_for(state_dir, HOST, "reload").exists()
 
@@ -156,12 +158,8 @@ def test_undrains_of_two_groups_repair_a_host_journal_side_by_side(
     # group's undrain (this one) repairs the same host journal beside it.
     state_dir = tmp_path / "state"
     left_by_a_reload(state_dir, hook)
-    holders: list[subprocess.Popen[str]] = []
-    try:
-        holding_the_host_lock(state_dir, "undrain", holders)
+    with host_lock_held(state_dir, "undrain"):
         result = undrain(Settings(group="two", state_dir=state_dir), lambda *_: None)
-    finally:
-        reap(holders)
     assert (tmp_path / "admin").read_text().strip() == "ready"
     assert result.journal_removed
 

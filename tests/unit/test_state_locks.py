@@ -167,12 +167,17 @@ def test_state_dir_that_cannot_be_made_says_where_to_point_it(tmp_path: Path) ->
     )
 
 
-def test_state_dir_of_another_user_is_refused_without_chown_advice(tmp_path: Path) -> None:
+def needs_root() -> None:
+    """Skip unless root (giving a directory to another uid needs it); fail on CI, which is root."""
     if os.geteuid() != 0:
-        # CI runs as root: there this rule must be tested, never skipped.
+        # CI runs as root: there these rules must be tested, never skipped.
         if os.environ.get("CI") == "true":
             pytest.fail("giving a directory to another uid needs root: run CI as root")
         pytest.skip("giving a directory to another uid needs root")
+
+
+def test_state_dir_of_another_user_is_refused_without_chown_advice(tmp_path: Path) -> None:
+    needs_root()
     where = tmp_path / "state"
     where.mkdir(mode=0o700)
     os.chown(where, 4321, 4321)
@@ -276,11 +281,7 @@ def test_state_dir_of_a_user_above_uid_256_is_accepted_as_that_users_own(
 ) -> None:
     # Owner and user are compared by value: CPython shares the int objects only up
     # to 256, so an identity test would refuse uid 4321 its own directory.
-    if os.geteuid() != 0:
-        # CI runs as root: there this rule must be tested, never skipped.
-        if os.environ.get("CI") == "true":
-            pytest.fail("giving a directory to another uid needs root: run CI as root")
-        pytest.skip("giving a directory to another uid needs root")
+    needs_root()
     where = tmp_path / "state"
     where.mkdir(mode=0o700)
     os.chown(where, 4321, 4321)
