@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.clock import SleepClock
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import ConfigError, RouterError
 from wsgi_drain.routers import parse_spec, specs
@@ -354,17 +355,11 @@ def test_command_router_drain_polls_every_half_second_and_never_sleeps_past_the_
     # 0.5 s, then what is left of it (0.2 s), then the deadline.
     from wsgi_drain.routers import command
 
-    now = [0.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    monkeypatch.setattr(command, "time", types.SimpleNamespace(sleep=sleep))
+    clock = SleepClock()
+    monkeypatch.setattr(command, "time", types.SimpleNamespace(sleep=clock.sleep))
     program = _counting_hook(tmp_path, ["admin=drain sessions=1 queued=0"])
     router = CommandRouter(parse_command(str(program)))
-    state = router.wait_drained(Deadline(0.7, clock=lambda: now[0]))
+    state = router.wait_drained(Deadline(0.7, clock=clock))
     assert state.sessions == 1
-    assert slept == [0.5, pytest.approx(0.2)]
+    assert clock.slept == [0.5, pytest.approx(0.2)]
     assert (tmp_path / "count").read_text().strip() == "3"

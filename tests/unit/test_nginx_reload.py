@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from lab.nginx import temp_paths
+from tests.unit.clock import SleepClock
 from wsgi_drain.deadline import Deadline
 from wsgi_drain.errors import RouterError
 from wsgi_drain.routers.nginx import NginxRouter, NginxTarget, file_lock
@@ -556,19 +557,13 @@ def test_nginx_drain_wait_never_sleeps_past_its_deadline(
     upstream = tmp_path / "up.conf"
     upstream.write_text(UPSTREAM)
     router = NginxRouter(NginxTarget(upstream, "127.0.0.1:9"), tmp_path / "state")
-    now = [0.0]
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=sleep))
+    clock = SleepClock()
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(sleep=clock.sleep))
     old = subprocess.Popen(["sleep", "60"])
     try:
         router._old_workers = {old.pid}
-        assert router.wait_drained(Deadline(0.07, clock=lambda: now[0])).sessions == 1
+        assert router.wait_drained(Deadline(0.07, clock=clock)).sessions == 1
     finally:
         old.kill()
         old.wait()
-    assert slept == [0.05, pytest.approx(0.02)]
+    assert clock.slept == [0.05, pytest.approx(0.02)]

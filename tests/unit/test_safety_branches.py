@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.clock import SleepClock
 from wsgi_drain.apacheconf import parse_config
 from wsgi_drain.config import Settings
 from wsgi_drain.deadline import Deadline
@@ -788,17 +789,11 @@ def test_host_requests_wait_never_asks_to_sleep_past_the_drain_timeout(
     held: list[object] = [{11}] * 1000
     bench = host_bench(tmp_path, interrupts, monkeypatch, held)
     monkeypatch.setattr(phase, "HOST_POLL", 0.02)
-    now = [0.0]
-    asked: list[float] = []
-
-    def pause(seconds: float) -> None:
-        asked.append(seconds)
-        now[0] += seconds
-
-    monkeypatch.setattr(phase.time, "sleep", pause)
-    phase.wait_host_requests(bench.run, bench.target, Deadline(0.05, clock=lambda: now[0]))
+    clock = SleepClock()
+    monkeypatch.setattr(phase.time, "sleep", clock.sleep)
+    phase.wait_host_requests(bench.run, bench.target, Deadline(0.05, clock=clock))
     monkeypatch.undo()
-    assert asked == [0.02, 0.02, pytest.approx(0.01)]
+    assert clock.slept == [0.02, 0.02, pytest.approx(0.01)]
     assert bench.out.host_in_flight_at_signal == 1
 
 
